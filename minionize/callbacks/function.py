@@ -1,0 +1,52 @@
+"""Run a Python function for each parameter, in the minion's own process."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, Callable
+
+from ..config import Settings
+from ..message import Message, Outcome, Param
+from .base import Callback, RunContext
+
+log = logging.getLogger(__name__)
+
+
+class FuncCallback(Callback):
+    """Calls `func(param)`.
+
+    Returning normally is a success, whatever the value; raising, or
+    returning exactly False, is a failure that will be retried. A
+    Python function cannot be interrupted: MINION_TIMEOUT is not enforced for
+    it, and a stop lets it finish within the grace period or gives its
+    parameter back when the minion exits.
+    """
+
+    cancellable = False
+
+    def __init__(self, func: Callable[[Param], Any]) -> None:
+        self.func = func
+
+    def setup(self, settings: Settings) -> None:
+        if settings.timeout is not None:
+            log.warning(
+                "MINION_TIMEOUT=%g is not enforced for a Python function "
+                "(a thread cannot be killed); use a ProcessCallback to enforce it",
+                settings.timeout,
+            )
+
+    def run(self, message: Message, context: RunContext) -> Outcome:
+        if context.dry:
+            print(f"DRY: {getattr(self.func, '__name__', self.func)}({message.param!r})", flush=True)
+            return Outcome.success(None)
+        try:
+            result = self.func(message.param)
+        except Exception as exc:  # the user's code: any failure is an outcome
+            lines = traceback.format_exception_only(type(exc), exc)
+            return Outcome.failure(
+                lines[-1].strip(), stderr_tail="".join(traceback.format_exc()[-4096:])
+            )
+        if result is False:
+            return Outcome.failure("function returned False", exit_code=1)
+        return Outcome.success(0)

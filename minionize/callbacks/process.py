@@ -1,0 +1,224 @@
+"""Run a program for each parameter, as a subprocess in its own process group.
+
+The parameter is appended to the command's argv: a string is split into
+words as a shell would (quotes respected) but never interpreted, a list adds
+one argument per item, a dict adds one JSON argument, unless MINION_ARGS maps
+it with a template such as `--lr {lr} --seed {seed}`. No shell is involved,
+unless a subclass's `to_cmd` returns a string: then the user's own code asked
+for a shell, as in the original minionize.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shlex
+import signal
+import string
+import sys
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+from ..config import Settings
+from ..message import Message, Outcome, Param
+from .base import Callback, RunContext, param_env
+from .child import spawn, supervise, which
+from .output import OutputStream, emit
+
+#: Linux's limit for one argument or environment string (MAX_ARG_STRLEN).
+ARG_MAX_BYTES = 128 * 1024
+#: Larger MINION_PARAM values go to MINION_PARAM_FILE instead.
+ENV_VALUE_MAX = 64 * 1024
+
+Command = Union[Sequence[str], str]
+
+
+class BadParam(ValueError):
+    """A parameter that cannot become arguments (the message is set aside)."""
+
+
+def param_args(param: Param, template: Optional[str] = None) -> list[str]:
+    """The arguments a parameter adds to the command line."""
+    if template is not None:
+        return _from_template(param, template)
+    if isinstance(param, (bytes, bytearray)):
+        try:
+            param = bytes(param).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadParam("parameter is not UTF-8 text") from None
+    if isinstance(param, str):
+        if "\x00" in param:
+            raise BadParam("parameter contains a NUL character")
+        try:
+            return shlex.split(param)
+        except ValueError as exc:
+            raise BadParam(f"cannot split the parameter into arguments ({exc})") from None
+    if param is None:
+        return []
+    if isinstance(param, (list, tuple)):
+        return [_scalar(item) for item in param]
+    if isinstance(param, dict):
+        return [json.dumps(param, default=str)]
+    return [_scalar(param)]
+
+
+def _scalar(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if "\x00" in text:
+        raise BadParam("parameter contains a NUL character")
+    return text
+
+
+def _from_template(param: Param, template: str) -> list[str]:
+    fields: dict[str, Any] = dict(param) if isinstance(param, dict) else {}
+    fields.setdefault("param", param if isinstance(param, str) else json.dumps(param, default=str))
+    args = []
+    # Split the template first: a value with spaces stays one argument.
+    for token in shlex.split(template):
+        try:
+            args.append(string.Formatter().vformat(token, (), _Fields(fields)))
+        except KeyError as exc:
+            raise BadParam(f"MINION_ARGS uses {{{exc.args[0]}}}, missing from the parameter") from None
+        except (IndexError, ValueError, AttributeError) as exc:
+            raise BadParam(f"MINION_ARGS cannot format this parameter ({exc})") from None
+    return args
+
+
+class _Fields(dict):
+    """Template fields: non-string values are formatted as JSON scalars (true, null)."""
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else _scalar(value)
+
+
+class ProcessCallback(Callback):
+    """Runs `command + arguments(param)`; override `to_cmd` for full control."""
+
+    def __init__(
+        self,
+        command: Optional[Command] = None,
+        args_template: Optional[str] = None,
+        env: Optional[dict[str, str]] = None,
+        cwd: Optional[str] = None,
+    ) -> None:
+        if isinstance(command, str):
+            command = shlex.split(command)
+        self.command = list(command or [])
+        self.args_template = args_template
+        self.env = dict(env or {})
+        self.cwd = cwd
+        self.timeout: Optional[float] = None
+        # Per-run costs that need not be paid per run (see _environment, _executable).
+        self._base_env: Optional[dict[bytes, bytes]] = None
+        self._executables: dict[str, str] = {}
+
+    def setup(self, settings: Settings) -> None:
+        if self.args_template is None:
+            self.args_template = settings.args_template
+
+    def to_cmd(self, param: Param) -> Command:
+        """The command for one parameter: a list runs as argv, a string through `sh -c`."""
+        return [*self.command, *param_args(param, self.args_template)]
+
+    def run(self, message: Message, context: RunContext) -> Outcome:
+        try:
+            command = self.to_cmd(message.param)
+        except BadParam as exc:
+            return Outcome.rejected(str(exc))
+        shell = isinstance(command, str)
+        if not shell and not command:
+            return Outcome.rejected("empty command: no program and an empty parameter")
+        if context.dry:
+            shown = command if shell else shlex.join(command)
+            emit(sys.stdout.buffer, f"DRY: {shown}\n".encode())
+            return Outcome.success(None)
+        variables = param_env(message, context.slot)
+        spilled = _spill_large(variables)
+        try:
+            return self._start(command, self._environment(variables), context)
+        finally:
+            if spilled:
+                os.unlink(spilled)
+
+    def _environment(self, variables: dict[str, str]) -> dict[bytes, bytes]:
+        """The run's environment: the minion's own, read and encoded once, plus the run's MINION_*."""
+        if self._base_env is None:
+            self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in {**os.environ, **self.env}.items()}
+        env = dict(self._base_env)
+        env.update((os.fsencode(k), os.fsencode(v)) for k, v in variables.items())
+        return env
+
+    def _executable(self, argv: list[str]) -> str:
+        """The program's path, looked up in the run's PATH once rather than at every run."""
+        program = argv[0]
+        if os.sep in program:
+            return program
+        found = self._executables.get(program)
+        if found is None:
+            path = self.env.get("PATH", os.environ.get("PATH", os.defpath))
+            found = which(program, path)
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+            self._executables[program] = found
+        return found
+
+    def _start(self, command: Command, env: dict[bytes, bytes], context: RunContext) -> Outcome:
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        try:
+            child = spawn(argv, self._executable(argv), env, self.cwd)
+        except OSError as exc:
+            if exc.errno == errno.E2BIG:
+                # Deterministic: no other attempt can succeed.
+                return Outcome.rejected(
+                    f"the parameter does not fit in a command line ({exc.strerror}): Linux allows "
+                    f"{ARG_MAX_BYTES // 1024} KiB per argument; read it from MINION_PARAM_FILE instead"
+                )
+            self._executables.pop(argv[0], None)  # removed or moved since: look again next time
+            name = command if isinstance(command, str) else command[0]
+            return Outcome.failure(f"cannot start {name!r}: {exc.strerror}", exit_code=127)
+        stopped, out, err = supervise(child, context)
+        return _outcome(child.wait(), stopped, context, out, err)
+
+
+def _spill_large(variables: dict[str, str]) -> Optional[str]:
+    """Move a parameter too large for the environment into a file (MINION_PARAM_FILE).
+
+    Linux caps every single argument or environment string at 128 KiB
+    (MAX_ARG_STRLEN): a larger MINION_PARAM would make the program fail to
+    start whatever its arguments.
+    """
+    if len(variables["MINION_PARAM"].encode()) <= ENV_VALUE_MAX:
+        return None
+    import tempfile  # rarely needed: not at start-up
+
+    descriptor, path = tempfile.mkstemp(prefix="minion-param-", suffix=".json")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(variables.pop("MINION_PARAM"))
+    for name in [n for n, v in variables.items() if len(v.encode()) > ENV_VALUE_MAX]:
+        del variables[name]
+    variables["MINION_PARAM_FILE"] = path
+    return path
+
+
+def _outcome(returncode: int, stopped: Optional[str], context: RunContext, stdout: OutputStream,
+             stderr: OutputStream) -> Outcome:
+    out, err = stdout.text(), stderr.text()
+    tails = {"stdout_tail": out, "stderr_tail": err}
+    signal_number = -returncode if returncode < 0 else None
+    exit_code = returncode if returncode >= 0 else None
+    if stopped == "cancel":
+        return Outcome.interrupted(exit_code=exit_code, signal=signal_number, **tails)
+    if stopped == "timeout":
+        return Outcome.failure(
+            f"timed out after {context.timeout:g}s", exit_code, signal=signal_number, timed_out=True, **tails
+        )
+    if returncode == 0:
+        outcome = Outcome.success(0)
+        outcome.stdout_tail, outcome.stderr_tail = out, err
+        return outcome
+    if signal_number is not None:
+        name = signal.Signals(signal_number).name if signal_number in signal.valid_signals() else signal_number
+        return Outcome.failure(f"killed by {name}", None, signal=signal_number, **tails)
+    return Outcome.failure(f"exit code {returncode}", returncode, **tails)

@@ -1,0 +1,305 @@
+"""Settings, read once at start-up from the environment, `.env` and `.minionize.yml`.
+
+Precedence, highest first: the real environment, `.env` in the working
+directory (python-dotenv, never overriding), the `env:` section of
+`.minionize.yml`. Every value is validated here, so that a bad one stops the
+minion before it takes anything from the queue (exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import ConfigError
+
+CONFIG_FILE = ".minionize.yml"
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n", ""}
+_YAML_KEYS = {"command", "args", "env"}
+
+
+class EnvReader:
+    """Typed access to a snapshot of the environment; every error names the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+
+    def raw(self, name: str) -> Optional[str]:
+        value = self.env.get(name)
+        # An empty value (`-e VAR=` in docker, an empty Helm value) means unset.
+        return value if value not in (None, "") else None
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def required(self, name: str, what: str = "a value") -> str:
+        value = self.raw(name)
+        if value is None:
+            raise ConfigError(name, None, f"mandatory for this engine: set it to {what}")
+        return value
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise ConfigError(name, value, f"expected a whole number >= {minimum}")
+        return number
+
+    def seconds(self, name: str, default: Optional[float]) -> Optional[float]:
+        """A positive duration in seconds; `0` or `none` disables it where default is None."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("none", "off") and default is None:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if number < 0 or number != number or number == float("inf"):
+            raise ConfigError(name, value, "expected a number of seconds >= 0")
+        if number == 0 and default is None:
+            return None
+        return number
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.env.get(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(name, value, "expected one of 1, true, yes, on, 0, false, no, off")
+
+    def signal(self, name: str, default: Optional[str]) -> Optional[int]:
+        """A signal by name (SIGUSR2, USR2) or number; `none` disables it."""
+        import signal as signals
+
+        value = self.raw(name) or default
+        if value is None or value.lower() in ("none", "off"):
+            return None
+        text = value.upper()
+        try:
+            return int(signals.Signals(int(text))) if text.isdigit() else int(signals.Signals[
+                text if text.startswith("SIG") else "SIG" + text
+            ])
+        except (KeyError, ValueError):
+            raise ConfigError(name, value, "expected a signal name (SIGUSR2, USR1, ...), a number, or none") from None
+
+    def moment(self, name: str) -> Optional[float]:
+        """A point in time: seconds from now, or an ISO 8601 date and time (local time if naive)."""
+        import time
+
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            import datetime  # only then: it costs 2 ms of start-up
+
+            try:
+                return datetime.datetime.fromisoformat(value).timestamp()
+            except ValueError:
+                raise ConfigError(
+                    name, value, "expected seconds from start, or a date and time like 2026-11-21T18:00:00+01:00"
+                ) from None
+        if seconds < 0 or seconds != seconds:
+            raise ConfigError(name, value, "expected seconds from start >= 0")
+        return time.time() + seconds
+
+    def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value not in choices:
+            raise ConfigError(name, value, did_you_mean(value, choices))
+        return value
+
+
+def did_you_mean(value: str, choices: Sequence[str]) -> str:
+    """The 'accepted' part of an error for a name that is not one of `choices`."""
+    import difflib
+
+    accepted = "expected one of " + ", ".join(sorted(choices))
+    close = difflib.get_close_matches(value.lower(), list(choices), n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}? ({accepted})" if close else accepted
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The runtime's own settings (engines and reporters read theirs from `env`)."""
+
+    engine: str = "execo"
+    reporter: str = "null"
+    max_attempts: int = 3
+    timeout: Optional[float] = None
+    grace_period: float = 25.0
+    concurrency: int = 1
+    args_template: Optional[str] = None
+    dry: bool = False
+    idle_timeout: Optional[float] = None
+    #: The signal after which a minion stops taking parameters and exits with
+    #: `drain_exit_code` (OAR's checkpoint signal, Slurm's --signal).
+    drain_signal: Optional[int] = None
+    drain_exit_code: int = 0
+    #: Wall-clock time (epoch seconds) after which no new parameter is taken.
+    deadline: Optional[float] = None
+    #: Serve Prometheus metrics and probes on this port (None: don't).
+    metrics_port: Optional[int] = None
+    metrics_address: str = "0.0.0.0"
+    log_level: str = "INFO"
+    #: The program to minionize, from the command line or `.minionize.yml`.
+    command: tuple[str, ...] = ()
+    env: EnvReader = field(default_factory=lambda: EnvReader({}), compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], command: Sequence[str] = ()) -> Settings:
+        reader = EnvReader(env)
+        template = reader.get("MINION_ARGS")
+        if template is not None:
+            _check_template(template)
+        return cls(
+            engine=(reader.get("MINION_ENGINE") or reader.get("EP") or "execo").lower(),
+            reporter=(reader.get("MINION_REPORTER") or "null").lower(),
+            max_attempts=reader.integer("MINION_MAX_ATTEMPTS", 3, minimum=1),
+            timeout=reader.seconds("MINION_TIMEOUT", None),
+            grace_period=reader.seconds("MINION_GRACE_PERIOD", 25.0) or 0.0,
+            concurrency=reader.integer("MINION_CONCURRENCY", 1, minimum=1),
+            args_template=template,
+            dry=reader.flag("MINION_DRY", False) or reader.flag("DRY", False),
+            idle_timeout=reader.seconds("MINION_IDLE_TIMEOUT", None),
+            drain_signal=reader.signal("MINION_DRAIN_SIGNAL", "SIGUSR2"),
+            drain_exit_code=_exit_code(reader),
+            deadline=reader.moment("MINION_DEADLINE"),
+            metrics_port=_port(reader, "MINION_METRICS_PORT"),
+            metrics_address=reader.get("MINION_METRICS_ADDRESS", "0.0.0.0") or "0.0.0.0",
+            log_level=reader.choice(
+                "MINION_LOG_LEVEL",
+                "INFO",
+                ["DEBUG", "INFO", "WARNING", "ERROR"],
+            ),
+            command=tuple(command),
+            env=reader,
+        )
+
+
+def _port(reader: EnvReader, name: str) -> Optional[int]:
+    if reader.raw(name) is None:
+        return None
+    port = reader.integer(name, 0, minimum=0)
+    if port > 65535:
+        raise ConfigError(name, reader.raw(name), "expected a TCP port, 0 to 65535 (0: any free port)")
+    return port
+
+
+def _exit_code(reader: EnvReader) -> int:
+    code = reader.integer("MINION_DRAIN_EXIT_CODE", 0, minimum=0)
+    if code > 255:
+        raise ConfigError("MINION_DRAIN_EXIT_CODE", reader.raw("MINION_DRAIN_EXIT_CODE"), "expected 0 to 255")
+    return code
+
+
+def _check_template(template: str) -> None:
+    import string
+
+    try:
+        tokens = shlex.split(template)
+        for token in tokens:
+            list(string.Formatter().parse(token))
+    except ValueError as exc:
+        raise ConfigError("MINION_ARGS", template, f"not a valid template ({exc})") from None
+
+
+def load_environment(
+    environ: MutableMapping[str, str], cwd: Optional[Path] = None
+) -> tuple[str, ...]:
+    """Merge `.env` and `.minionize.yml` into `environ` without overriding it.
+
+    Returns the command found in `.minionize.yml` (empty when there is none).
+    `environ` is normally `os.environ`, so that the wrapped program and the
+    client libraries (which read e.g. PUBSUB_EMULATOR_HOST themselves) see the
+    same values as minionize.
+    """
+    cwd = cwd or Path.cwd()
+    dotenv_path = cwd / ".env"
+    if dotenv_path.is_file():
+        from dotenv import dotenv_values
+
+        for key, value in dotenv_values(dotenv_path).items():
+            if value is not None:
+                environ.setdefault(key, value)
+    config_path = Path(environ.get("MINION_CONFIG") or cwd / CONFIG_FILE)
+    if not config_path.is_file():
+        if environ.get("MINION_CONFIG"):
+            raise ConfigError("MINION_CONFIG", str(config_path), "expected an existing file")
+        return ()
+    data = _read_yaml(config_path)
+    for key, value in (data.get("env") or {}).items():
+        environ.setdefault(str(key), _yaml_scalar(config_path, key, value))
+    if data.get("args") is not None:
+        environ.setdefault("MINION_ARGS", str(data["args"]))
+    return _yaml_command(config_path, data.get("command"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    where = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(where, None, f"could not read it as YAML ({reason})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(where, None, "expected a mapping with keys command, args, env")
+    unknown = set(map(str, data)) - _YAML_KEYS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(f"{where}: key {name!r}", data[name], did_you_mean(name, list(_YAML_KEYS)))
+    if not isinstance(data.get("env") or {}, dict):
+        raise ConfigError(f"{where}: env", data.get("env"), "expected a mapping of VARIABLE: value")
+    return data
+
+
+def _yaml_scalar(path: Path, key: object, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or isinstance(value, (str, int, float)):
+        return "" if value is None else str(value)
+    raise ConfigError(f"{path}: env.{key}", value, "expected a string or a number")
+
+
+def _yaml_command(path: Path, command: object) -> tuple[str, ...]:
+    if command is None:
+        return ()
+    if isinstance(command, str):
+        try:
+            return tuple(shlex.split(command))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: command", command, f"not valid ({exc})") from None
+    if isinstance(command, list) and all(isinstance(x, (str, int, float)) for x in command):
+        return tuple(str(x) for x in command)
+    raise ConfigError(f"{path}: command", command, "expected a string or a list of strings")
+
+
+def load(argv_command: Sequence[str] = (), environ: Optional[MutableMapping[str, str]] = None) -> Settings:
+    """The settings of a minion started from the command line (or `minionizer()`)."""
+    environ = os.environ if environ is None else environ
+    file_command = load_environment(environ)
+    return Settings.from_env(environ, tuple(argv_command) or file_command)

@@ -1,0 +1,174 @@
+"""A regular file or standard input, one parameter per line (like `| xargs`).
+
+What it is
+    Lines read from FILE_PATH, or from standard input when it is unset or
+    `-`. Blank lines are skipped, as xargs does.
+
+Environment
+    FILE_PATH (path, default: standard input): where the parameters are.
+    FILE_DECODER (identity | json, default identity): identity passes the
+        line as text; json parses each line as a JSON document (JSON lines).
+    FILE_DEAD_LETTER (path, default none): failed parameters are appended
+        there, one raw line each, so that the file can be fed back later.
+
+Ack and nack
+    Ack forgets the line. Nack queues it again in this minion (a file has no
+    broker to redeliver to another one), with its attempt number increased;
+    a release (dry run) queues it again as it was.
+    Fail appends it to FILE_DEAD_LETTER when set; it is always reported.
+
+A crashed minion
+    A file is read by one minion; the lines it had not finished are not
+    given back. Use the execo engine (or a broker) to share work between
+    minions and survive crashes.
+
+Caveats
+    The minion is drained at end of file once nothing is running or waiting
+    for a retry. Reading standard input never blocks a stop: the descriptor
+    is polled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+from collections import deque
+from typing import IO, Any, Optional
+
+from ..config import EnvReader
+from ..errors import ConfigError, QueueUnreachable
+from ..message import Message
+from .base import DECODERS, Engine, decode_into
+
+_CHUNK = 1 << 16
+
+
+class FileEngine(Engine):
+    name = "file"
+    any_thread = True
+
+    def __init__(
+        self,
+        path: Optional[str] = None,
+        decoder: str = "identity",
+        dead_letter: Optional[str] = None,
+    ) -> None:
+        self.path = None if path in (None, "-") else path
+        self.decoder = decoder
+        self.dead_letter = dead_letter
+        self._file: Optional[IO[bytes]] = None
+        self._buffer = b""
+        self._eof = False
+        self._line_number = 0
+        self._retries: deque[Message] = deque()
+        self._in_flight: set[str] = set()
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> FileEngine:
+        decoder = env.choice("FILE_DECODER", "identity", DECODERS)
+        return cls(env.get("FILE_PATH"), decoder, env.get("FILE_DEAD_LETTER"))
+
+    def open(self) -> None:
+        if self.path is None:
+            self._fd = 0  # standard input, even when sys.stdin was replaced
+        elif not os.path.isfile(self.path):
+            raise ConfigError("FILE_PATH", self.path, "expected an existing file, or - for stdin")
+        else:
+            try:
+                self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                raise QueueUnreachable(f"cannot read FILE_PATH={self.path}: {exc.strerror}") from None
+            self._fd = self._file.fileno()
+
+    def describe(self) -> str:
+        return f"file {self.path or 'stdin'} ({self.decoder})"
+
+    def next(self, timeout: float) -> Optional[Message]:
+        while True:
+            line = self._pop_line()
+            if line is None:
+                if self._eof or not self._fill(timeout):
+                    return self._retry()
+                continue
+            if line.strip():
+                return self._message(line)
+
+    def _retry(self) -> Optional[Message]:
+        if not self._retries:
+            return None
+        message = self._retries.popleft()
+        self._in_flight.add(message.id)
+        return message
+
+    def _pop_line(self) -> Optional[bytes]:
+        newline = self._buffer.find(b"\n")
+        if newline < 0:
+            if self._eof and self._buffer:
+                line, self._buffer = self._buffer, b""
+                self._line_number += 1
+                return line
+            return None
+        line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+        self._line_number += 1
+        return line
+
+    def _fill(self, timeout: float) -> bool:
+        """Read what is available within `timeout`; False when nothing came."""
+        if self._file is None:
+            ready, _, _ = select.select([self._fd], [], [], timeout)
+            if not ready:
+                return False
+        chunk = os.read(self._fd, _CHUNK)
+        if not chunk:
+            self._eof = True
+        self._buffer += chunk
+        return True
+
+    def _message(self, line: bytes) -> Message:
+        line = line[:-1] if line.endswith(b"\r") else line
+        message = Message(id=f"{self.path or 'stdin'}:{self._line_number}", param=None, handle=line)
+        decode_into(message, line, self.decoder)
+        self._in_flight.add(message.id)
+        return message
+
+    def drained(self) -> bool:
+        return self._eof and not self._buffer and not self._retries and not self._in_flight
+
+    def ack(self, message: Message) -> None:
+        self._in_flight.discard(message.id)
+
+    def nack(self, message: Message) -> None:
+        self._requeue(message, message.attempt + 1)
+
+    def release(self, message: Message) -> None:
+        self._requeue(message, message.attempt)
+
+    def _requeue(self, message: Message, attempt: int) -> None:
+        self._in_flight.discard(message.id)
+        again = Message(message.id, message.param, attempt, message.handle)
+        again.reject_reason = message.reject_reason
+        self._retries.append(again)
+
+    def fail(self, message: Message, reason: str) -> None:
+        self._in_flight.discard(message.id)
+        if self.dead_letter:
+            with open(self.dead_letter, "ab") as out:
+                out.write(bytes(message.handle) + b"\n")
+
+    def push(self, params: list[Any]) -> str:
+        if self.path is None:
+            raise ConfigError("FILE_PATH", None, "minion-push needs a file to append to")
+        lines = []
+        for param in params:
+            line = json.dumps(param) if self.decoder == "json" else str(param)
+            if "\n" in line or "\r" in line:
+                raise ConfigError("parameter", line, "the file engine takes one parameter per line")
+            lines.append(line + "\n")
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.writelines(lines)
+        return f"file {self.path}"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

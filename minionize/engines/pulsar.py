@@ -1,0 +1,391 @@
+"""An Apache Pulsar topic, consumed through a Shared subscription.
+
+What it is
+    Every minion subscribes to PULSAR_TOPIC under the same Shared
+    subscription, so the broker splits the messages between them: no master.
+    The subscription starts at the earliest message, and `minion-push`
+    creates it before it publishes, so nothing pushed before the first
+    minion starts is lost.
+
+Environment
+    PULSAR_CONNECTION (URL, default `pulsar://localhost:6650`): the service
+        URL; `pulsar+ssl://` for TLS.
+    PULSAR_TOPIC (topic name, mandatory): where the parameters are.
+    PULSAR_SUBSCRIPTION (name, default `minionize`): shared by all minions.
+    PULSAR_DECODER (identity | json, default identity): identity passes the
+        message body as text; json parses it as a JSON document.
+    PULSAR_DEAD_LETTER_TOPIC (topic name, default
+        `<PULSAR_TOPIC>-<PULSAR_SUBSCRIPTION>-DLQ`, Pulsar's own naming).
+    PULSAR_NACK_DELAY (seconds, default 1): how long a failed message waits
+        before it is delivered again.
+    PULSAR_RECEIVER_QUEUE_SIZE (whole number >= 1, default 1): messages a
+        minion may hold besides those it runs (see Caveats).
+    PULSAR_OPERATION_TIMEOUT (seconds, default 5): how long connecting,
+        subscribing and publishing may take before the minion gives up
+        (exit code 3 at start-up).
+    PULSAR_TOKEN (JWT, default none) or PULSAR_TOKEN_FILE (path, re-read at
+        each connection, default none): token authentication. Never logged.
+    PULSAR_TLS_TRUST_CERTS_FILE (path, default: the certifi bundle): the CA
+        certificates that sign the broker's certificate.
+    PULSAR_TLS_ALLOW_INSECURE (flag, default false): accept any broker
+        certificate.
+    PULSAR_TLS_VALIDATE_HOSTNAME (flag, default false, as in the Pulsar
+        client): check the broker's host name against its certificate.
+    PULSAR_TLS_CERT_FILE and PULSAR_TLS_KEY_FILE (paths, default none): a
+        client certificate for mutual TLS; both or neither.
+
+Ack and nack
+    Ack acknowledges the message. Nack negatively acknowledges it: the
+    broker delivers it again (to any minion) after PULSAR_NACK_DELAY, with
+    its redelivery count increased; the attempt number is that count + 1.
+    A release (a stopped minion) is a nack: Pulsar counts every redelivery.
+    Fail publishes the message to the dead-letter topic, with its
+    properties plus `minion_reason` (why it failed), `minion_attempt`,
+    `REAL_TOPIC` and `ORIGIN_MESSAGE_ID`, then acknowledges the original.
+    The dead-letter topic has a subscription named PULSAR_SUBSCRIPTION,
+    created before the first publication, so Pulsar keeps its messages
+    (and a minion pointed at that topic can replay them).
+
+A crashed minion
+    When its connection closes, the broker delivers its unacknowledged
+    messages to the other consumers of the subscription, redelivery count
+    increased. There is no ack deadline (Pulsar's ack timeout stays off),
+    so a run may last as long as it needs.
+
+Caveats
+    The client sends acks in groups every 100 ms and the Python API cannot
+    turn that off: a minion killed within 100 ms of an ack has that
+    parameter run again elsewhere (nothing is lost; docs/reliability.md).
+    The minion is never drained: Pulsar cannot tell that a topic will stay
+    empty, so use MINION_IDLE_TIMEOUT. A receiver queue of 0 would forbid
+    the receive timeout that the worker needs, so each minion holds up to
+    PULSAR_RECEIVER_QUEUE_SIZE messages on top of those it runs; a message
+    held by a minion that crashes comes back with one attempt counted.
+    Redelivery counts live in the broker's memory: a broker restart resets
+    them. The client reconnects by itself; its C++ core logs through a pipe
+    to `minionize.pulsar` (a Python logger can abort the process at exit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulsar
+
+from ..config import EnvReader
+from ..errors import ConfigError, QueueUnreachable
+from ..message import Message
+from ..secrets import mask_url
+from .base import DECODERS, Engine, decode_into
+
+log = logging.getLogger("minionize.pulsar")
+
+_SCHEMES = ("pulsar://", "pulsar+ssl://", "http://", "https://")
+_LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+)\s+\[\d+\] (?P<text>.*)$")
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
+_LOG_PIPE: Optional[str] = None
+_LOG_PIPE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PulsarSettings:
+    """What PULSAR_* says, validated."""
+
+    connection: str
+    topic: str
+    subscription: str = "minionize"
+    decoder: str = "identity"
+    dead_letter_topic: str = ""
+    nack_delay: float = 1.0
+    receiver_queue_size: int = 1
+    operation_timeout: float = 5.0
+    token: Optional[str] = field(default=None, repr=False)
+    token_file: Optional[str] = None
+    tls_trust_certs_file: Optional[str] = None
+    tls_allow_insecure: bool = False
+    tls_validate_hostname: bool = False
+    tls_cert_file: Optional[str] = None
+    tls_key_file: Optional[str] = None
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> PulsarSettings:
+        connection = env.get("PULSAR_CONNECTION", "pulsar://localhost:6650") or ""
+        if not connection.startswith(_SCHEMES):
+            raise ConfigError("PULSAR_CONNECTION", mask_url(connection), "expected a pulsar:// or pulsar+ssl:// URL")
+        topic = env.required("PULSAR_TOPIC", "the topic that holds the parameters")
+        subscription = env.get("PULSAR_SUBSCRIPTION", "minionize") or "minionize"
+        if env.raw("PULSAR_TOKEN") and env.raw("PULSAR_TOKEN_FILE"):
+            raise ConfigError("PULSAR_TOKEN", "***", "set PULSAR_TOKEN or PULSAR_TOKEN_FILE, not both")
+        if bool(env.raw("PULSAR_TLS_CERT_FILE")) != bool(env.raw("PULSAR_TLS_KEY_FILE")):
+            raise ConfigError(
+                "PULSAR_TLS_CERT_FILE", env.raw("PULSAR_TLS_CERT_FILE"), "set it with PULSAR_TLS_KEY_FILE, or neither"
+            )
+        return cls(
+            connection=connection,
+            topic=topic,
+            subscription=subscription,
+            decoder=env.choice("PULSAR_DECODER", "identity", DECODERS),
+            dead_letter_topic=env.get("PULSAR_DEAD_LETTER_TOPIC") or f"{topic}-{subscription}-DLQ",
+            nack_delay=env.seconds("PULSAR_NACK_DELAY", 1.0) or 0.0,
+            receiver_queue_size=env.integer("PULSAR_RECEIVER_QUEUE_SIZE", 1, minimum=1),
+            operation_timeout=max(1.0, env.seconds("PULSAR_OPERATION_TIMEOUT", 5.0) or 1.0),
+            token=env.raw("PULSAR_TOKEN"),
+            token_file=env.raw("PULSAR_TOKEN_FILE"),
+            tls_trust_certs_file=env.raw("PULSAR_TLS_TRUST_CERTS_FILE"),
+            tls_allow_insecure=env.flag("PULSAR_TLS_ALLOW_INSECURE", False),
+            tls_validate_hostname=env.flag("PULSAR_TLS_VALIDATE_HOSTNAME", False),
+            tls_cert_file=env.raw("PULSAR_TLS_CERT_FILE"),
+            tls_key_file=env.raw("PULSAR_TLS_KEY_FILE"),
+        )
+
+    def check_files(self) -> None:
+        """The files named by the settings exist (done by `open`: no I/O in from_env)."""
+        files = {
+            "PULSAR_TOKEN_FILE": self.token_file,
+            "PULSAR_TLS_TRUST_CERTS_FILE": self.tls_trust_certs_file,
+            "PULSAR_TLS_CERT_FILE": self.tls_cert_file,
+            "PULSAR_TLS_KEY_FILE": self.tls_key_file,
+        }
+        for variable, path in files.items():
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(variable, path, "expected an existing file")
+
+    def client(self) -> pulsar.Client:
+        """A client whose operations give up after `operation_timeout` (it retries forever otherwise)."""
+        auth: Optional[pulsar.Authentication] = None
+        if self.token:
+            auth = pulsar.AuthenticationToken(self.token)
+        elif self.token_file:
+            # Read at each connection (tokens rotate), without the newline
+            # that the client's own `file://` form would send along.
+            path = os.path.abspath(self.token_file)
+            auth = pulsar.AuthenticationToken(lambda: Path(path).read_text(encoding="utf-8").strip())
+        level = pulsar.LoggerLevel.Info if log.isEnabledFor(logging.DEBUG) else pulsar.LoggerLevel.Warn
+        client_certificate: dict[str, str] = {}
+        if self.tls_cert_file and self.tls_key_file:  # only when set: older clients lack these arguments
+            client_certificate = {"tls_certificate_file_path": self.tls_cert_file}
+            client_certificate["tls_private_key_file_path"] = self.tls_key_file
+        try:
+            return pulsar.Client(
+                self.connection,
+                authentication=auth,
+                operation_timeout_seconds=math.ceil(self.operation_timeout),
+                connection_timeout_ms=int(self.operation_timeout * 1000),
+                tls_trust_certs_file_path=self.tls_trust_certs_file,
+                tls_allow_insecure_connection=self.tls_allow_insecure,
+                tls_validate_hostname=self.tls_validate_hostname,
+                logger=pulsar.FileLogger(level, _log_pipe()),
+                **client_certificate,
+            )
+        except ValueError as exc:
+            raise ConfigError("PULSAR_CONNECTION", mask_url(self.connection), str(exc)) from None
+
+    def subscribe(self, client: pulsar.Client, topic: str) -> pulsar.Consumer:
+        return client.subscribe(
+            topic,
+            self.subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            receiver_queue_size=self.receiver_queue_size,
+            negative_ack_redelivery_delay_ms=int(self.nack_delay * 1000),
+        )
+
+    def create_subscription(self, client: pulsar.Client, topic: str) -> None:
+        """Make the subscription exist, so that the topic keeps what is published to it."""
+        # A receiver queue of 0 takes no message: closing it redelivers
+        # nothing, so no message of the backlog has an attempt counted.
+        client.subscribe(
+            topic,
+            self.subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            receiver_queue_size=0,
+        ).close()
+
+    def producer(self, client: pulsar.Client, topic: str) -> pulsar.Producer:
+        return client.create_producer(
+            topic, send_timeout_millis=int(self.operation_timeout * 1000), block_if_queue_full=True
+        )
+
+
+def _log_pipe() -> str:
+    """A path for the C++ client's FileLogger; a thread logs what comes out of it."""
+    global _LOG_PIPE
+    with _LOG_PIPE_LOCK:
+        if _LOG_PIPE is None:
+            read_end, write_end = os.pipe()
+            threading.Thread(target=_forward_logs, args=(read_end,), name="pulsar-log", daemon=True).start()
+            _LOG_PIPE = f"/dev/fd/{write_end}"
+        return _LOG_PIPE
+
+
+def _forward_logs(read_end: int) -> None:
+    with open(read_end, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            match = _LOG_LINE.match(line.rstrip())
+            level, text = (match["level"], match["text"]) if match else ("WARN", line.rstrip())
+            log.log(_LEVELS.get(level, logging.WARNING), "pulsar client: %s", text)
+
+
+def _unreachable(settings: PulsarSettings, exc: object) -> QueueUnreachable:
+    return QueueUnreachable(f"cannot use Pulsar topic {settings.topic} at {mask_url(settings.connection)}: {exc}")
+
+
+class PulsarEngine(Engine):
+    name = "pulsar"
+
+    def __init__(self, settings: PulsarSettings) -> None:
+        self.settings = settings
+        self._client: Optional[pulsar.Client] = None
+        self._consumer: Optional[pulsar.Consumer] = None
+        self._dead_letters: Optional[pulsar.Producer] = None
+        self._connected = True
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> PulsarEngine:
+        return cls(PulsarSettings.from_env(env))
+
+    def describe(self) -> str:
+        s = self.settings
+        auth = ", token" if s.token or s.token_file else ""
+        return f"pulsar {mask_url(s.connection)} topic {s.topic} subscription {s.subscription} ({s.decoder}{auth})"
+
+    def _connect(self) -> pulsar.Client:
+        self.settings.check_files()
+        self._client = self.settings.client()
+        return self._client
+
+    def open(self) -> None:
+        client = self._connect()
+        try:
+            self._consumer = self.settings.subscribe(client, self.settings.topic)
+        except pulsar.PulsarException as exc:
+            self.close()  # the worker closes only what opened
+            if isinstance(exc, pulsar.InvalidTopicName):
+                raise ConfigError("PULSAR_TOPIC", self.settings.topic, "not a valid Pulsar topic name") from None
+            raise _unreachable(self.settings, exc) from None
+
+    def _subscribed(self) -> pulsar.Consumer:
+        """The consumer, subscribed again if it was closed under us."""
+        if self._consumer is None:
+            assert self._client is not None, "open() first"
+            try:
+                self._consumer = self.settings.subscribe(self._client, self.settings.topic)
+            except pulsar.PulsarException as exc:
+                raise ConnectionError(f"cannot subscribe to {self.settings.topic}: {exc}") from None
+            log.warning("subscribed again to %s", self.settings.topic)
+        return self._consumer
+
+    def next(self, timeout: float) -> Optional[Message]:
+        consumer = self._subscribed()
+        try:
+            received = consumer.receive(timeout_millis=max(1, int(timeout * 1000)))
+        except pulsar.Timeout:
+            self._watch_connection(consumer)
+            return None
+        except pulsar.AlreadyClosed:
+            self._consumer = None
+            raise ConnectionError("the Pulsar consumer was closed") from None
+        except pulsar.PulsarException as exc:
+            raise ConnectionError(f"receive failed: {exc}") from None
+        message = Message(
+            id=str(received.message_id()), param=None, attempt=received.redelivery_count() + 1, handle=received
+        )
+        return decode_into(message, received.data(), self.settings.decoder)
+
+    def _watch_connection(self, consumer: pulsar.Consumer) -> None:
+        """Log when the client loses the broker, and when it is back (it reconnects by itself)."""
+        connected = consumer.is_connected()
+        if connected == self._connected:
+            return
+        self._connected = connected
+        if connected:
+            log.warning("reconnected to Pulsar at %s", mask_url(self.settings.connection))
+        else:
+            log.warning("lost the connection to Pulsar at %s; reconnecting", mask_url(self.settings.connection))
+
+    def ack(self, message: Message) -> None:
+        try:
+            self._subscribed().acknowledge(message.handle)
+        except pulsar.PulsarException as exc:
+            # Unacknowledged, the message comes back once the connection does.
+            raise ConnectionError(f"acknowledge failed: {exc}") from None
+
+    def nack(self, message: Message) -> None:
+        try:
+            self._subscribed().negative_acknowledge(message.handle)
+        except pulsar.PulsarException as exc:
+            raise ConnectionError(f"negative acknowledge failed: {exc}") from None
+
+    def fail(self, message: Message, reason: str) -> None:
+        received = message.handle
+        properties = {
+            **received.properties(),
+            "minion_reason": reason,
+            "minion_attempt": str(message.attempt),
+            "REAL_TOPIC": received.topic_name(),
+            "ORIGIN_MESSAGE_ID": str(received.message_id()),
+        }
+        try:
+            self._dead_letter_producer().send(
+                received.data(), properties=properties, partition_key=received.partition_key() or None
+            )
+        except pulsar.PulsarException as exc:
+            # Never leave it unacknowledged in a live consumer: it would stay there.
+            self.nack(message)
+            raise ConnectionError(f"cannot publish to {self.settings.dead_letter_topic}: {exc}") from None
+        self.ack(message)
+
+    def _dead_letter_producer(self) -> pulsar.Producer:
+        if self._dead_letters is None:
+            assert self._client is not None, "open() first"
+            topic = self.settings.dead_letter_topic
+            # Pulsar drops what a topic without subscription receives.
+            self.settings.create_subscription(self._client, topic)
+            self._dead_letters = self.settings.producer(self._client, topic)
+        return self._dead_letters
+
+    def push(self, params: list[Any]) -> str:
+        client = self._connect()
+        s = self.settings
+        failures: list[str] = []
+
+        def sent(result: Any, _message_id: Any) -> None:
+            if result != pulsar.Result.Ok:
+                failures.append(str(result))
+
+        try:
+            # The subscription first: it keeps what is published from now on.
+            s.create_subscription(client, s.topic)
+            producer = s.producer(client, s.topic)
+            for param in params:
+                if failures:
+                    break  # the broker is gone: do not wait a send timeout per message
+                body = json.dumps(param) if s.decoder == "json" else str(param)
+                producer.send_async(body.encode("utf-8"), sent)
+            producer.flush()
+            producer.close()
+        except pulsar.InvalidTopicName:
+            raise ConfigError("PULSAR_TOPIC", s.topic, "not a valid Pulsar topic name") from None
+        except pulsar.PulsarException as exc:
+            raise _unreachable(s, exc) from None
+        if failures:
+            raise _unreachable(s, f"{len(failures)} of {len(params)} parameters not published ({failures[0]})")
+        return f"pulsar topic {s.topic} (subscription {s.subscription})"
+
+    def close(self) -> None:
+        for resource in (self._consumer, self._dead_letters, self._client):
+            if resource is not None:
+                try:
+                    resource.close()
+                except pulsar.PulsarException as exc:
+                    log.debug("closing: %s", exc)
+        self._consumer = self._dead_letters = self._client = None

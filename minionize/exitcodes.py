@@ -1,0 +1,12 @@
+"""The exit codes of every minionize command, named in one place."""
+
+#: The queue was drained, the idle timeout passed, or a warm stop finished.
+OK = 0
+#: An unexpected internal error (a bug: please report it).
+INTERNAL = 1
+#: Bad configuration: nothing was taken from the queue.
+CONFIG = 2
+#: The queue could not be reached at start-up.
+UNREACHABLE = 3
+#: A second SIGTERM/SIGINT stopped the minion at once (128 + SIGINT, as shells do).
+COLD_STOP = 130

@@ -1,0 +1,126 @@
+"""The `minion-push` command: fill any engine's queue with parameters.
+
+    minion-push 1 2 3                         # one parameter per argument
+    minion-push --file params.txt             # one per line (--json: JSON lines)
+    minion-push --sweep lr=0.1,0.01 --sweep seed=1,2,3
+                                              # the cartesian product, as dicts
+
+The engine and its settings come from the environment (and `.env`), as for
+`minionize` itself. Values are JSON when they parse as JSON (`1` is a
+number, `x` a string) unless --raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from typing import Any, Optional
+
+from . import config, exitcodes
+from .errors import ConfigError, MinionizeError
+from .minion import build_engine, exit_code_of
+
+
+def _value(text: str, raw: bool) -> Any:
+    if raw:
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def sweep(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of named value lists, like execo's `sweep`."""
+    names = list(axes)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*(axes[n] for n in names))]
+
+
+def _parse_sweep(specs: list[str], raw: bool) -> dict[str, list[Any]]:
+    axes: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name or not values:
+            raise ConfigError("--sweep", spec, "expected NAME=VALUE1,VALUE2,...")
+        axes[name] = [_value(v, raw) for v in values.split(",")]
+    return axes
+
+
+def _read_file(path: str, as_json: bool) -> list[Any]:
+    try:
+        handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError("--file", path, f"cannot read it ({exc.strerror})") from None
+    params = []
+    with handle:
+        for number, line in enumerate(handle, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            if as_json:
+                try:
+                    params.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"--file {path}, line {number}", line, f"not JSON ({exc.msg})") from None
+            else:
+                params.append(line)
+    return params
+
+
+def parameters(args: argparse.Namespace) -> list[Any]:
+    params = [_value(p, args.raw) for p in args.params]
+    if args.file:
+        params += _read_file(args.file, args.json)
+    if args.sweep:
+        params += sweep(_parse_sweep(args.sweep, args.raw))
+    if args.sweep_json:
+        try:
+            axes = json.loads(args.sweep_json)
+        except json.JSONDecodeError:
+            axes = None
+        if not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()):
+            raise ConfigError("--sweep-json", args.sweep_json, 'expected {"name": [values...], ...}')
+        params += sweep(axes)
+    return params
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minion-push",
+        description="Queue parameters for minions, on the engine chosen by MINION_ENGINE.",
+    )
+    parser.add_argument("params", nargs="*", help="parameters, one per argument")
+    parser.add_argument("--file", help="read parameters from FILE, one per line (- for stdin)")
+    parser.add_argument("--json", action="store_true", help="the --file lines are JSON documents")
+    parser.add_argument("--sweep", action="append", metavar="NAME=V1,V2", help="an axis of a sweep (repeatable)")
+    parser.add_argument("--sweep-json", metavar="JSON", help='a whole sweep: {"name": [values...], ...}')
+    parser.add_argument("--raw", action="store_true", help="values are strings, never parsed as JSON")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = config.load()
+        params = parameters(args)
+        if not params:
+            raise ConfigError("parameters", None, "give parameters, --file, --sweep or --sweep-json")
+        engine = build_engine(settings)
+        try:
+            where = engine.push(params)
+        finally:
+            engine.close()
+    except NotImplementedError as exc:
+        print(f"minion-push: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    except MinionizeError as error:
+        print(f"minion-push: {error}", file=sys.stderr)
+        return exit_code_of(error)
+    print(f"queued {len(params)} parameters to {where}")
+    return exitcodes.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

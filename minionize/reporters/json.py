@@ -1,0 +1,208 @@
+"""A reporter that appends one JSON object per line to a file of its own.
+
+Variables:
+    REPORTER_JSON_DIRECTORY  path  minion-report  where the files go (created when missing)
+
+Each minion writes `<directory>/<minion id>.jsonl`. The id is unique
+(host-pid-random), so minions on many hosts can share one directory (NFS)
+without clobbering each other, and each file has a single writer. Every
+record is flushed as it is written, so that `minion-status` sees the fleet
+while it runs. Records (times are Unix seconds):
+
+    {"type": "minion", minion, host, pid, job_id, engine, concurrency, time[, timeout]}
+    {"type": "start", minion, id, param, attempt, slot, time}
+    {"type": "end", minion, id, param, attempt, slot, start, end, duration,
+     status, exit_code, signal, timed_out, verdict, error, host, job_id,
+     stdout_tail, stderr_tail}
+    {"type": "queue", minion, remaining, time}
+    {"type": "heartbeat", minion, time, in_flight, free_slots, draining}
+    {"type": "stop", minion, reason, time}
+
+`timeout` is MINION_TIMEOUT in seconds, only when one is set. A heartbeat
+is written every 10 s (`minionize.worker.HEARTBEAT`), so that `mtop` can
+tell a busy minion from a silent one. `verdict` is what the worker did with the message: acked, retried, failed
+(set aside), released (given back by a stop) or held (dry run). Parameters
+that JSON cannot encode are written as strings. No environment variable is
+ever written: they may hold secrets.
+
+Caveat: a write error (full disk, lost NFS mount, permission) is logged once
+and the records are dropped until writing works again; it never fails a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import IO, Any, Optional, Union
+
+from ..config import EnvReader
+from .base import MinionInfo, Probe, Reporter, RunRecord
+
+log = logging.getLogger("minionize.reporters.json")
+
+DEFAULT_DIRECTORY = "minion-report"
+
+
+def report_path(directory: Path, minion_id: str) -> Path:
+    """The file of one minion (the id is made safe to use as a file name)."""
+    return directory / (re.sub(r"[^A-Za-z0-9._-]", "_", minion_id) + ".jsonl")
+
+
+def encode(record: dict[str, Any]) -> str:
+    """One line of JSON; a parameter JSON cannot encode even with str() becomes its repr."""
+    try:
+        return json.dumps(record, default=str)
+    except (TypeError, ValueError, RecursionError):
+        # e.g. a dict with tuple keys, or a structure that contains itself.
+        safe = dict(record, param=repr(record.get("param")))
+        return json.dumps(safe, default=str)
+
+
+def end_record(minion: Optional[MinionInfo], run: RunRecord) -> dict[str, Any]:
+    """The "end" record of a finished run."""
+    outcome = run.outcome
+    end = run.end if run.end is not None else time.time()
+    return {
+        "type": "end",
+        "minion": minion.id if minion else None,
+        "id": run.message_id,
+        "param": run.param,
+        "attempt": run.attempt,
+        "slot": run.slot,
+        "start": run.start,
+        "end": end,
+        "duration": end - run.start,
+        "status": outcome.status.value if outcome else None,
+        "exit_code": outcome.exit_code if outcome else None,
+        "signal": outcome.signal if outcome else None,
+        "timed_out": outcome.timed_out if outcome else False,
+        "verdict": run.verdict,
+        "error": outcome.error if outcome else None,
+        "host": minion.host if minion else None,
+        "job_id": minion.job_id if minion else None,
+        "stdout_tail": outcome.stdout_tail if outcome else "",
+        "stderr_tail": outcome.stderr_tail if outcome else "",
+    }
+
+
+class JsonReporter(Reporter):
+    """Appends the records of one minion to `<directory>/<minion id>.jsonl`."""
+
+    def __init__(
+        self, directory: Union[str, os.PathLike[str]] = DEFAULT_DIRECTORY, timeout: Optional[float] = None
+    ) -> None:
+        # Absolute now: an in-process callback may change the working directory.
+        self.directory = Path(os.path.abspath(directory))
+        #: MINION_TIMEOUT, written in the "minion" record so that mtop can show elapsed/timeout.
+        self.timeout = timeout
+        self.path: Optional[Path] = None
+        self._minion: Optional[MinionInfo] = None
+        self._file: Optional[IO[str]] = None
+        self._failing = False
+        self._warned = False
+
+    @classmethod
+    def from_env(cls, env: EnvReader) -> JsonReporter:
+        # MinionInfo does not carry the timeout: read it the way config.Settings does.
+        timeout = env.seconds("MINION_TIMEOUT", None)
+        return cls(env.get("REPORTER_JSON_DIRECTORY") or DEFAULT_DIRECTORY, timeout)
+
+    def open(self, minion: MinionInfo) -> None:
+        self._minion = minion
+        self.path = report_path(self.directory, minion.id)
+        record: dict[str, Any] = {
+            "type": "minion",
+            "minion": minion.id,
+            "host": minion.host,
+            "pid": minion.pid,
+            "job_id": minion.job_id,
+            "engine": minion.engine,
+            "concurrency": minion.concurrency,
+            "time": minion.started,
+        }
+        if self.timeout is not None:
+            record["timeout"] = self.timeout
+        self._write(record)
+
+    def started(self, run: RunRecord) -> None:
+        self._write(
+            {
+                "type": "start",
+                "minion": self._minion_id,
+                "id": run.message_id,
+                "param": run.param,
+                "attempt": run.attempt,
+                "slot": run.slot,
+                "time": run.start,
+            }
+        )
+
+    def finished(self, run: RunRecord) -> None:
+        self._write(end_record(self._minion, run))
+
+    def queue(self, remaining: int) -> None:
+        record = {"type": "queue", "minion": self._minion_id, "remaining": remaining}
+        self._write({**record, "time": time.time()})
+
+    def heartbeat(self, probe: Probe) -> None:
+        self._write({
+            "type": "heartbeat",
+            "minion": self._minion_id,
+            "time": time.time(),
+            "in_flight": probe.in_flight,
+            "free_slots": probe.free_slots,
+            "draining": probe.draining,
+        })
+
+    def close(self, reason: str) -> None:
+        now = time.time()
+        self._write({"type": "stop", "minion": self._minion_id, "reason": reason, "time": now})
+        self._close_file()
+
+    @property
+    def _minion_id(self) -> Optional[str]:
+        return self._minion.id if self._minion else None
+
+    def _write(self, record: dict[str, Any]) -> None:
+        """Append one record and flush it; on an I/O error, warn once and go on."""
+        if self.path is None:
+            return
+        line = encode(record) + "\n"
+        if self._failing:
+            # The last write may have left half a line: start on a fresh one.
+            line = "\n" + line
+        try:
+            if self._file is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self._file.write(line)
+            self._file.flush()
+        except (OSError, ValueError) as exc:
+            self._broken(exc)
+            return
+        if self._failing:
+            log.info("json reporter: writing to %s again", self.path)
+        self._failing = False
+
+    def _broken(self, exc: Exception) -> None:
+        if not self._warned:
+            log.warning(
+                "json reporter: cannot write to %s (%s); records are dropped until it works again",
+                self.path,
+                exc,
+            )
+            self._warned = True
+        self._failing = True
+        # Reopened at the next record: the mount or the disk may come back.
+        self._close_file()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._file.close()
+            self._file = None

@@ -1,0 +1,64 @@
+"""What the signals ask of a minion: a warm stop, a cold stop, or a drain before preemption.
+
+The first SIGTERM/SIGINT is a warm stop (take nothing new, let the runs
+finish within MINION_GRACE_PERIOD, then stop them and give their messages
+back); a second one is a cold stop (stop the runs at once, give their
+messages back, exit 130). The drain signal (MINION_DRAIN_SIGNAL, SIGUSR2 by
+default: OAR's checkpoint signal before it kills a besteffort job) is a
+warm stop that exits with MINION_DRAIN_EXIT_CODE (99 makes OAR resubmit an
+idempotent job). The handlers only record the signal; the worker's loop
+does the rest.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import exitcodes
+
+
+@dataclass
+class StopRequest:
+    """The signals received so far, and how far the loop got in obeying them."""
+
+    drain_signal: Optional[int] = None
+    drain_exit_code: int = exitcodes.OK
+    signals: list[int] = field(default_factory=list)
+    grace_deadline: Optional[float] = None
+    cancelled: bool = False
+
+    @property
+    def warm(self) -> bool:
+        return bool(self.signals)
+
+    @property
+    def cold(self) -> bool:
+        return len(self.signals) > 1
+
+    def ask(self, signum: int, frame: object = None) -> None:
+        """Record a stop request (a signal handler: only a flag)."""
+        self.signals.append(signum)
+
+    def install(self) -> dict[int, Any]:
+        """Handle SIGTERM, SIGINT and the drain signal; returns the handlers they replace."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # embedded in a thread: the host program owns signals
+        drain = [self.drain_signal] if self.drain_signal else []
+        return {signum: signal.signal(signum, self.ask) for signum in (signal.SIGTERM, signal.SIGINT, *drain)}
+
+    @staticmethod
+    def restore(previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def result(self) -> tuple[int, str]:
+        """The exit code and the reason of a stop that is over."""
+        name = signal.Signals(self.signals[0]).name
+        if self.cold:
+            return exitcodes.COLD_STOP, f"cold stop ({name}, then {signal.Signals(self.signals[1]).name})"
+        if self.signals[0] == self.drain_signal:
+            return self.drain_exit_code, f"drained on {name} (preemption notice)"
+        return exitcodes.OK, f"stopped by {name}"
