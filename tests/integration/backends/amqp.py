@@ -1,0 +1,120 @@
+"""The amqp engine: RabbitMQ on 127.0.0.1:5672 (guest/guest), started here if only installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import require
+
+from .base import Backend
+
+HOST, PORT = "127.0.0.1", 5672
+URL = f"amqp://guest:guest@{HOST}:{PORT}/%2F"
+
+
+def listening(timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((HOST, PORT), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_listening(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not listening():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout, check=True)
+
+
+def channel() -> Any:
+    """A fresh connection's channel, for tests that look into the broker."""
+    import pika
+
+    return pika.BlockingConnection(pika.URLParameters(URL)).channel()
+
+
+def read_queue(queue: str) -> list[tuple[Any, Any, bytes]]:
+    """(method, properties, body) of every message in `queue`, left in it."""
+    ch = channel()
+    messages = []
+    try:
+        while True:
+            method, properties, body = ch.basic_get(queue, auto_ack=False)
+            if method is None:
+                return messages
+            messages.append((method, properties, body))
+    finally:
+        ch.connection.close()  # unacked: all go back
+
+
+class AmqpBackend(Backend):
+    name = "amqp"
+    # Durable queues and persistent messages outlive `stop_app`/`start_app`.
+    restartable = True
+    # The only deadline is RabbitMQ's consumer_timeout (30 min by default, a
+    # server-wide setting in 3.10): nothing renews it, and a run outliving
+    # it is run again, as the engine documents; no short deadline to test.
+    has_deadline = False
+
+    def __init__(self) -> None:
+        self.queues: list[str] = []
+
+    def start(self) -> None:
+        if not listening() and shutil.which("rabbitmq-server"):
+            subprocess.run(["rabbitmq-server", "-detached"], capture_output=True, timeout=60)
+            wait_listening(120)
+        require(listening(), f"RabbitMQ is not listening on {HOST}:{PORT}")
+
+    def stop(self) -> None:
+        if not listening():
+            return
+        ch = channel()
+        for queue in self.queues:
+            for name in (queue, f"{queue}.dead", f"{queue}.in-flight"):
+                ch.queue_delete(name)
+        ch.connection.close()
+        self.queues.clear()
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        queue = self.unique("minion")
+        self.queues.append(queue)
+        return {"MINION_ENGINE": "amqp", "AMQP_URL": URL, "AMQP_QUEUE": queue, "AMQP_DECODER": "json"}
+
+    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+        dead = env.get("AMQP_DEAD_LETTER_QUEUE") or f"{env['AMQP_QUEUE']}.dead"
+        letters = []
+        for _, properties, body in read_queue(dead):
+            headers = properties.headers or {}
+            reason = headers.get("x-minion-reason", b"")
+            letters.append((json.loads(body), reason.decode() if isinstance(reason, bytes) else str(reason)))
+        return letters
+
+    def restart(self) -> None:
+        rabbitmqctl("stop_app", timeout=120)
+        rabbitmqctl("start_app", timeout=180)
+        rabbitmqctl("await_startup", timeout=180)
+        assert wait_listening(60), "RabbitMQ did not listen again after start_app"
+
+
+class AmqpPrefetchBackend(AmqpBackend):
+    """The amqp engine consuming with AMQP_PREFETCH: messages pushed ahead wait in the minion."""
+
+    name = "amqp-prefetch"
+    #: More than the slots of any test, so that some pushed messages are never started.
+    PREFETCH = "5"
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "AMQP_PREFETCH": self.PREFETCH}

@@ -1,0 +1,58 @@
+"""What the contract suite needs to know about an engine and its server."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+
+class Backend:
+    """The defaults describe a broker shared by many minion processes."""
+
+    name = ""
+    #: Several minion processes can consume the same queue at once.
+    shared_by_processes = True
+    #: A minion exits by itself once nothing is queued or in flight anywhere;
+    #: otherwise the suite sets MINION_IDLE_TIMEOUT.
+    drains = True
+    #: A killed minion's parameter comes back to another minion.
+    survives_kill = True
+    #: The dead-letter place keeps why each parameter failed.
+    dead_letter_reason = True
+    #: The broker has a delivery deadline that a long run must outlive.
+    has_deadline = False
+    #: The broker can be restarted with its data (the restart test applies).
+    restartable = False
+    #: Seconds for which the client may hold an ack before sending it (a
+    #: killed minion loses those acks, and their parameters run again).
+    ack_delay = 0.0
+
+    def start(self) -> None:
+        """Make sure the server runs (start it if needed); `require` when it cannot."""
+
+    def stop(self) -> None:
+        """Stop what `start` started."""
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        """The variables of a minion consuming a fresh, empty queue of its own."""
+        raise NotImplementedError
+
+    def unique(self, prefix: str = "q") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+        """(parameter, reason) of everything in the dead-letter place."""
+        raise NotImplementedError
+
+    def lease_env(self) -> dict[str, str]:
+        """Variables that shorten the time after which a dead minion's message comes back."""
+        return {}
+
+    def long_run(self) -> tuple[float, dict[str, str]]:
+        """With has_deadline: a run length longer than the deadline, and the variables that set it."""
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """With restartable: stop the broker and start it again, keeping its data."""
+        raise NotImplementedError

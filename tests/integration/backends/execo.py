@@ -1,0 +1,35 @@
+"""The execo engine: a sweep directory, no server."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+from .base import Backend
+
+
+class ExecoBackend(Backend):
+    name = "execo"
+    has_deadline = True  # the lease
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {"MINION_ENGINE": "execo", "EXECO_PERSISTENCE_DIR": str(workdir / self.unique("sweep"))}
+
+    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+        journal = Path(env["EXECO_PERSISTENCE_DIR"]) / ".minionize" / "journal"
+        failed = []
+        with open(journal, "rb") as handle:
+            while True:
+                try:
+                    event, param, detail = pickle.load(handle)
+                except EOFError:
+                    return failed
+                if event == "fail":
+                    failed.append((param, detail))
+
+    def lease_env(self) -> dict[str, str]:
+        return {"MINION_LEASE_SECONDS": "2"}
+
+    def long_run(self) -> tuple[float, dict[str, str]]:
+        return 5.0, {"MINION_LEASE_SECONDS": "2"}

@@ -1,0 +1,155 @@
+"""The pulsar engine against pulsar-lite, one binary that speaks Pulsar's protocol.
+
+`start` runs the broker shipped by `pip install pulsar-lite` on 127.0.0.1 and
+a free port, with its RocksDB data in a temporary directory and its metrics
+endpoint (0.0.0.0:8080 by default) disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, Optional
+
+from tests.conftest import require
+
+from .base import Backend
+
+_READY_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.25):
+            return True
+    except OSError:
+        return False
+
+
+class PulsarBackend(Backend):
+    name = "pulsar"
+    # pulsar-lite 0.2.0 numbers every client's consumers from 0, so two minion
+    # processes cannot share a subscription: "two minions" are two slots of one.
+    shared_by_processes = False
+    drains = False  # Pulsar cannot tell that a topic will stay empty
+    restartable = True  # its data is in RocksDB under --db-path
+    # The client sends acks in groups every 100 ms, and its Python API cannot
+    # turn that off (the C++ ackGroupingTimeMs is not exposed).
+    ack_delay = 0.1
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._binary = ""
+        self._directory: Optional[Path] = None
+        self._process: Optional[subprocess.Popen[bytes]] = None
+        self._log: Optional[IO[bytes]] = None
+
+    @property
+    def url(self) -> str:
+        return f"pulsar://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        try:
+            from pulsar_lite.binary_finder import find_pulsar_lite_binary
+
+            self._binary = find_pulsar_lite_binary()
+        except (ImportError, FileNotFoundError):
+            require(False, "no Pulsar broker: pip install pulsar-lite")
+        self._directory = Path(tempfile.mkdtemp(prefix="minionize-pulsar-"))
+        (self._directory / "pulsar-lite.toml").write_text("[metrics]\nenabled = false\n")
+        self._log = open(self._directory / "broker.log", "ab")  # noqa: SIM115 - closed by stop()
+        self.port = free_port()
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self._directory is not None
+        self._process = subprocess.Popen(
+            [
+                self._binary,
+                "--config", str(self._directory / "pulsar-lite.toml"),
+                "--addr", f"127.0.0.1:{self.port}",
+                "--db-path", str(self._directory / "data"),
+                "--log-level", "warn",
+            ],
+            cwd=self._directory, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while not accepts(self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self._halt()
+                log = (self._directory / "broker.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"pulsar-lite did not start on port {self.port}:\n{log}")
+            time.sleep(0.05)
+
+    def _halt(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def stop(self) -> None:
+        self._halt()
+        if self._log is not None:
+            self._log.close()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+    def restart(self, downtime: float = 0.0) -> None:
+        self._halt()
+        time.sleep(downtime)
+        self._launch()
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {
+            "MINION_ENGINE": "pulsar",
+            "PULSAR_CONNECTION": self.url,
+            "PULSAR_TOPIC": self.unique("t"),
+            "PULSAR_DECODER": "json",
+        }
+
+    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+        # The name and subscription that the engine's docstring promises.
+        topic = f"{env['PULSAR_TOPIC']}-minionize-DLQ"
+        return [(json.loads(body), properties.get("minion_reason", "")) for body, properties in self.read(topic)]
+
+    def read(self, topic: str, subscription: str = "minionize") -> list[tuple[bytes, dict[str, str]]]:
+        """Everything queued for `subscription` on `topic`, left unacknowledged."""
+        import pulsar
+
+        client = pulsar.Client(
+            self.url, operation_timeout_seconds=10, logger=pulsar.FileLogger(pulsar.LoggerLevel.Warn, os.devnull)
+        )
+        try:
+            consumer = client.subscribe(
+                topic, subscription, consumer_type=pulsar.ConsumerType.Shared,
+                initial_position=pulsar.InitialPosition.Earliest,
+            )
+            found = []
+            while True:
+                try:
+                    message = consumer.receive(timeout_millis=500)
+                except pulsar.Timeout:
+                    break
+                found.append((message.data(), message.properties()))
+            consumer.close()
+            return found
+        finally:
+            client.close()

@@ -1,0 +1,366 @@
+"""The `minionize` command end to end: real processes, a real execo sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from execo_engine.sweep import ParamSweeper
+
+from tests.conftest import ROOT, minion_env, minionize_cmd, run_minion
+
+PROGRAMS = ROOT / "tests" / "programs"
+
+
+def sweep(cwd: Path, params: object, name: str = "sweeps") -> None:
+    ParamSweeper(str(cwd / name), sweeps=params, save_sweeps=True)
+
+
+def spawn(cwd: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        minionize_cmd(*args), cwd=cwd, env=minion_env(**env),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(predicate, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def test_readme_example_three_minions_each_param_once(tmp_path: Path) -> None:
+    sweep(tmp_path, range(10))
+    minions = [spawn(tmp_path, "echo", "hello", MINION_ENGINE="execo") for _ in range(3)]
+    outputs = [m.communicate(timeout=60) for m in minions]
+    assert [m.returncode for m in minions] == [0, 0, 0]
+    lines = sorted(line for out, _ in outputs for line in out.splitlines())
+    assert lines == sorted(f"hello {i}" for i in range(10))
+    assert sorted(ParamSweeper(str(tmp_path / "sweeps")).get_done()) == list(range(10))
+
+
+def test_shell_metacharacters_reach_the_program_literally(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    param = f"$(touch {pwned}); echo x"
+    (tmp_path / "in.txt").write_text(param + "\n`touch " + str(pwned) + "`\n")
+    result = run_minion(
+        sys.executable, str(PROGRAMS / "argv.py"), cwd=tmp_path,
+        MINION_ENGINE="file", FILE_PATH="in.txt",
+    )
+    assert result.returncode == 0, result.stderr
+    runs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert runs[0]["argv"] == ["$(touch", f"{pwned});", "echo", "x"]
+    assert runs[1]["argv"] == ["`touch", f"{pwned}`"]
+    assert runs[0]["env"]["MINION_PARAM"] == json.dumps(param)
+    assert not pwned.exists()
+
+
+def test_retries_then_set_aside_with_its_exit_code(tmp_path: Path) -> None:
+    sweep(tmp_path, ["3", "0"])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    result = run_minion(
+        sys.executable, str(PROGRAMS / "record.py"), str(runs), "0",
+        cwd=tmp_path, MINION_MAX_ATTEMPTS="3", MINION_ARGS="{param} {param}",
+    )
+    # record.py's third argument is its exit code: the parameter itself here.
+    assert result.returncode == 0
+    assert len(list(runs.glob("3.*.start"))) == 3
+    assert len(list(runs.glob("0.*.start"))) == 1
+    assert "failed, attempt 3: exit code 3" in result.stderr
+    reader = ParamSweeper(str(tmp_path / "sweeps"))
+    assert sorted(reader.get_done()) == ["0"]
+    # a new minion does not take the failed parameter again
+    again = run_minion("true", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing done" in again.stderr
+
+
+def test_timeout_kills_the_grandchild(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    (tmp_path / "in.txt").write_text("x\n")
+    started = time.monotonic()
+    result = run_minion(
+        sys.executable, str(PROGRAMS / "grandchild.py"), str(pidfile), cwd=tmp_path,
+        MINION_ENGINE="file", FILE_PATH="in.txt", MINION_TIMEOUT="1", MINION_MAX_ATTEMPTS="1",
+    )
+    assert result.returncode == 0
+    assert time.monotonic() - started < 15
+    assert "timed out after 1s" in result.stderr
+    grandchild = int(pidfile.read_text())
+    wait_for(lambda: not _alive(grandchild), 5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie waiting for its reaper is dead for our purpose
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_sigterm_gives_the_parameter_to_a_second_minion(tmp_path: Path) -> None:
+    sweep(tmp_path, ["long"])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    args = (sys.executable, str(PROGRAMS / "record.py"), str(runs), "30", "0")
+    first = spawn(tmp_path, *args, MINION_GRACE_PERIOD="0.5")
+    wait_for(lambda: any(runs.glob("long.*.start")))
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    assert "SIGTERM: taking no new parameter" in err and "1 released" in err
+    assert not any(runs.glob("*.end"))
+    second = run_minion(*args[:3], "0.1", "0", cwd=tmp_path)
+    assert second.returncode == 0
+    assert len(list(runs.glob("long.*.end"))) == 1
+    assert ParamSweeper(str(tmp_path / "sweeps")).get_done() == {"long"}
+
+
+def test_sigterm_within_grace_lets_the_run_finish(tmp_path: Path) -> None:
+    sweep(tmp_path, ["a", "b"])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    program = (sys.executable, str(PROGRAMS / "record.py"), str(runs), "1", "0")
+    minion = spawn(tmp_path, *program, MINION_GRACE_PERIOD="20")
+    wait_for(lambda: any(runs.glob("*.start")))
+    minion.send_signal(signal.SIGINT)
+    _, err = minion.communicate(timeout=30)
+    assert minion.returncode == 0, err
+    assert len(list(runs.glob("*.end"))) == 1  # finished, and nothing new was taken
+    assert len(ParamSweeper(str(tmp_path / "sweeps")).get_done()) == 1
+
+
+def test_second_signal_is_a_cold_stop(tmp_path: Path) -> None:
+    sweep(tmp_path, ["x"])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    program = (sys.executable, str(PROGRAMS / "record.py"), str(runs), "30", "0")
+    minion = spawn(tmp_path, *program, MINION_GRACE_PERIOD="60")
+    wait_for(lambda: any(runs.glob("*.start")))
+    minion.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    minion.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, err = minion.communicate(timeout=30)
+    assert minion.returncode == 130, err
+    assert time.monotonic() - started < 5
+    # the parameter was given back: a new minion can take it
+    reader = ParamSweeper(str(tmp_path / "sweeps"))
+    assert reader.get_inprogress() == set() and reader.get_done() == set()
+
+
+def test_concurrency_runs_overlap_never_more_than_n(tmp_path: Path) -> None:
+    sweep(tmp_path, [str(i) for i in range(8)])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    result = run_minion(
+        sys.executable, str(PROGRAMS / "record.py"), str(runs), "0.5", "0",
+        cwd=tmp_path, MINION_CONCURRENCY="3",
+    )
+    assert result.returncode == 0, result.stderr
+    spans = []
+    for start in runs.glob("*.start"):
+        begin, slot, _ = start.read_text().split()
+        end = float(start.with_suffix(".end").read_text())
+        spans.append((float(begin), end, int(slot)))
+    assert len(spans) == 8
+    peak = max(sum(1 for b, e, _ in spans if b <= t < e) for t, _, _ in spans)
+    assert peak == 3
+    assert {slot for _, _, slot in spans} == {0, 1, 2}
+
+
+def test_dotenv_is_read_without_overriding_the_environment(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("FROM_ENV=dotenv\nFROM_DOTENV=dotenv\nMINION_ENGINE=file\nFILE_PATH=in.txt\n")
+    (tmp_path / "in.txt").write_text("p\n")
+    result = run_minion(sys.executable, str(PROGRAMS / "argv.py"), cwd=tmp_path, FROM_ENV="environment")
+    assert result.returncode == 0, result.stderr
+    env = json.loads(result.stdout)["env"]
+    assert env["FROM_ENV"] == "environment" and env["FROM_DOTENV"] == "dotenv"
+
+
+def test_minionize_yml_alone_is_enough(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"lr": 0.1, "seed": 7}\n')
+    (tmp_path / ".minionize.yml").write_text(
+        f"command: [{sys.executable}, {PROGRAMS / 'argv.py'}]\n"
+        "args: --lr {lr} --seed {seed}\n"
+        "env:\n  MINION_ENGINE: file\n  FILE_PATH: in.jsonl\n  FILE_DECODER: json\n"
+    )
+    result = run_minion(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["argv"] == ["--lr", "0.1", "--seed", "7"]
+    assert run["env"]["MINION_PARAM_SEED"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MINION_ENGINE": "exceo"}, "MINION_ENGINE='exceo': did you mean 'execo'?"),
+        ({"MINION_CONCURRENCY": "abc"}, "MINION_CONCURRENCY='abc': expected a whole number >= 1"),
+        ({"MINION_REPORTER": "jsn"}, "MINION_REPORTER='jsn': did you mean 'json'?"),
+        ({"MINION_TIMEOUT": "-3"}, "MINION_TIMEOUT='-3': expected a number of seconds >= 0"),
+        ({"EXECO_PERSISTENCE_DIR": "nowhere"}, "EXECO_PERSISTENCE_DIR='nowhere': no sweep there"),
+        ({"MINION_ENGINE": "file", "FILE_PATH": "missing.txt"}, "FILE_PATH='missing.txt': expected an existing file"),
+        ({"MINION_ENGINE": "memory", "MEMORY_PARAMS": "{"}, "MEMORY_PARAMS='{': expected a JSON list"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line_and_takes_nothing(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    sweep(tmp_path, ["untouched"])
+    result = run_minion("echo", cwd=tmp_path, **env)
+    assert result.returncode == 2
+    assert result.stderr == f"minionize: {message}" + result.stderr.split(message, 1)[1]
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    reader = ParamSweeper(str(tmp_path / "sweeps"))
+    assert reader.get_done() == set() and reader.get_inprogress() == set()
+
+
+def test_missing_command_and_unknown_program_exit_2(tmp_path: Path) -> None:
+    sweep(tmp_path, ["x"])
+    no_command = run_minion(cwd=tmp_path)
+    assert no_command.returncode == 2 and "give the program to run" in no_command.stderr
+    unknown = run_minion("no-such-program-xyz", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "minionize: command='no-such-program-xyz': command not found in PATH"
+
+
+def test_dry_run_prints_and_consumes_nothing(tmp_path: Path) -> None:
+    sweep(tmp_path, ["1", "2"])
+    result = run_minion("echo", "hello", cwd=tmp_path, DRY="1")
+    assert result.returncode == 0
+    assert sorted(result.stdout.splitlines()) == ["DRY: echo hello 1", "DRY: echo hello 2"]
+    reader = ParamSweeper(str(tmp_path / "sweeps"))
+    assert reader.get_done() == set() and reader.get_inprogress() == set()
+    real = run_minion("echo", "hello", cwd=tmp_path)
+    assert sorted(real.stdout.splitlines()) == ["hello 1", "hello 2"]
+
+
+def test_import_loads_no_broker_client(tmp_path: Path) -> None:
+    sweep(tmp_path, [1])
+    probe = (
+        "import sys, minionize.cli; "
+        "sys.argv = ['minionize', 'true']; rc = minionize.cli.main(); "
+        "heavy = ('grpc', 'google', 'pulsar', 'docker', 'redis', 'pika', 'execo', 'execo_engine'); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in heavy]; "
+        "print(rc, bad)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=minion_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "0 []", result.stderr
+
+
+def test_help_and_version() -> None:
+    assert "usage: minionize" in run_minion("--help", cwd=ROOT).stdout
+    assert run_minion("--version", cwd=ROOT).stdout.startswith("minionize ")
+
+
+def test_json_reports_of_two_minions_read_by_minion_status(tmp_path: Path) -> None:
+    sweep(tmp_path, [str(i) for i in range(6)] + ["bad"])
+    report = tmp_path / "shared-report"
+    env = {"MINION_REPORTER": "json", "REPORTER_JSON_DIRECTORY": str(report), "MINION_MAX_ATTEMPTS": "2"}
+    # `test PARAM != bad`: exit 1 for "bad" only, with no shell involved
+    program = ("test", "bad", "!=")
+    minions = [spawn(tmp_path, *program, OAR_JOB_ID=f"job-{i}", **env) for i in range(2)]
+    for m in minions:
+        m.communicate(timeout=60)
+        assert m.returncode == 0
+    assert len(list(report.glob("*.jsonl"))) == 2
+    status = subprocess.run(
+        [sys.executable, "-m", "minionize.status", "--json"], cwd=tmp_path,
+        env=minion_env(REPORTER_JSON_DIRECTORY=str(report)), capture_output=True, text=True, timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    summary = json.loads(status.stdout)
+    assert summary["totals"]["done"] == 6
+    assert summary["totals"]["failed"] == 1
+    assert summary["totals"]["running"] == 0
+    assert sorted(row["job_id"] for row in summary["minions"]) == ["job-0", "job-1"]
+    assert sum(row["done"] for row in summary["minions"]) == 6
+    text = subprocess.run(
+        [sys.executable, "-m", "minionize.status"], cwd=tmp_path,
+        env=minion_env(MINION_REPORTER="json", REPORTER_JSON_DIRECTORY=str(report)),
+        capture_output=True, text=True, timeout=60,
+    ).stdout
+    assert "6 done" in text and "1 failed" in text and "exit code 1" in text
+
+
+def test_importtime_of_the_cli_shows_no_broker_client() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import minionize.cli"],
+        env=minion_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
+    assert "minionize" in imported
+    assert imported.isdisjoint({"grpc", "google", "pulsar", "docker", "redis", "pika", "execo_engine"})
+
+
+def test_drain_signal_releases_and_exits_with_the_configured_code(tmp_path: Path) -> None:
+    sweep(tmp_path, ["long", "next"])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    program = (sys.executable, str(PROGRAMS / "record.py"), str(runs), "30", "0")
+    minion = spawn(tmp_path, *program, MINION_GRACE_PERIOD="0.5", MINION_DRAIN_EXIT_CODE="99")
+    wait_for(lambda: any(runs.glob("*.start")))
+    minion.send_signal(signal.SIGUSR2)
+    _, err = minion.communicate(timeout=30)
+    assert minion.returncode == 99, err
+    assert "drained on SIGUSR2" in err
+    reader = ParamSweeper(str(tmp_path / "sweeps"))
+    assert reader.get_done() == set() and reader.get_inprogress() == set()
+    assert len(list(runs.glob("*.start"))) == 1  # "next" was never taken
+
+
+def test_drain_signal_can_be_chosen(tmp_path: Path) -> None:
+    sweep(tmp_path, ["long"])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    program = (sys.executable, str(PROGRAMS / "record.py"), str(runs), "30", "0")
+    minion = spawn(tmp_path, *program, MINION_GRACE_PERIOD="0.5", MINION_DRAIN_SIGNAL="USR1")
+    wait_for(lambda: any(runs.glob("*.start")))
+    minion.send_signal(signal.SIGUSR1)
+    _, err = minion.communicate(timeout=30)
+    assert minion.returncode == 0 and "drained on SIGUSR1" in err
+
+
+def test_deadline_stops_taking_but_lets_the_run_finish(tmp_path: Path) -> None:
+    sweep(tmp_path, [str(i) for i in range(5)])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    program = (sys.executable, str(PROGRAMS / "record.py"), str(runs), "1.5", "0")
+    result = run_minion(*program, cwd=tmp_path, MINION_DEADLINE="1")
+    assert result.returncode == 0 and "deadline reached" in result.stderr
+    assert len(list(runs.glob("*.end"))) == 1  # started before the deadline, finished after it
+    assert len(ParamSweeper(str(tmp_path / "sweeps")).get_done()) == 1
+
+
+def test_the_issues_literal_parameter_executes_nothing(tmp_path: Path) -> None:
+    pwned = Path("/tmp/pwned")
+    pwned.unlink(missing_ok=True)
+    (tmp_path / "in.txt").write_text("$(touch /tmp/pwned); echo x\n")
+    result = run_minion("echo", cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt")
+    assert result.returncode == 0
+    assert result.stdout == "$(touch /tmp/pwned); echo x\n"
+    assert not pwned.exists()
+
+
+def test_start_up_leaves_rarely_needed_modules_unimported() -> None:
+    """A few milliseconds each, at every minion start (bench/startup.py): imported only when needed."""
+    rare = ("subprocess", "socket", "tempfile", "shutil", "datetime", "selectors")
+    code = f"import minionize.cli, sys; print([m for m in {rare!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], env=minion_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,90 @@
+"""The file engine: lines of a file or of stdin, decoded, retried in place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from minionize.config import EnvReader
+from minionize.engines.file import FileEngine
+from minionize.errors import ConfigError
+
+
+def drain(e: FileEngine) -> list:
+    out = []
+    while (m := e.next(0.01)) is not None:
+        out.append(m)
+        e.ack(m)
+    return out
+
+
+def test_lines_identity(tmp_path: Path) -> None:
+    f = tmp_path / "in.txt"
+    f.write_bytes(b"a b\n\n  \nc\r\nlast-without-newline")
+    e = FileEngine(str(f))
+    e.open()
+    assert [m.param for m in drain(e)] == ["a b", "c", "last-without-newline"]
+    assert e.drained()
+
+
+def test_json_lines_and_bad_json_is_rejected(tmp_path: Path) -> None:
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"lr": 0.1}\nnot json\n[1, 2]\n')
+    e = FileEngine(str(f), "json")
+    e.open()
+    messages = drain(e)
+    assert [m.param for m in messages] == [{"lr": 0.1}, "not json", [1, 2]]
+    assert [m.reject_reason is not None for m in messages] == [False, True, False]
+    assert "not valid JSON" in (messages[1].reject_reason or "")
+
+
+def test_non_utf8_is_rejected_not_crashing(tmp_path: Path) -> None:
+    f = tmp_path / "in.txt"
+    f.write_bytes(b"\xff\xfe\nok\n")
+    e = FileEngine(str(f))
+    e.open()
+    messages = drain(e)
+    assert "not UTF-8" in (messages[0].reject_reason or "")
+    assert messages[1].param == "ok"
+
+
+def test_nack_retries_with_the_next_attempt_and_fail_writes_dead_letter(tmp_path: Path) -> None:
+    f = tmp_path / "in.txt"
+    f.write_text("x\n")
+    dead = tmp_path / "dead.txt"
+    e = FileEngine(str(f), dead_letter=str(dead))
+    e.open()
+    m = e.next(0.01)
+    assert m is not None
+    e.nack(m)
+    assert not e.drained()
+    again = e.next(0.01)
+    assert again is not None and again.attempt == 2
+    e.fail(again, "exit code 1")
+    assert e.drained()
+    assert dead.read_text() == "x\n"
+
+
+def test_stdin_pipe_is_polled(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        e = FileEngine(None)
+        e.open()
+        assert e.next(0.05) is None  # nothing yet, and no blocking
+        os.write(write_end, b"1\n2\n")
+        os.close(write_end)
+        assert [m.param for m in drain(e)] == ["1", "2"]
+        assert e.drained()
+    finally:
+        os.dup2(saved, 0)
+        os.close(read_end)
+
+
+def test_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
+    engine = FileEngine.from_env(EnvReader({"FILE_PATH": str(tmp_path / "nope")}))
+    with pytest.raises(ConfigError, match="FILE_PATH"):
+        engine.open()
