@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Makes sure the servers the integration tests talk to are running on
+# loopback; starts (and if needed installs) each one that is not. Idempotent.
+set -euo pipefail
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local name=$1 port=$2 tries=${3:-60}
+    for _ in $(seq "$tries"); do
+        listening "$port" && return 0
+        sleep 1
+    done
+    echo "services: $name did not start listening on 127.0.0.1:$port" >&2
+    return 1
+}
+
+apt_install() {
+    if [ -z "${_apt_updated:-}" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        _apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! listening 6379; then
+    command -v redis-server >/dev/null || apt_install redis-server
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    wait_port redis 6379
+fi
+
+if ! listening 5672; then
+    command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+    rabbitmq-server -detached
+    wait_port rabbitmq 5672 120
+fi
+
+# Not a server, but the lint tests need it too.
+command -v shellcheck >/dev/null || apt_install shellcheck
+
+echo "services: redis and rabbitmq are up"
