@@ -1,0 +1,79 @@
+{{/*
+The name of the TriggerAuthentication the chart creates, or "" when the
+trigger needs none (or keda.authenticationRef names an existing one).
+*/}}
+{{- define "minionize.kedaAuthName" -}}
+{{- $v := .Values -}}
+{{- if and $v.keda.enabled (not $v.keda.authenticationRef) }}
+{{- $needed := or
+  (and (eq $v.engine "google") (or $v.google.credentials.existingSecret $v.google.workloadIdentity))
+  (and (eq $v.engine "pulsar") $v.pulsar.token.existingSecret)
+  (and (eq $v.engine "redis") $v.redis.passwordSecret.existingSecret)
+  (and (eq $v.engine "amqp") $v.amqp.urlSecret.existingSecret) }}
+{{- if $needed }}{{ include "minionize.fullname" . }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+host:port of Redis for the redis-streams trigger: keda.redis.address, else
+the host of a plain redis.url ("" when neither says it).
+*/}}
+{{- define "minionize.kedaRedisAddress" -}}
+{{- if .Values.keda.redis.address }}
+{{- .Values.keda.redis.address }}
+{{- else if and .Values.redis.url (not .Values.redis.urlSecret.existingSecret) }}
+{{- $url := urlParse .Values.redis.url }}
+{{- if contains ":" $url.host }}{{ $url.host }}{{ else if $url.host }}{{ $url.host }}:6379{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The KEDA trigger matching the engine: the metric is the backlog of the
+queue the minions consume.
+*/}}
+{{- define "minionize.kedaTrigger" -}}
+{{- $v := .Values -}}
+{{- $k := $v.keda }}
+{{- $target := toString $k.target }}
+{{- $activation := toString $k.activationTarget }}
+{{- $metadata := dict }}
+{{- $type := "" }}
+{{- if eq $v.engine "google" }}
+  {{- $type = "gcp-pubsub" }}
+  {{- $subscription := $v.google.subscription }}
+  {{- if not (hasPrefix "projects/" $subscription) }}
+  {{- $subscription = printf "projects/%s/subscriptions/%s" $v.google.projectId $subscription }}
+  {{- end }}
+  {{- $metadata = dict "subscriptionName" $subscription "mode" "SubscriptionSize" "value" $target "activationValue" $activation }}
+{{- else if eq $v.engine "pulsar" }}
+  {{- $type = "pulsar" }}
+  {{- $metadata = dict "adminURL" $k.pulsar.adminURL "topic" $v.pulsar.topic "subscription" $v.pulsar.subscription "isPartitionedTopic" (toString $k.pulsar.isPartitionedTopic) "msgBacklogThreshold" $target "activationMsgBacklogThreshold" $activation }}
+  {{- if $v.pulsar.token.existingSecret }}
+  {{- $_ := set $metadata "authModes" "bearer" }}
+  {{- end }}
+{{- else if eq $v.engine "redis" }}
+  {{- $type = "redis-streams" }}
+  {{- $metadata = dict "address" (include "minionize.kedaRedisAddress" .) "stream" $v.redis.stream "consumerGroup" $v.redis.group "enableTLS" (toString $k.redis.enableTLS) }}
+  {{- $_ := set $metadata $k.redis.metric $target }}
+  {{- if eq $k.redis.metric "lagCount" }}
+  {{- $_ := set $metadata "activationLagCount" $activation }}
+  {{- end }}
+{{- else if eq $v.engine "amqp" }}
+  {{- $type = "rabbitmq" }}
+  {{- $metadata = dict "protocol" "amqp" "queueName" $v.amqp.queue "mode" "QueueLength" "value" $target "activationValue" $activation }}
+  {{- if not $v.amqp.urlSecret.existingSecret }}
+  {{- $_ := set $metadata "host" $v.amqp.url }}
+  {{- end }}
+{{- end }}
+{{- $metadata = mergeOverwrite $metadata (deepCopy $k.triggerMetadata) }}
+{{- $auth := default (include "minionize.kedaAuthName" .) $k.authenticationRef -}}
+- type: {{ $type }}
+  metadata:
+    {{- range $key, $value := $metadata }}
+    {{ $key }}: {{ toString $value | quote }}
+    {{- end }}
+  {{- with $auth }}
+  authenticationRef:
+    name: {{ . }}
+  {{- end }}
+{{- end }}
