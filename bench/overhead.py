@@ -1,0 +1,55 @@
+"""Per-task overhead: 5,000 runs of `true`, 2 at a time.
+
+xargs -P2 -n1 true, GNU parallel -j2 true, and minionize with the file and
+the execo engines (MINION_CONCURRENCY=2), measured in the same run.
+Targets: the file engine within 1.3x of xargs' wall time, and at least 4x
+faster than GNU parallel.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from common import MINIONIZE, PYTHON, best_of, have, table, timed, verdict
+
+
+def run(tasks: int = 5000, repeat: int = 3) -> str:
+    work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    params = work / "params.txt"
+    params.write_text("".join(f"{i}\n" for i in range(tasks)))
+    xargs = best_of(repeat, lambda: timed(["xargs", "-P2", "-n1", "true"], stdin=params))
+    parallel = None
+    if have("parallel"):
+        parallel = best_of(repeat, lambda: timed(["parallel", "--will-cite", "-j2", "true"], stdin=params))
+    file_engine = best_of(repeat, lambda: timed(
+        [*MINIONIZE, "true"], MINION_ENGINE="file", FILE_PATH=str(params), MINION_CONCURRENCY="2"
+    ))
+
+    def execo() -> float:
+        sweep = work / "sweep"
+        timed([PYTHON, "-m", "minionize.push", "--file", str(params)], cwd=work,
+              EXECO_PERSISTENCE_DIR=str(sweep))
+        try:
+            return timed([*MINIONIZE, "true"], cwd=work, EXECO_PERSISTENCE_DIR=str(sweep), MINION_CONCURRENCY="2")
+        finally:
+            import shutil
+
+            shutil.rmtree(sweep)
+
+    execo_engine = best_of(1, execo)
+    per = lambda seconds: f"{seconds:.2f} s ({seconds / tasks * 1e3:.2f} ms/task)"  # noqa: E731
+    rows = [
+        ("xargs -P2 -n1 true", per(xargs), "reference", ""),
+        ("GNU parallel -j2 true", per(parallel) if parallel else "not installed", "", ""),
+        ("minionize, file engine", per(file_engine), f"{file_engine / xargs:.2f}x xargs",
+         f"<= 1.3x xargs: {verdict(file_engine <= 1.3 * xargs)}"),
+        ("minionize, file engine vs parallel", "", f"{parallel / file_engine:.1f}x faster" if parallel else "-",
+         f">= 4x faster: {verdict(bool(parallel) and parallel >= 4 * file_engine)}"),
+        ("minionize, execo engine", per(execo_engine), f"{execo_engine / xargs:.2f}x xargs", ""),
+    ]
+    return table(f"Per-task overhead: {tasks} runs of true, 2 at a time (best of {repeat})", rows)
+
+
+if __name__ == "__main__":
+    print(run())
