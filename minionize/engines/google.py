@@ -26,7 +26,9 @@ Environment
         there, over plain gRPC, without credentials.
     MINION_MAX_ATTEMPTS is also the max_delivery_attempts of the dead-letter
         policy of a subscription created here, within the 5 to 100 that
-        Pub/Sub accepts.
+        Pub/Sub accepts. An existing subscription keeps its own (minion-push
+        creates it with its MINION_MAX_ATTEMPTS): a minion warns when that
+        limit is lower than its own.
 
 Ack and nack
     Ack acknowledges. Nack sets the ack deadline to 0: the message is
@@ -310,6 +312,21 @@ class GoogleEngine(Engine):
             self._dead_letter = policy
         if not policy:
             log.warning("%s has no dead-letter policy: minionize counts attempts (see its docs)", self._sub_path)
+        elif found.dead_letter_policy.max_delivery_attempts < self._max_deliveries:
+            # Whoever created the subscription (minion-push, another minion) chose
+            # this limit; Pub/Sub sets a parameter aside there, whatever we say.
+            log.warning(
+                "%s sets a message aside after %d deliveries, fewer than MINION_MAX_ATTEMPTS=%d asks: "
+                "raise its max_delivery_attempts (gcloud pubsub subscriptions update %s --max-delivery-attempts=%d), "
+                "or create it with the same MINION_MAX_ATTEMPTS",
+                self._sub_path, found.dead_letter_policy.max_delivery_attempts, self.max_attempts,
+                self.subscription, self._max_deliveries,
+            )
+
+    @property
+    def _max_deliveries(self) -> int:
+        """The dead-letter policy's max_delivery_attempts for MINION_MAX_ATTEMPTS (Pub/Sub accepts 5 to 100)."""
+        return min(100, max(5, self.max_attempts))
 
     def _create_subscription(self, subscriber: SubscriberClient, publisher: PublisherClient) -> Any:
         self._create_topic(publisher, self._topic_path)
@@ -320,7 +337,7 @@ class GoogleEngine(Engine):
             "ack_deadline_seconds": self.ack_deadline,
             "dead_letter_policy": {
                 "dead_letter_topic": self._dead_letter,
-                "max_delivery_attempts": min(100, max(5, self.max_attempts)),
+                "max_delivery_attempts": self._max_deliveries,
             },
         }
         try:

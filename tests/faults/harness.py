@@ -117,10 +117,15 @@ def kill_node(process: subprocess.Popen[bytes]) -> int:
 
 
 def push(env: dict[str, str], params: list[str]) -> None:
-    """Queue `params` with minion-push."""
+    """Queue `params` with minion-push, with the fleet's MINION_MAX_ATTEMPTS.
+
+    The attempts matter here too: on Pub/Sub, minion-push creates the
+    subscription, whose dead-letter policy then sets a message aside after
+    that many deliveries, whatever the minions say.
+    """
     result = subprocess.run(
         [sys.executable, "-m", "minionize.push", *params],
-        env=minion_env(**env), capture_output=True, text=True, timeout=300,
+        env=minion_env(**{"MINION_MAX_ATTEMPTS": MAX_ATTEMPTS, **env}), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
 

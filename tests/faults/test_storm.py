@@ -27,7 +27,7 @@ import pytest
 
 from tests.integration.backends import Backend, with_capability
 
-from .harness import Figures, Fleet, Sizes, count_done, done_program, push
+from .harness import Figures, Fleet, Sizes, children, count_done, done_program, push
 
 pytestmark = pytest.mark.integration
 #: Once every parameter is done, how long the minions may take to exit by
@@ -75,9 +75,16 @@ class Tick:
 class Killer(Tick):
     """Every `every` seconds, kills a random working minion and its runs, and starts another.
 
+    The victim is a minion busy with a run when one is.
+
     Only a minion past its start-up (it runs or has run a parameter) is
     killed, so that a kill every fraction of a second still lets a single
-    minion (a queue that processes cannot share) make progress.
+    minion (a queue that processes cannot share) make progress. When none
+    is, that kill is skipped rather than kept for the first minion that
+    starts working: a killer lying in wait would kill every delivery of the
+    last parameter within moments of its return (a dying node does not wait
+    for work), and a broker that sets a message aside after some deliveries
+    would be right to.
     """
 
     def __init__(self, every: float, rng: random.Random, records: Path) -> None:
@@ -93,9 +100,11 @@ class Killer(Tick):
             return
         working = fleet.working(self.records)
         if working:
-            self.runs += fleet.kill_one(self.rng, working)
+            # A busy minion when there is one: a kill that hits no run proves little.
+            busy = [minion for minion in working if children(minion.pid)]
+            self.runs += fleet.kill_one(self.rng, busy or working)
             self.kills += 1
-            self.next = time.monotonic() + self.every
+        self.next = time.monotonic() + self.every
 
     def measures(self) -> dict[str, float]:
         return {"kills": self.kills, "runs_killed": self.runs, "kill_every": self.every}
@@ -142,8 +151,19 @@ def run_scenario(
     figures.append(result)
     if stuck:
         logs = "\n".join([*fleet.failures(), "live minions:", *live])
-        pytest.fail(f"{backend.name}: {stuck}\n{result.row()}\n{logs}")
+        pytest.fail(f"{backend.name}: {stuck}\n{result.row()}\n{missing(backend, env, params, records)}\n{logs}")
     return result, fleet
+
+
+def missing(backend: Backend, env: dict[str, str], params: list[str], records: Path) -> str:
+    """Which parameters no run finished, and which of them the queue set aside (dead letters)."""
+    done = count_done(records)
+    absent = [p for p in params if not done[p]]
+    try:
+        letters = [f"{param} ({reason or 'no reason given'})" for param, reason in backend.dead_letters(env)]
+    except Exception as exc:  # noqa: BLE001 - a diagnosis of a failure must not hide it
+        letters = [f"(could not read the dead letters: {exc!r})"]
+    return f"not done: {absent[:20]}; set aside as dead letters: {letters[:20]}"
 
 
 def check_nothing_lost(backend: Backend, figures: Figures, fleet: Fleet, workdir: Path) -> None:

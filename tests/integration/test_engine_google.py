@@ -104,6 +104,24 @@ def test_push_creates_the_subscription_so_that_nothing_pushed_is_lost(env: dict[
     assert sorted(params, key=str) == sorted([{"lr": 0.1}, "plain"], key=str)
 
 
+def test_a_minion_warns_when_the_subscription_sets_aside_sooner_than_it_would(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # minion-push ran with the default MINION_MAX_ATTEMPTS (3): Pub/Sub forwards
+    # a message to the dead-letter topic at its 5th delivery, whatever the minions say.
+    engine_of(env).push(["p"])
+    for attempts, warned in (("5", False), ("20", True)):
+        caplog.clear()
+        engine = engine_of(env, MINION_MAX_ATTEMPTS=attempts)
+        engine.open()
+        engine.close()
+        warnings = [r.getMessage() for r in caplog.records if "max-delivery-attempts" in r.getMessage()]
+        assert bool(warnings) == warned, (attempts, caplog.text)
+    [warning] = warnings
+    assert "after 5 deliveries, fewer than MINION_MAX_ATTEMPTS=20" in warning
+    assert f"gcloud pubsub subscriptions update {env['GOOGLE_SUBSCRIPTION']} --max-delivery-attempts=20" in warning
+
+
 @pytest.mark.parametrize(
     "missing", ["GOOGLE_PROJECT_ID", "GOOGLE_TOPIC_ID", "GOOGLE_SUBSCRIPTION", "GOOGLE_APPLICATION_CREDENTIALS"]
 )
