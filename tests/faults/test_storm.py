@@ -186,19 +186,9 @@ def extra_bound(kills: int, concurrency: int, run_seconds: float, ack_delay: flo
     return kills * concurrency * (1 + held)
 
 
-#: Not generated for pulsar: the test broker, pulsar-lite 0.2.0, leaks the
-#: consumer of a client whose connection ends with a reset (a SIGKILLed process
-#: that had unread bytes in its socket: a third of the kills), because its
-#: connection task returns before its cleanup (rust/src/broker/service/
-#: server_cnx.rs, the `?` of the frame read). The messages pushed to that
-#: consumer stay stuck until the broker restarts, and every later client that
-#: numbers its consumer the same (they all start at 0) is refused. A real
-#: Pulsar broker drops a consumer whatever ends its connection.
-#: docs/reliability.md, "Known issues".
-KILL_STORM_ENGINES = [name for name in with_capability("survives_kill") if name != "pulsar"]
 
 
-@pytest.mark.parametrize("backend", KILL_STORM_ENGINES, indirect=True)
+@pytest.mark.parametrize("backend", with_capability("survives_kill"), indirect=True)
 def test_kill_storm(backend: Backend, tmp_path: Path, sizes: Sizes, figures: list[Figures]) -> None:
     seed = int(os.environ.get("FAULTS_SEED") or time.time_ns() % 1_000_000)
     print(f"FAULTS_SEED={seed}")  # shown with a failure: the same choice of victims again
