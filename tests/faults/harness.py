@@ -244,6 +244,12 @@ def count_done(records: Path) -> collections.Counter[str]:
     return counts
 
 
+def not_done(params: list[str], records: Path) -> list[str]:
+    """The parameters of `params` that no run finished, in their order."""
+    done = count_done(records)
+    return [param for param in params if not done[param]]
+
+
 def read_pids(path: Path) -> list[int]:
     return [int(word) for word in path.read_text().split()]
 

@@ -27,7 +27,7 @@ import pytest
 
 from tests.integration.backends import Backend, with_capability
 
-from .harness import Figures, Fleet, Sizes, children, count_done, done_program, push
+from .harness import Figures, Fleet, Sizes, children, count_done, done_program, not_done, push
 
 pytestmark = pytest.mark.integration
 #: Once every parameter is done, how long the minions may take to exit by
@@ -157,8 +157,7 @@ def run_scenario(
 
 def missing(backend: Backend, env: dict[str, str], params: list[str], records: Path) -> str:
     """Which parameters no run finished, and which of them the queue set aside (dead letters)."""
-    done = count_done(records)
-    absent = [p for p in params if not done[p]]
+    absent = not_done(params, records)
     try:
         letters = [f"{param} ({reason or 'no reason given'})" for param, reason in backend.dead_letters(env)]
     except Exception as exc:  # noqa: BLE001 - a diagnosis of a failure must not hide it
@@ -170,8 +169,7 @@ def check_nothing_lost(backend: Backend, figures: Figures, fleet: Fleet, workdir
     problems = fleet.failures()
     assert not problems, "\n".join(problems)
     if figures.lost:
-        done = count_done(workdir / "records")
-        lost = sorted(p for p in (f"p{i}" for i in range(figures.params)) if not done[p])
+        lost = not_done([f"p{i}" for i in range(figures.params)], workdir / "records")
         pytest.fail(f"{backend.name}: {figures.lost} parameters lost: {lost[:20]}\n{figures.row()}")
 
 
@@ -184,8 +182,6 @@ def extra_bound(kills: int, concurrency: int, run_seconds: float, ack_delay: flo
     """
     held = math.ceil(ack_delay / run_seconds) if ack_delay else 0
     return kills * concurrency * (1 + held)
-
-
 
 
 @pytest.mark.parametrize("backend", with_capability("survives_kill"), indirect=True)

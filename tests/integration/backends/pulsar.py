@@ -4,7 +4,7 @@
 a free port, with its RocksDB data in a temporary directory and its metrics
 endpoint (0.0.0.0:8080 by default) disabled. The minions reach it through
 `relay.Relay`, which ends every connection cleanly: pulsar-lite 0.2.0 leaks
-the consumer of a connection that ends with a reset (a killed minion), as a
+the consumer of a connection whose read fails (a killed minion's), as a
 real Pulsar broker does not (relay.py says more).
 """
 

@@ -81,7 +81,6 @@ class Relay:
         self._broker_url = f"pulsar://127.0.0.1:{broker_port}".encode()
         self._own_url = f"pulsar://127.0.0.1:{self.port}".encode()
         assert len(self._broker_url) == len(self._own_url)
-        self._closed = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         threading.Thread(target=self._accept, name="pulsar-relay", daemon=True).start()
@@ -91,7 +90,6 @@ class Relay:
         return self._own_url.decode()
 
     def close(self) -> None:
-        self._closed.set()
         with suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
@@ -101,10 +99,10 @@ class Relay:
                     sock.shutdown(socket.SHUT_RDWR)
 
     def _accept(self) -> None:
-        while not self._closed.is_set():
+        while True:
             try:
                 client, _ = self._listener.accept()
-            except OSError:
+            except OSError:  # closed
                 return
             try:
                 broker = socket.create_connection(("127.0.0.1", self.broker_port), timeout=5)
