@@ -35,7 +35,8 @@ from ..config import Settings
 from ..message import Message, Outcome, Param
 from .base import Callback, RunContext, param_env
 from .output import OutputStream, emit
-from .process import BadParam, Command, param_args
+from .params import BadParam, param_args
+from .process import Command
 
 #: Seconds between the SIGTERM of a stop and the SIGKILL.
 STOP_TIMEOUT = 3

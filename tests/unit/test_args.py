@@ -7,7 +7,7 @@ import json
 import pytest
 
 from minionize.callbacks.base import param_env
-from minionize.callbacks.process import BadParam, param_args
+from minionize.callbacks.params import BadParam, param_args
 from minionize.message import Message
 
 
