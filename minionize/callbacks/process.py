@@ -63,6 +63,7 @@ class ProcessCallback(Callback):
     def run(self, message: Message, context: RunContext) -> Outcome:
         try:
             command = self.to_cmd(message.param)
+            variables = param_env(message, context.slot)
         except BadParam as exc:
             return Outcome.rejected(str(exc))
         shell = isinstance(command, str)
@@ -72,7 +73,6 @@ class ProcessCallback(Callback):
             shown = command if shell else shlex.join(command)
             emit(sys.stdout.buffer, f"DRY: {shown}\n".encode())
             return Outcome.success(None)
-        variables = param_env(message, context.slot)
         spilled = _spill_large(variables)
         try:
             return self._start(command, self._environment(variables), context)
