@@ -21,6 +21,20 @@ CONFIG_FILE = ".minionize.yml"
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n", ""}
 _YAML_KEYS = {"command", "args", "env"}
+#: Slots of one minion: each is a thread, a child process and its pipes, so
+#: more than this is a fleet's worth of work that belongs in several minions.
+MAX_CONCURRENCY = 1024
+#: Signals that cannot be a drain signal, and why: a handler never runs for
+#: them, or the kernel and the process's own children send them for other reasons.
+_UNFIT_SIGNALS = {
+    "SIGKILL": "cannot be caught", "SIGSTOP": "cannot be caught",
+    "SIGCHLD": "is sent each time a run ends", "SIGCONT": "is sent to resume a stopped process",
+    "SIGPIPE": "is sent by a write to a closed pipe", "SIGSEGV": "reports a crash",
+    "SIGBUS": "reports a crash", "SIGFPE": "reports a crash", "SIGILL": "reports a crash",
+    "SIGSYS": "reports a crash", "SIGTRAP": "belongs to debuggers", "SIGABRT": "reports a crash",
+    "SIGTTIN": "belongs to the terminal", "SIGTTOU": "belongs to the terminal", "SIGWINCH": "belongs to the terminal",
+    "SIGURG": "is sent by sockets",
+}
 
 
 class EnvReader:
@@ -44,7 +58,8 @@ class EnvReader:
             raise ConfigError(name, None, f"mandatory for this engine: set it to {what}")
         return value
 
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: Optional[int] = None, why: str = "") -> int:
+        """A whole number within [minimum, maximum]; `why` explains the maximum in the error."""
         value = self.raw(name)
         if value is None:
             return default
@@ -52,8 +67,9 @@ class EnvReader:
             number = int(value)
         except ValueError:
             number = minimum - 1
-        if number < minimum:
-            raise ConfigError(name, value, f"expected a whole number >= {minimum}")
+        if number < minimum or (maximum is not None and number > maximum):
+            bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}{why}"
+            raise ConfigError(name, value, f"expected a whole number {bound}")
         return number
 
     def seconds(self, name: str, default: Optional[float]) -> Optional[float]:
@@ -93,11 +109,16 @@ class EnvReader:
             return None
         text = value.upper()
         try:
-            return int(signals.Signals(int(text))) if text.isdigit() else int(signals.Signals[
+            number = signals.Signals(int(text)) if text.isdigit() else signals.Signals[
                 text if text.startswith("SIG") else "SIG" + text
-            ])
+            ]
         except (KeyError, ValueError):
             raise ConfigError(name, value, "expected a signal name (SIGUSR2, USR1, ...), a number, or none") from None
+        unfit = _UNFIT_SIGNALS.get(number.name)
+        if unfit:
+            raise ConfigError(name, value, f"{number.name} {unfit}: expected a signal such as SIGUSR2, SIGUSR1, "
+                                           "SIGHUP or SIGTERM, or none")
+        return int(number)
 
     def moment(self, name: str) -> Optional[float]:
         """A point in time: seconds from now, or an ISO 8601 date and time (local time if naive)."""
@@ -178,7 +199,10 @@ class Settings:
             max_attempts=reader.integer("MINION_MAX_ATTEMPTS", 3, minimum=1),
             timeout=reader.seconds("MINION_TIMEOUT", None),
             grace_period=reader.seconds("MINION_GRACE_PERIOD", 25.0) or 0.0,
-            concurrency=reader.integer("MINION_CONCURRENCY", 1, minimum=1),
+            concurrency=reader.integer(
+                "MINION_CONCURRENCY", 1, minimum=1, maximum=MAX_CONCURRENCY,
+                why=" (a thread and a process per slot: start more minions for more)",
+            ),
             args_template=template,
             dry=reader.flag("MINION_DRY", False) or reader.flag("DRY", False),
             idle_timeout=reader.seconds("MINION_IDLE_TIMEOUT", None),

@@ -21,8 +21,8 @@ def test_defaults_match_the_original_readme() -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "accepted"),
     [
-        ("MINION_CONCURRENCY", "abc", "whole number >= 1"),
-        ("MINION_CONCURRENCY", "0", "whole number >= 1"),
+        ("MINION_CONCURRENCY", "abc", "whole number from 1 to 1024"),
+        ("MINION_CONCURRENCY", "0", "whole number from 1 to 1024"),
         ("MINION_MAX_ATTEMPTS", "-1", "whole number >= 1"),
         ("MINION_TIMEOUT", "soon", "number of seconds"),
         ("MINION_GRACE_PERIOD", "-5", "number of seconds"),
@@ -115,6 +115,29 @@ def test_drain_signal_and_deadline_settings() -> None:
                             ("MINION_DRAIN_EXIT_CODE", "300")]:
         with pytest.raises(ConfigError, match=f"^{variable}="):
             config.Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize("value", ["SIGKILL", "KILL", "9", "SIGSTOP", "19", "SIGCHLD", "SIGCONT", "SIGPIPE", "SIGSEGV"])
+def test_a_drain_signal_that_cannot_serve_is_a_config_error(value: str) -> None:
+    unfit = r"^MINION_DRAIN_SIGNAL='.*': SIG[A-Z]+ .*: expected a signal such as SIGUSR2"
+    with pytest.raises(ConfigError, match=unfit):
+        config.Settings.from_env({"MINION_DRAIN_SIGNAL": value})
+
+
+@pytest.mark.parametrize("value", ["SIGUSR1", "HUP", "SIGTERM", "12"])
+def test_a_drain_signal_that_can_be_handled_is_accepted(value: str) -> None:
+    assert config.Settings.from_env({"MINION_DRAIN_SIGNAL": value}).drain_signal is not None
+
+
+def test_concurrency_is_bounded_and_the_error_says_why() -> None:
+    assert config.Settings.from_env({"MINION_CONCURRENCY": str(config.MAX_CONCURRENCY)}).concurrency == 1024
+    for value in (str(config.MAX_CONCURRENCY + 1), "5000000"):
+        with pytest.raises(ConfigError) as error:
+            config.Settings.from_env({"MINION_CONCURRENCY": value})
+        assert str(error.value) == (
+            f"MINION_CONCURRENCY={value!r}: expected a whole number from 1 to 1024 "
+            "(a thread and a process per slot: start more minions for more)"
+        )
 
 
 def test_docker_callback_without_the_sdk_names_the_extra() -> None:
