@@ -1,6 +1,7 @@
 """What the signals ask of a minion: a warm stop, a cold stop, or a drain before preemption.
 
-The first SIGTERM/SIGINT is a warm stop (take nothing new, let the runs
+The first SIGTERM, SIGINT or SIGHUP (the terminal or the ssh session that
+started the minion is gone) is a warm stop (take nothing new, let the runs
 finish within MINION_GRACE_PERIOD, then stop them and give their messages
 back); a second one is a cold stop (stop the runs at once, give their
 messages back, exit 130). The drain signal (MINION_DRAIN_SIGNAL, SIGUSR2 by
@@ -14,10 +15,14 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import exitcodes
+
+#: The signals that ask for a stop: the first a warm one, the second a cold one.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -29,6 +34,8 @@ class StopRequest:
     signals: list[int] = field(default_factory=list)
     grace_deadline: Optional[float] = None
     cancelled: bool = False
+    #: Set once the stop took so long that the engine is no longer called.
+    gave_up_engine: bool = False
 
     @property
     def warm(self) -> bool:
@@ -38,16 +45,20 @@ class StopRequest:
     def cold(self) -> bool:
         return len(self.signals) > 1
 
+    def overdue(self, beyond: float) -> bool:
+        """True once a stop is `beyond` seconds past its grace period."""
+        return self.grace_deadline is not None and time.monotonic() > self.grace_deadline + beyond
+
     def ask(self, signum: int, frame: object = None) -> None:
         """Record a stop request (a signal handler: only a flag)."""
         self.signals.append(signum)
 
     def install(self) -> dict[int, Any]:
-        """Handle SIGTERM, SIGINT and the drain signal; returns the handlers they replace."""
+        """Handle SIGTERM, SIGINT, SIGHUP and the drain signal; returns the handlers they replace."""
         if threading.current_thread() is not threading.main_thread():
             return {}  # embedded in a thread: the host program owns signals
         drain = [self.drain_signal] if self.drain_signal else []
-        return {signum: signal.signal(signum, self.ask) for signum in (signal.SIGTERM, signal.SIGINT, *drain)}
+        return {signum: signal.signal(signum, self.ask) for signum in (*STOP_SIGNALS, *drain)}
 
     @staticmethod
     def restore(previous: dict[int, Any]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import signal
 import threading
 import time
@@ -45,6 +46,8 @@ HEALTH_STALE = 60.0
 HEARTBEAT = 10.0
 _QUEUE_REPORT_EVERY = 1.0
 _ENGINE_BACKOFF_MAX = 30.0
+#: Seconds a stop may take beyond the grace period and the kill delay (settling, closing).
+_STOP_MARGIN = 3.0
 
 
 @dataclass
@@ -394,17 +397,54 @@ class Worker:
             self._report(self.reporter.queue, remaining)
 
     def _engine_call(self, method: Callable[..., Any], *args: Any) -> Any:
-        """Call the engine; a lost connection or an I/O error is retried later, not fatal."""
+        """Call the engine; a lost connection or an I/O error is retried later, not fatal.
+
+        During a stop, past the time a stop may take (grace + kill delay +
+        a margin), calls are no longer made: what they would have settled
+        is left to the broker's redelivery.
+        """
+        if self._stop.overdue(KILL_AFTER + _STOP_MARGIN):
+            if not self._stop.gave_up_engine:
+                self._stop.gave_up_engine = True
+                log.warning("stop overdue: leaving what is not settled yet to the broker's redelivery")
+            return None
         try:
             result = method(*args)
         except (OSError, ConnectionError) as exc:
-            self._engine_failures += 1
-            delay = min(_ENGINE_BACKOFF_MAX, 0.5 * 2 ** min(self._engine_failures, 6))
-            log.warning("engine %s failed (%s); trying again in %.1fs", method.__name__, exc, delay)
-            time.sleep(delay)
+            self._engine_failed(method.__name__, exc)
             return None
+        if self._engine_failures:
+            log.warning("engine reachable again after %d failed calls", self._engine_failures)
         self._engine_failures = 0
         return result
+
+    def _engine_failed(self, name: str, exc: BaseException) -> None:
+        """Back off after a failed engine call: growing, jittered, and cut short by a stop."""
+        self._engine_failures += 1
+        if self._stop.warm:
+            # No sleeping during a stop: the loop goes on at its own pace, bounded by the stop's deadline.
+            log.warning("engine %s failed during a stop (%s)", name, exc)
+            return
+        ceiling = min(_ENGINE_BACKOFF_MAX, 0.5 * 2 ** min(self._engine_failures, 6))
+        # Jitter, so that a fleet that lost its broker does not come back in lock-step.
+        delay = random.uniform(ceiling / 2, ceiling)
+        level = logging.WARNING if self._engine_failures == 1 else logging.DEBUG
+        log.log(level, "engine %s failed (%s); trying again in %.1fs", name, exc, delay)
+        self._pause(delay)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep without holding the worker's lock; a stop signal ends the sleep."""
+        asked = len(self._stop.signals)
+        deadline = time.monotonic() + seconds
+        held = self._looping  # while looping, every engine call is made under the lock
+        if held:
+            self._lock.release()
+        try:
+            while len(self._stop.signals) == asked and (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(left, 0.1))
+        finally:
+            if held:
+                self._lock.acquire()
 
     def _report(self, method: Callable[..., Any], *args: Any) -> None:
         """Call the reporter; a failing reporter never fails a parameter."""

@@ -108,17 +108,18 @@ def _alive(pid: int) -> bool:
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
-def test_sigterm_gives_the_parameter_to_a_second_minion(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_gives_the_parameter_to_a_second_minion(tmp_path: Path, signum: int) -> None:
     sweep(tmp_path, ["long"])
     runs = tmp_path / "runs"
     runs.mkdir()
     args = (sys.executable, str(PROGRAMS / "record.py"), str(runs), "30", "0")
     first = spawn(tmp_path, *args, MINION_GRACE_PERIOD="0.5")
     wait_for(lambda: any(runs.glob("long.*.start")))
-    first.send_signal(signal.SIGTERM)
+    first.send_signal(signum)
     out, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
-    assert "SIGTERM: taking no new parameter" in err and "1 released" in err
+    assert f"{signal.Signals(signum).name}: taking no new parameter" in err and "1 released" in err
     assert not any(runs.glob("*.end"))
     second = run_minion(*args[:3], "0.1", "0", cwd=tmp_path)
     assert second.returncode == 0

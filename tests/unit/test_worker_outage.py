@@ -1,0 +1,115 @@
+"""The worker while its broker is down: backoff that a stop cuts short, never under the lock, stops bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Optional
+
+from minionize import FuncCallback
+from minionize.callbacks.child import KILL_AFTER
+from minionize.config import Settings
+from minionize.engines.memory import MemoryEngine
+from minionize.message import Message
+from minionize.worker import _STOP_MARGIN, Worker
+
+
+class Down(MemoryEngine):
+    """A broker that is down from the start: every call fails as a lost connection would."""
+
+    def __init__(self, params: Any = ()) -> None:
+        super().__init__(params)
+        self.failures = 0
+        self.lock_held_while_failing: list[bool] = []
+
+    def next(self, timeout: float) -> Optional[Message]:
+        self.failures += 1
+        raise ConnectionError("broker down")
+
+    def drained(self) -> bool:
+        return False
+
+
+def wait_until(condition: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never came true"
+        time.sleep(0.01)
+
+
+def test_a_stop_cuts_the_backoff_short() -> None:
+    engine = Down()
+    worker = Worker(engine, FuncCallback(print), Settings(engine="memory"))
+    stopped: list[float] = []
+    thread = threading.Thread(target=lambda: stopped.append(worker.run()))
+    thread.start()
+    # From the third failure on, the backoff sleeps at least 2 s (ceiling 4 s, jittered down to half).
+    wait_until(lambda: engine.failures >= 3)
+    time.sleep(0.2)
+    asked = time.monotonic()
+    worker.request_stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert time.monotonic() - asked < 1.5, "the backoff sleep ignored the stop"
+    assert stopped == [0]
+
+
+def test_the_backoff_sleeps_without_the_workers_lock() -> None:
+    engine = Down()
+    worker = Worker(engine, FuncCallback(print), Settings(engine="memory"))
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_until(lambda: engine.failures >= 2)
+        time.sleep(0.2)  # inside the second backoff (at least 1 s)
+        assert worker._lock.acquire(timeout=0.5), "the lock is held during the backoff"
+        worker._lock.release()
+    finally:
+        worker.request_stop()
+        thread.join(30)
+
+
+def test_backoff_delays_are_jittered() -> None:
+    delays: list[float] = []
+    worker = Worker(Down(), FuncCallback(print), Settings(engine="memory"))
+    worker._pause = delays.append  # type: ignore[method-assign]
+    for _ in range(20):
+        worker._engine_failures = 3
+        worker._engine_failed("next", ConnectionError("down"))
+    assert all(2.0 <= d <= 8.0 for d in delays)  # 4th failure: ceiling 8 s, never below half
+    assert len({round(d, 3) for d in delays}) > 10, "every minion would retry in lock-step"
+
+
+class SettlingFails(MemoryEngine):
+    """A broker that goes down once the run started: giving the message back fails, forever."""
+
+    def release(self, message: Message) -> None:
+        raise ConnectionError("broker down")
+
+    def nack(self, message: Message) -> None:
+        raise ConnectionError("broker down")
+
+    def remaining(self) -> Optional[int]:
+        raise ConnectionError("broker down")
+
+    def drained(self) -> bool:
+        return False
+
+
+def test_a_stop_during_an_outage_ends_within_grace_plus_kill_delay() -> None:
+    engine = SettlingFails(["long"])
+    started = threading.Event()
+
+    def long_run(param: Any) -> None:
+        started.set()
+        time.sleep(60)  # a Python function: cannot be cancelled, only abandoned
+
+    grace = 0.5
+    worker = Worker(engine, FuncCallback(long_run), Settings(engine="memory", grace_period=grace))
+    threading.Thread(target=lambda: (started.wait(10), worker.request_stop()), daemon=True).start()
+    begun = time.monotonic()
+    code = worker.run()
+    took = time.monotonic() - begun
+    assert code == 0
+    assert took < grace + KILL_AFTER + _STOP_MARGIN + 1.0, f"stop took {took:.1f}s"
+    assert engine.acked == []  # left to the broker's redelivery, not acked
