@@ -173,6 +173,15 @@ class Settings:
     args_template: Optional[str] = None
     dry: bool = False
     idle_timeout: Optional[float] = None
+    #: The broken-node guard (minionize.health): this many fast failures in a
+    #: row, on as many parameters, with no success, make a strike (0: never).
+    strike_after: int = 10
+    #: A failure quicker than this (seconds) counts toward a strike.
+    strike_fast: float = 5.0
+    #: Seconds without taking after the first strike, doubled at each further one.
+    strike_pause: float = 30.0
+    #: At this strike the minion gives up (exit code 4).
+    max_strikes: int = 3
     #: The signal after which a minion stops taking parameters and exits with
     #: `drain_exit_code` (OAR's checkpoint signal, Slurm's --signal).
     drain_signal: Optional[int] = None
@@ -206,6 +215,10 @@ class Settings:
             args_template=template,
             dry=reader.flag("MINION_DRY", False) or reader.flag("DRY", False),
             idle_timeout=reader.seconds("MINION_IDLE_TIMEOUT", None),
+            strike_after=reader.integer("MINION_STRIKE_AFTER", 10, minimum=0),
+            strike_fast=reader.seconds("MINION_STRIKE_FAST", 5.0) or 0.0,
+            strike_pause=reader.seconds("MINION_STRIKE_PAUSE", 30.0) or 0.0,
+            max_strikes=reader.integer("MINION_MAX_STRIKES", 3, minimum=1),
             drain_signal=reader.signal("MINION_DRAIN_SIGNAL", "SIGUSR2"),
             drain_exit_code=_exit_code(reader),
             deadline=reader.moment("MINION_DEADLINE"),

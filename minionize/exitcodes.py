@@ -8,5 +8,8 @@ INTERNAL = 1
 CONFIG = 2
 #: The queue could not be reached at start-up.
 UNREACHABLE = 3
+#: A broken node: its runs kept failing at once, MINION_MAX_STRIKES strikes
+#: in a row (minionize.health). Started again on the same node, it would do the same.
+BROKEN_NODE = 4
 #: A second SIGTERM/SIGINT stopped the minion at once (128 + SIGINT, as shells do).
 COLD_STOP = 130

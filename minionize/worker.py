@@ -32,6 +32,7 @@ from .callbacks.base import Callback, RunContext, describe_param
 from .callbacks.child import KILL_AFTER
 from .config import Settings
 from .engines.base import Engine
+from .health import NodeHealth
 from .message import Message, Outcome, Status
 from .reporters.base import MinionInfo, Probe, Reporter, RunRecord
 from .stopping import StopRequest
@@ -90,6 +91,8 @@ class Worker:
         self._lock = threading.Lock()
         self._looping = False
         self.counts = {"acked": 0, "retried": 0, "failed": 0, "released": 0}
+        #: The broken-node guard: after strikes of runs failing at once, take nothing for a while, then give up.
+        self._health = NodeHealth.from_settings(settings)
 
     # -- life cycle --------------------------------------------------------
 
@@ -107,6 +110,7 @@ class Worker:
             draining=draining,
             in_flight=runs,
             free_slots=max(0, self.settings.concurrency - runs),
+            strikes=self._health.strikes,
         )
 
     def run(self) -> int:
@@ -162,20 +166,27 @@ class Worker:
                     return self._stop.result()
                 self._collect(0.1)
                 continue
-            if self._runs:
-                idle_since = time.monotonic()
+            if self._runs or self._health.paused:
+                idle_since = time.monotonic()  # a strike's pause is not idleness
             if self._may_take() and self._take():
                 continue
             if self._runs:
                 # Nothing to take: wait for a run to end rather than poll the queue.
                 self._collect(POLL)
                 continue
+            if self._health.gave_up:
+                return exitcodes.BROKEN_NODE, f"broken node: gave up after {self._health.strikes} strikes"
             ended = self._ended(idle_since)
             if ended:
                 return exitcodes.OK, ended
+            if self._health.paused:
+                # A strike's pause, waited without the lock, a turn of the loop at a time: a stop ends it.
+                self._collect(min(POLL, self._health.pause_left()))
 
     def _may_take(self) -> bool:
-        """A slot is free and MINION_DEADLINE (after which running ones only finish) is not past."""
+        """A slot is free, MINION_DEADLINE (after which running ones only finish) is not past, no strike holds back."""
+        if self._health.paused or self._health.gave_up:
+            return False
         return len(self._runs) < self.settings.concurrency and not self._past_deadline()
 
     def _past_deadline(self) -> bool:
@@ -288,13 +299,14 @@ class Worker:
     def _settle(self, run: _Run, outcome: Outcome) -> None:
         """Ack, retry, set aside or give back one message: the only place that decides."""
         message = run.message
+        give_back = self._observe(run, outcome)
         if self.settings.dry:
             verdict = "held"
             self._held.append(message)
         elif outcome.ok:
             verdict = "acked"
             self._engine_call(self.engine.ack, message)
-        elif outcome.status is Status.INTERRUPTED:
+        elif outcome.status is Status.INTERRUPTED or give_back:
             verdict = "released"
             self._engine_call(self.engine.release, message)
         elif outcome.status is Status.REJECTED or message.attempt >= self.settings.max_attempts:
@@ -313,6 +325,15 @@ class Worker:
         run.record.end, run.record.outcome, run.record.verdict = time.time(), outcome, verdict
         self._report(self.reporter.finished, run.record)
         self._report_queue()
+
+    def _observe(self, run: _Run, outcome: Outcome) -> bool:
+        """Tell the broken-node guard how a run ended; True: a local failure during a strike, given back uncounted."""
+        strike = self._health.record(run.message.id, outcome, time.time() - run.record.start, run.message.attempt)
+        if strike is not None:
+            level = logging.INFO if not strike.number else logging.ERROR if strike.final else logging.WARNING
+            log.log(level, "%s", strike.describe())
+            self._report(self.reporter.strike, strike)
+        return self._health.gives_back(outcome)
 
     def _log_outcome(self, message: Message, outcome: Outcome, verdict: str) -> None:
         if outcome.ok or verdict == "held":

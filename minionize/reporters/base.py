@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..config import EnvReader
+from ..health import Strike
 from ..message import Outcome
 
 log = logging.getLogger("minionize")
@@ -64,6 +65,8 @@ class Probe:
     draining: bool
     in_flight: int
     free_slots: int
+    #: Strikes since the last success (minionize.health): 0 while runs do not all fail at once.
+    strikes: int = 0
 
 
 @dataclass
@@ -110,6 +113,9 @@ class Reporter:
     def heartbeat(self, probe: Probe) -> None:
         """Every HEARTBEAT seconds: the minion is alive (mtop marks silent ones stale)."""
 
+    def strike(self, strike: Strike) -> None:
+        """The runs all fail at once (a broken node?): a strike begins (`strike.number` > 0) or they are over (0)."""
+
     def close(self, reason: str) -> None:
         """The minion stops (drained, idle, stopped...)."""
 
@@ -145,6 +151,9 @@ class FanOut(Reporter):
 
     def heartbeat(self, probe: Probe) -> None:
         self._each("heartbeat", probe)
+
+    def strike(self, strike: Strike) -> None:
+        self._each("strike", strike)
 
     def close(self, reason: str) -> None:
         self._each("close", reason)

@@ -16,6 +16,7 @@ while it runs. Records (times are Unix seconds):
      stdout_tail, stderr_tail}
     {"type": "queue", minion, remaining, time}
     {"type": "heartbeat", minion, time, in_flight, free_slots, draining}
+    {"type": "strike", minion, strike, max_strikes, failures, pause, error, time}
     {"type": "stop", minion, reason, time}
 
 `timeout` is MINION_TIMEOUT in seconds, only when one is set. A heartbeat
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any, Optional, Union
 
 from ..config import EnvReader
+from ..health import Strike
 from .base import MinionInfo, Probe, Reporter, RunRecord
 
 log = logging.getLogger("minionize.reporters.json")
@@ -157,6 +159,18 @@ class JsonReporter(Reporter):
             "in_flight": probe.in_flight,
             "free_slots": probe.free_slots,
             "draining": probe.draining,
+        })
+
+    def strike(self, strike: Strike) -> None:
+        self._write({
+            "type": "strike",
+            "minion": self._minion_id,
+            "strike": strike.number,
+            "max_strikes": strike.limit,
+            "failures": strike.failures,
+            "pause": strike.pause,
+            "error": strike.error,
+            "time": time.time(),
         })
 
     def close(self, reason: str) -> None:

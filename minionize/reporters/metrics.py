@@ -26,6 +26,7 @@ from typing import Callable, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..health import Strike
 from .base import Probe, Reporter, RunRecord
 
 #: Run durations span milliseconds (a `true`) to days (a simulation).
@@ -45,12 +46,16 @@ class MetricsReporter(Reporter):
         self.dead_lettered = counter("minion_messages_dead_lettered", "Parameters set aside as failed.")
         self.timed_out = counter("minion_runs_timed_out", "Runs killed by MINION_TIMEOUT.")
         self.reclaimed = counter("minion_messages_reclaimed", "Parameters taken back from a dead minion.")
+        self.strikes = counter("minion_strikes", "Strikes: runs that all failed at once, as on a broken node.")
         self.duration = Histogram(
             "minion_run_duration_seconds", "Duration of finished runs.", buckets=BUCKETS, registry=self.registry
         )
         self.in_flight = Gauge("minion_in_flight", "Runs in progress.", registry=self.registry)
         self.free_slots = Gauge("minion_free_slots", "Slots free to run a parameter.", registry=self.registry)
         self.draining = Gauge("minion_draining", "1 while the minion stops.", registry=self.registry)
+        self.broken_node = Gauge(
+            "minion_broken_node", "Strikes since the last success (0: the node looks fine).", registry=self.registry
+        )
         self._by_verdict = {
             "acked": self.acked,
             "retried": self.nacked,
@@ -72,10 +77,15 @@ class MetricsReporter(Reporter):
         if run.duration is not None and run.verdict != "released":
             self.duration.observe(run.duration)
 
+    def strike(self, strike: Strike) -> None:
+        if strike.number:
+            self.strikes.inc()
+
     def export(self, probe: Probe) -> bytes:
         self.in_flight.set(probe.in_flight)
         self.free_slots.set(probe.free_slots)
         self.draining.set(1 if probe.draining else 0)
+        self.broken_node.set(probe.strikes)
         return generate_latest(self.registry)
 
 

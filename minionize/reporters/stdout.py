@@ -13,6 +13,7 @@ import sys
 from typing import Optional, TextIO
 
 from ..config import EnvReader
+from ..health import Strike
 from ..message import Outcome, Status
 from .base import MinionInfo, Reporter, RunRecord
 
@@ -69,10 +70,16 @@ class StdoutReporter(Reporter):
         self._minion_id = minion.id
 
     def finished(self, run: RunRecord) -> None:
+        self._print(format_run(self._minion_id, run))
+
+    def strike(self, strike: Strike) -> None:
+        self._print(f"minion {self._minion_id}: {strike.describe()}")
+
+    def _print(self, line: str) -> None:
         # sys.stderr is looked up at each write: it may be replaced after start-up.
         stream = self._stream or sys.stderr
         try:
-            stream.write(format_run(self._minion_id, run) + "\n")
+            stream.write(line + "\n")
             stream.flush()
         except (OSError, ValueError):
             # A closed or broken terminal must not cost the run its verdict.
