@@ -26,6 +26,11 @@ Environment
         free slot, one round trip each; N > 0 lets RabbitMQ push up to N
         unacknowledged messages, the running ones included (so N >
         MINION_CONCURRENCY, e.g. twice it, to save the round trip).
+    AMQP_OPERATION_TIMEOUT (seconds > 0, default 5): how long connecting
+        (TCP and the AMQP handshake) and each call may wait for RabbitMQ;
+        then the connection is dropped: exit code 3 at start-up, a retry
+        later while running. It overrides `?socket_timeout=` and
+        `?stack_timeout=` in the URL.
 
 Ack and nack
     Ack is basic.ack. Nack is basic.reject with requeue: the message is
@@ -91,11 +96,12 @@ from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from ..secrets import mask_url
+from ..secrets import mask_url, scrub
 from .base import DECODERS, Engine, decode_into
 
 log = logging.getLogger("minionize")
@@ -107,10 +113,13 @@ PRIOR = "x-minion-prior-attempts"
 _BROKER_HEADERS = ("x-delivery-count", "x-acquired-count")
 _POLL_MIN, _POLL_MAX = 0.05, 1.0
 _DRAIN_SETTLE = 1.0
-_NETWORK_ERRORS = (pika.exceptions.AMQPError, OSError)
+#: AMQPConnectorException: a handshake that timed out (a port that accepts and never answers).
+_NETWORK_ERRORS = (pika.exceptions.AMQPError, OSError, AMQPConnectorException)
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, AMQPConnectorException):  # "Timeout during AMQP handshake", then a repr of the address
+        return str(exc).partition("'")[0].strip() or type(exc).__name__
     return str(exc) or repr(exc)
 
 
@@ -145,6 +154,7 @@ class AmqpEngine(Engine):
         queue_type: str = "quorum",
         heartbeat: int = 60,
         prefetch: int = 0,
+        operation_timeout: float = 5.0,
     ) -> None:
         self.queue, self.url, self.masked_url, self.decoder = queue, url, mask_url(url), decoder
         self.dead_letter_queue = dead_letter_queue or f"{queue}.dead"
@@ -153,6 +163,8 @@ class AmqpEngine(Engine):
         self.prefetch = prefetch
         self.parameters = pika.URLParameters(url)
         self.parameters.heartbeat = heartbeat
+        self.operation_timeout = operation_timeout
+        self.parameters.socket_timeout = self.parameters.stack_timeout = operation_timeout
         # pika answers heartbeats only while its I/O loop runs: the worker calls
         # `extend` this often during runs, well within the heartbeat timeout.
         self.lease_interval = min(5.0, heartbeat / 4) if heartbeat else None
@@ -182,12 +194,15 @@ class AmqpEngine(Engine):
         queue_type = env.choice("AMQP_QUEUE_TYPE", "quorum", QUEUE_TYPES)
         heartbeat = env.integer("AMQP_HEARTBEAT", 60, minimum=0)
         prefetch = env.integer("AMQP_PREFETCH", 0, minimum=0)
+        timeout = env.seconds("AMQP_OPERATION_TIMEOUT", 5.0) or 0.0
+        if timeout <= 0:
+            raise ConfigError("AMQP_OPERATION_TIMEOUT", env.raw("AMQP_OPERATION_TIMEOUT"), "expected seconds > 0")
         if urlsplit(url).scheme not in ("amqp", "amqps"):
             raise ConfigError("AMQP_URL", mask_url(url), "expected an amqp:// or amqps:// URL")
         try:
-            return cls(queue, url, decoder, dead, queue_type, heartbeat, prefetch)
+            return cls(queue, url, decoder, dead, queue_type, heartbeat, prefetch, timeout)
         except (ValueError, TypeError) as exc:  # pika checks ssl_options with the ssl module
-            raise ConfigError("AMQP_URL", mask_url(url), f"not a valid AMQP URL ({exc})") from None
+            raise ConfigError("AMQP_URL", mask_url(url), f"not a valid AMQP URL ({scrub(str(exc), url)})") from None
 
     def describe(self) -> str:
         return f"amqp queue {self.queue} at {self.masked_url}"
@@ -203,13 +218,14 @@ class AmqpEngine(Engine):
         except pika.exceptions.ProbableAccessDeniedError as exc:
             raise ConfigError("AMQP_URL", self.masked_url, f"RabbitMQ refused access ({exc})") from None
         try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            self._declare(channel)
-            if self.prefetch:
-                channel.basic_qos(prefetch_count=self.prefetch)
+            with self._bounded(connection):
+                channel = connection.channel()
+                channel.confirm_delivery()
+                self._declare(channel)
+                if self.prefetch:
+                    channel.basic_qos(prefetch_count=self.prefetch)
         except BaseException:
-            with suppress(*_NETWORK_ERRORS):
+            with suppress(*_NETWORK_ERRORS), self._bounded(connection):
                 connection.close()
             raise
         self._connection, self._channel = connection, channel
@@ -247,10 +263,36 @@ class AmqpEngine(Engine):
             log.warning("reconnected to RabbitMQ at %s", self.masked_url)
 
     @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Turn pika's errors into a ConnectionError: the worker backs off, the next call reconnects."""
+    def _bounded(self, connection: Optional[pika.BlockingConnection], wait: float = 0.0) -> Iterator[None]:
+        """Abort `connection` when what runs inside waits on it past `wait` + AMQP_OPERATION_TIMEOUT.
+
+        pika's blocking calls have no timeout of their own: on a broker that
+        stops answering (paused, behind a partition) they would wait for the
+        heartbeat timeout, a minute or more, and so would a stop.
+        """
+        if connection is None or not connection.is_open:
+            yield
+            return
+        impl, limit = connection._impl, wait + self.operation_timeout  # noqa: SLF001
+
+        def abort() -> None:  # as pika's own heartbeat checker ends a silent connection
+            impl._terminate_stream(pika.exceptions.StreamLostError(f"no answer within {limit:g}s"))  # noqa: SLF001
+
+        timer = impl.ioloop.call_later(limit, abort)
         try:
             yield
+        finally:
+            impl.ioloop.remove_timeout(timer)
+
+    @contextmanager
+    def _guard(self, wait: float = 0.0) -> Iterator[None]:
+        """Turn pika's errors into a ConnectionError: the worker backs off, the next call reconnects.
+
+        `wait`: how long the calls inside may rightly wait (a sleep), on top of AMQP_OPERATION_TIMEOUT.
+        """
+        try:
+            with self._bounded(self._connection, wait):
+                yield
         except _NETWORK_ERRORS as exc:
             self._drop()
             raise ConnectionError(f"lost the connection to RabbitMQ at {self.masked_url}: {_why(exc)}") from None
@@ -261,7 +303,7 @@ class AmqpEngine(Engine):
         self._held.clear()
         self._pushed.clear()  # RabbitMQ gives them back with the connection
         if connection is not None and connection.is_open:
-            with suppress(*_NETWORK_ERRORS):
+            with suppress(*_NETWORK_ERRORS), self._bounded(connection):
                 connection.close()
 
     def _set_busy(self, busy: bool) -> None:
@@ -294,7 +336,7 @@ class AmqpEngine(Engine):
             now = time.monotonic()
             if now >= deadline:
                 return None
-            with self._guard():
+            with self._guard(wait=deadline - now):
                 assert self._connection is not None
                 self._connection.sleep(min(deadline, self._next_get) - now)  # services heartbeats
 
@@ -315,7 +357,7 @@ class AmqpEngine(Engine):
 
     def _next_pushed(self, deadline: float) -> Optional[Message]:
         """With AMQP_PREFETCH: the oldest message RabbitMQ pushed, waiting for one until `deadline`."""
-        with self._guard():
+        with self._guard(wait=max(0.0, deadline - time.monotonic())):
             assert self._connection is not None
             if self._consumer_tag is None:
                 self._set_busy(True)  # before anything is pushed, as before a get (see drained)
@@ -471,7 +513,7 @@ class AmqpEngine(Engine):
         return self.describe()
 
     def close(self) -> None:
-        with suppress(*_NETWORK_ERRORS):
+        with suppress(*_NETWORK_ERRORS), self._bounded(self._connection):
             if self._channel is not None and self._channel.is_open:
                 self._give_back_pushed()
                 self._set_busy(False)

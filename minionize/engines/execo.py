@@ -4,10 +4,10 @@ What it is
     The default engine: no server, only a directory on a file system that
     every minion sees (NFS on a cluster). The directory is the one execo's
     `ParamSweeper(dir, sweeps=..., save_sweeps=True)` creates (files `sweeps`,
-    `done`, `inprogress`), read and written here with the same `lockf`
-    protocol, so execo keeps reading it. Minionize adds `.minionize/` beside
-    them: a journal of retries and failures and one lease file per parameter
-    in progress.
+    `done`, `inprogress`), read and written here under execo's own `lockf`
+    lock (on `done`, which execo always takes first), so execo keeps reading
+    it. Minionize adds `.minionize/` beside them: a journal of retries and
+    failures and one lease file per parameter in progress.
 
 Environment
     EXECO_PERSISTENCE_DIR (path, default `sweeps`): the sweep directory.
@@ -26,17 +26,36 @@ A crashed minion
     A minion renews the lease of each parameter it runs every third of
     MINION_LEASE_SECONDS. A minion that finds nothing left to take reclaims
     the parameters whose lease expired more than a third of the lease ago
-    (the margin tolerates that much clock skew between hosts).
+    (the margin tolerates that much clock skew between hosts), and those in
+    `inprogress` with no lease (a minion died or met a full disk between two
+    writes; plain execo code took it) once it has seen them so for as long.
+    The next minion to open the sweep deletes the temporary files of a
+    killed one.
+
+Storage faults
+    Every write is crash-atomic (see minionize/engines/sweepfiles.py):
+    `inprogress`, `sweeps` and the leases are replaced through a temporary
+    and a rename, `done` and the journal grow by appends that are cut back
+    when they fail. Whichever write fails (ENOSPC, EDQUOT, EIO) or is the
+    last before a kill, every parameter stays done, set aside, or takeable;
+    the engine call raises OSError and the worker tries again after a pause.
+    A take costs one fsync (`inprogress`), a settlement two (its record,
+    then `inprogress`), as before; leases are not synced: one lost with the
+    machine only makes its parameter reclaimable a lease period later.
 
 Caveats
-    A parameter put in `inprogress` by plain execo code has no lease and is
-    never reclaimed. Parameters must be picklable and hashable (execo's own
-    rule). Failed parameters are not `skipped` for a plain ParamSweeper,
-    which keeps skips in memory only.
+    A parameter put in `inprogress` by plain execo code has no lease: it is
+    reclaimed after a lease period, even if that code still runs it. Plain
+    execo rewrites `inprogress` in place: should it be killed midway,
+    minionize takes the parameters that still have a lease as in progress.
+    Parameters must be picklable and hashable (execo's own rule). Failed
+    parameters are not `skipped` for a plain ParamSweeper, which keeps skips
+    in memory only.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -47,11 +66,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import Any, Callable, Optional
 
 from ..config import EnvReader
-from ..errors import ConfigError, QueueUnreachable
+from ..errors import ConfigError, MinionizeError, QueueUnreachable
 from ..message import Message
+from . import sweepfiles
 from .base import Engine
 
 # POSIX record locks are per process: threads of one process need this too.
@@ -64,33 +84,31 @@ def param_key(param: Any) -> str:
     return hashlib.sha1(pickle.dumps(param, protocol=4)).hexdigest()[:20]
 
 
-def _load_appended(handle: IO[bytes], position: int) -> tuple[list[Any], int]:
-    """Read the pickles appended after `position`; drop a torn last record as execo does."""
-    handle.seek(position)
-    records = []
-    while True:
-        try:
-            records.append(pickle.load(handle))
-            position = handle.tell()
-        except EOFError:
-            break
-        except (pickle.UnpicklingError, ValueError, IndexError):
-            handle.truncate(position)
-            break
-    return records, position
+def _unusable(directory: Path, exc: OSError) -> MinionizeError:
+    """A directory this user may not write is a configuration error; other faults, the storage's."""
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        where = f"{exc.filename}: " if exc.filename else ""
+        accepted = f"a directory this minion can read and write ({where}{exc.strerror})"
+        return ConfigError("EXECO_PERSISTENCE_DIR", str(directory), accepted)
+    return QueueUnreachable(f"cannot use the sweep in {directory}: {exc}")
 
 
 class ExecoEngine(Engine):
     name = "execo"
     any_thread = True
 
-    def __init__(self, directory: str = "sweeps", lease_seconds: float = 60.0) -> None:
+    def __init__(
+        self, directory: str = "sweeps", lease_seconds: float = 60.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self.directory = Path(directory)
         self.lease_seconds = lease_seconds
         self.lease_interval = lease_seconds / 3
+        #: The wall clock of leases (hosts compare their expiry times).
+        self.clock = clock
         self.minion = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._tag = self.minion.replace(":", "_")  # names this minion's temporaries
         self._sweeps: set[Any] = set()
-        self._sweeps_stat: tuple[int, int] = (0, 0)
+        self._sweeps_stat: tuple[int, int, int] = (0, 0, 0)
         self._done: set[Any] = set()
         self._done_pos = 0
         self._attempts: dict[Any, int] = {}
@@ -100,8 +118,8 @@ class ExecoEngine(Engine):
         self._remaining: set[Any] = set()
         self._mine: dict[str, Any] = {}
         self._reclaimed: set[Any] = set()
+        self._unleased: dict[str, float] = {}  # key -> when its lease period ends
         self._last_reclaim = 0.0
-        self._rewrote = False
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ExecoEngine:
@@ -123,92 +141,133 @@ class ExecoEngine(Engine):
         return self.directory / ".minionize"
 
     def open(self) -> None:
-        if not (self.directory / "sweeps").is_file():
-            raise ConfigError(
-                "EXECO_PERSISTENCE_DIR",
-                str(self.directory),
-                "no sweep there: create one with execo's ParamSweeper(dir, sweeps=..., "
-                "save_sweeps=True)",
-            )
         try:
+            if not (self.directory / "sweeps").is_file():
+                raise ConfigError(
+                    "EXECO_PERSISTENCE_DIR",
+                    str(self.directory),
+                    "no sweep there: create one with execo's ParamSweeper(dir, sweeps=..., "
+                    "save_sweeps=True)",
+                )
             (self._state / "leases").mkdir(parents=True, exist_ok=True)
             self._load_sweeps()
             with self._locked():
-                pass
+                self._clean_up()
         except OSError as exc:
-            raise QueueUnreachable(f"cannot use the sweep in {self.directory}: {exc}") from None
+            raise _unusable(self.directory, exc) from None
 
     def _load_sweeps(self) -> bool:
         """(Re)load the sweep when its file changed; True when it did."""
         path = self.directory / "sweeps"
         stat = path.stat()
-        if (stat.st_mtime_ns, stat.st_size) == self._sweeps_stat:
+        if (stat.st_ino, stat.st_mtime_ns, stat.st_size) == self._sweeps_stat:
             return False
         with open(path, "rb") as handle:
+            # Plain execo's save_sweeps rewrites the file in place under LOCK_EX.
             fcntl.lockf(handle, fcntl.LOCK_SH)
             try:
-                self._sweeps = set(pickle.load(handle))
+                sweeps = set(pickle.load(handle))
+            except sweepfiles.TORN as exc:
+                if self._sweeps_stat != (0, 0, 0):
+                    return False  # being rewritten by plain execo: keep the last one, read it next time
+                accepted = f"its sweeps file cannot be read ({type(exc).__name__}: {exc}): write the sweep again"
+                raise ConfigError("EXECO_PERSISTENCE_DIR", str(self.directory), accepted) from None
             finally:
                 fcntl.lockf(handle, fcntl.LOCK_UN)
-        self._sweeps_stat = (stat.st_mtime_ns, stat.st_size)
+            stat = os.fstat(handle.fileno())
+        self._sweeps = sweeps
+        self._sweeps_stat = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         self._remaining = self._sweeps - self._done - set(self._failed) - self._in_progress
         return True
 
     @contextmanager
-    def _locked(self) -> Iterator[dict[str, IO[bytes]]]:
-        """Hold execo's locks (done, then inprogress) and bring the state up to date."""
-        with _PROCESS_LOCK, open(self.directory / "done", "ab+") as done, open(
-            self.directory / "inprogress", "ab+"
-        ) as in_progress, open(self._state / "journal", "ab+") as journal:
-            files: dict[str, IO[bytes]] = {"done": done, "inprogress": in_progress, "journal": journal}
-            fcntl.lockf(done, fcntl.LOCK_EX)
-            fcntl.lockf(in_progress, fcntl.LOCK_EX)
-            size = {name: os.fstat(handle.fileno()).st_size for name, handle in files.items()}
-            self._rewrote = False
+    def _locked(self) -> Iterator[dict[str, int]]:
+        """Hold the sweep's lock (execo's: on `done`) and bring the state up to date."""
+        with _PROCESS_LOCK:
+            done = sweepfiles.open_appendable(self.directory / "done")
             try:
-                self._update(files)
-                yield files
+                fcntl.lockf(done, fcntl.LOCK_EX)  # released by the close
+                journal = sweepfiles.open_appendable(self._state / "journal")
+                try:
+                    files = {"done": done, "journal": journal}
+                    self._update(files)
+                    yield files
+                finally:
+                    os.close(journal)
             finally:
-                for name, handle in files.items():
-                    handle.flush()
-                    # inprogress is rewritten in place: its size may not change.
-                    rewritten = name == "inprogress" and self._rewrote
-                    if rewritten or os.fstat(handle.fileno()).st_size != size[name]:
-                        os.fsync(handle.fileno())
-                fcntl.lockf(in_progress, fcntl.LOCK_UN)
-                fcntl.lockf(done, fcntl.LOCK_UN)
+                os.close(done)
 
-    def _update(self, files: dict[str, IO[bytes]]) -> None:
-        new_done, self._done_pos = _load_appended(files["done"], self._done_pos)
+    def _update(self, files: dict[str, int]) -> None:
+        new_done, self._done_pos = sweepfiles.read_appended(files["done"], self._done_pos)
         self._done.update(new_done)
-        events, self._journal_pos = _load_appended(files["journal"], self._journal_pos)
+        events, self._journal_pos = sweepfiles.read_appended(files["journal"], self._journal_pos)
+        new_failed = []
         for event, param, detail in events:
             if event == "nack":
                 self._attempts[param] = self._attempts.get(param, 0) + 1
             elif event == "fail":
                 self._failed[param] = detail
-        files["inprogress"].seek(0)
-        try:
-            current = pickle.load(files["inprogress"])
-        except (EOFError, pickle.UnpicklingError, ValueError):
-            current = set()
+                new_failed.append(param)
+        current = self._read_in_progress()
         # What left `inprogress` without being done or failed was given back.
-        released = (self._in_progress - current) & self._sweeps
+        released = {p for p in self._in_progress - current if p in self._sweeps and not self._settled(p)}
         self._remaining |= released
-        self._in_progress = set(current)
-        self._remaining -= self._in_progress
+        self._in_progress = current
+        self._remaining -= current
         self._remaining.difference_update(new_done)
-        self._remaining.difference_update(self._failed)
+        self._remaining.difference_update(new_failed)
 
-    def _write_in_progress(self, files: dict[str, IO[bytes]]) -> None:
-        handle = files["inprogress"]
-        self._rewrote = True
-        handle.truncate(0)
-        pickle.dump(self._in_progress, handle)
+    def _settled(self, param: Any) -> bool:
+        return param in self._done or param in self._failed
 
-    def _journal(self, files: dict[str, IO[bytes]], event: str, param: Any, detail: Any) -> None:
-        files["journal"].seek(0, os.SEEK_END)
-        pickle.dump((event, param, detail), files["journal"])
+    def _open(self, param: Any) -> bool:
+        """In progress for good: part of this sweep, neither done nor failed."""
+        return param in self._sweeps and not self._settled(param)
+
+    def _read_in_progress(self) -> set[Any]:
+        data = sweepfiles.read_whole(self.directory / "inprogress")
+        if data:
+            try:
+                return set(pickle.loads(data))
+            except sweepfiles.TORN:
+                pass
+        # Empty: never written, or plain execo was killed between its truncate and its write.
+        return self._leased()
+
+    def _leased(self) -> set[Any]:
+        """The parameters with a lease file: those in progress, should `inprogress` be lost."""
+        try:
+            names = {name for name in os.listdir(self._state / "leases") if not name.startswith(".")}
+        except FileNotFoundError:
+            return set()
+        if not names:
+            return set()
+        return {param for param in self._sweeps if not self._settled(param) and param_key(param) in names}
+
+    def _write_in_progress(self, params: set[Any]) -> None:
+        data = pickle.dumps(params, protocol=sweepfiles.PROTOCOL)
+        temporary = self.directory / f".inprogress.{self._tag}.tmp"
+        sweepfiles.replace(self.directory / "inprogress", data, temporary, sync=True)
+        self._in_progress = params
+
+    def _clean_up(self) -> None:
+        """Delete what killed minions left: temporaries, leases of parameters no longer in progress."""
+        for entry in os.scandir(self.directory):
+            if entry.name.startswith((".inprogress.", ".sweeps.")) and entry.name.endswith(".tmp"):
+                sweepfiles.remove(Path(entry.path))  # written under the lock, which we hold: a leftover
+        keys = {param_key(param) for param in self._in_progress}
+        now = self.clock()
+        for entry in os.scandir(self._state / "leases"):
+            if not entry.name.startswith("."):
+                if entry.name not in keys:
+                    sweepfiles.remove(Path(entry.path))
+                continue
+            # A lease's temporary: renewals write them without the lock, so only an old one is a leftover.
+            try:
+                if now - entry.stat().st_mtime > self.lease_seconds:
+                    sweepfiles.remove(Path(entry.path))
+            except FileNotFoundError:
+                pass
 
     # -- leases ----------------------------------------------------------
 
@@ -216,38 +275,40 @@ class ExecoEngine(Engine):
         return self._state / "leases" / key
 
     def _write_lease(self, key: str) -> None:
-        record = {"minion": self.minion, "expires": time.time() + self.lease_seconds}
+        record = {"minion": self.minion, "expires": self.clock() + self.lease_seconds}
         path = self._lease_path(key)
-        temporary = path.with_name(f".{key}.{self.minion.replace(':', '_')}")
-        temporary.write_text(json.dumps(record))
-        os.replace(temporary, path)  # atomic on POSIX and NFS
+        sweepfiles.replace(path, json.dumps(record).encode(), path.with_name(f".{key}.{self._tag}"), sync=False)
 
     def _lease_expired(self, key: str, now: float) -> bool:
         try:
-            record = json.loads(self._lease_path(key).read_text())
-            expires = float(record["expires"])
-        except FileNotFoundError:
-            return False  # taken by plain execo code: never reclaimed
+            expires = float(json.loads(sweepfiles.read_whole(self._lease_path(key)))["expires"])
         except (OSError, ValueError, KeyError, TypeError):
-            return True
+            # No lease, or a torn one: its lease period starts when this minion first sees it so.
+            expires = self._unleased.setdefault(key, now + self.lease_seconds)
+        else:
+            self._unleased.pop(key, None)
         return now > expires + self.lease_seconds / 3
 
-    def _reclaim(self, files: dict[str, IO[bytes]]) -> None:
-        now = time.time()
-        expired = [
+    def _reclaim(self) -> None:
+        """Take out of `inprogress` the parameters settled already and those whose lease expired."""
+        now = self.clock()
+        keys = {param: param_key(param) for param in self._in_progress}
+        known = set(keys.values())
+        self._unleased = {key: end for key, end in self._unleased.items() if key in known}
+        gone = {
             param
-            for param in self._in_progress
-            if param_key(param) not in self._mine and self._lease_expired(param_key(param), now)
-        ]
-        for param in expired:
-            self._in_progress.discard(param)
-            self._lease_path(param_key(param)).unlink(missing_ok=True)
-            self._journal(files, "reclaim", param, self.minion)
-            self._reclaimed.add(param)
-            if param in self._sweeps:
+            for param, key in keys.items()
+            if self._settled(param) or (key not in self._mine and self._lease_expired(key, now))
+        }
+        if not gone:
+            return
+        self._write_in_progress(self._in_progress - gone)
+        for param in gone:
+            sweepfiles.remove(self._lease_path(keys[param]))
+            self._unleased.pop(keys[param], None)
+            if self._open(param):
                 self._remaining.add(param)
-        if expired:
-            self._write_in_progress(files)
+                self._reclaimed.add(param)
 
     def extend(self, messages: list[Message]) -> None:
         for message in messages:
@@ -257,52 +318,58 @@ class ExecoEngine(Engine):
     # -- the engine contract ----------------------------------------------
 
     def next(self, timeout: float) -> Optional[Message]:
-        with self._locked() as files:
+        with self._locked():
             if not self._remaining:
-                self._refill(files)
+                self._refill()
             if self._remaining:
-                param = self._remaining.pop()
-                self._in_progress.add(param)
-                self._write_in_progress(files)
-                key = param_key(param)
-                self._write_lease(key)
-                self._mine[key] = param
-                message = Message(key, param, self._attempts.get(param, 0) + 1)
-                message.reclaimed = param in self._reclaimed
-                self._reclaimed.discard(param)
-                return message
+                return self._take(next(iter(self._remaining)))
         time.sleep(min(timeout, 0.5))
         return None
 
-    def _refill(self, files: dict[str, IO[bytes]]) -> None:
+    def _take(self, param: Any) -> Message:
+        """The lease first, then `inprogress`: a lease without the parameter in progress has no effect."""
+        key = param_key(param)
+        self._write_lease(key)
+        try:
+            self._write_in_progress(self._in_progress | {param})
+        except OSError:
+            sweepfiles.remove(self._lease_path(key))
+            raise
+        self._remaining.discard(param)
+        self._mine[key] = param
+        message = Message(key, param, self._attempts.get(param, 0) + 1)
+        message.reclaimed = param in self._reclaimed
+        self._reclaimed.discard(param)
+        return message
+
+    def _refill(self) -> None:
         """Look harder when nothing seems left: a grown sweep, expired leases."""
-        if self._load_sweeps():
-            self._update(files)
+        self._load_sweeps()  # a grown sweep: its remaining set is computed afresh
         now = time.monotonic()
         if now - self._last_reclaim >= _RECLAIM_EVERY:
             self._last_reclaim = now
-            self._reclaim(files)
+            self._reclaim()
 
     def drained(self) -> bool:
-        with self._locked() as files:
-            self._refill(files)
-            return not self._remaining and not (self._in_progress & self._sweeps) and not self._mine
+        with self._locked():
+            self._refill()
+            return not self._remaining and not self._mine and not any(map(self._open, self._in_progress))
 
     def _settle(self, message: Message, event: str, detail: Any = None) -> None:
+        """The record (durable), then `inprogress`, then the lease: a fault in between leaves the
+        parameter settled and in progress, which the next reclaim tidies, or still leased to this
+        minion, which stops renewing it: it comes back after its lease."""
         param = self._mine.pop(message.id, message.param)
         with self._locked() as files:
+            # Read back by the next `_update`, like the records of other minions.
             if event == "done":
-                files["done"].seek(0, os.SEEK_END)
-                pickle.dump(param, files["done"])
-                self._done.add(param)
+                sweepfiles.append(files["done"], param)
             else:
-                # Read back by the next `_update`, like the records of other minions.
-                self._journal(files, event, param, detail)
-                if event in ("nack", "release") and param in self._sweeps:
-                    self._remaining.add(param)
-            self._in_progress.discard(param)
-            self._write_in_progress(files)
-            self._lease_path(message.id).unlink(missing_ok=True)
+                sweepfiles.append(files["journal"], (event, param, detail))
+            self._write_in_progress(self._in_progress - {param})
+            if event in ("nack", "release") and self._open(param):
+                self._remaining.add(param)
+            sweepfiles.remove(self._lease_path(message.id))
 
     def ack(self, message: Message) -> None:
         self._settle(message, "done")
@@ -317,8 +384,8 @@ class ExecoEngine(Engine):
         self._settle(message, "fail", reason)
 
     def push(self, params: list[Any]) -> str:
-        # execo's own class writes the sweep: the reference for its format.
-        from execo_engine.sweep import HashableDict, ParamSweeper
+        # execo's dict type: sweeps of dicts must unpickle as execo's own.
+        from execo_engine.sweep import HashableDict
 
         def hashable(value: Any) -> Any:
             if isinstance(value, dict):
@@ -327,17 +394,22 @@ class ExecoEngine(Engine):
                 return tuple(hashable(v) for v in value)
             return value
 
-        existing: set[Any] = set()
-        if (self.directory / "sweeps").is_file():
-            self._load_sweeps()
-            existing = self._sweeps
-        merged = existing | {hashable(p) for p in params}
-        ParamSweeper(str(self.directory), sweeps=merged, save_sweeps=True)
+        try:
+            (self._state / "leases").mkdir(parents=True, exist_ok=True)
+            with self._locked():  # one push at a time: each adds to what is there
+                if (self.directory / "sweeps").is_file():
+                    self._load_sweeps()
+                merged = self._sweeps | {hashable(p) for p in params}
+                data = pickle.dumps(merged, protocol=sweepfiles.PROTOCOL)
+                temporary = self.directory / f".sweeps.{self._tag}.tmp"
+                sweepfiles.replace(self.directory / "sweeps", data, temporary, sync=True)
+        except OSError as exc:
+            raise _unusable(self.directory, exc) from None
         return f"execo sweep {self.directory} ({len(merged)} parameters in the sweep)"
 
     def remaining(self) -> Optional[int]:
-        return len(self._remaining) + len(self._in_progress & self._sweeps)
+        return len(self._remaining) + sum(map(self._open, self._in_progress))
 
     def close(self) -> None:
         for key in list(self._mine):
-            self._lease_path(key).unlink(missing_ok=True)
+            sweepfiles.remove(self._lease_path(key))

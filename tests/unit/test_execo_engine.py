@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -10,8 +13,10 @@ import pytest
 from execo_engine.sweep import ParamSweeper, sweep
 
 from minionize.config import EnvReader
+from minionize.engines import execo
 from minionize.engines.execo import ExecoEngine, param_key
 from minionize.errors import ConfigError
+from tests.conftest import minion_env, minionize_cmd
 
 
 def make_sweep(path: Path, params: object) -> Path:
@@ -122,12 +127,94 @@ def test_renewed_lease_is_not_reclaimed(tmp_path: Path) -> None:
         assert other.next(0.01) is None
 
 
-def test_param_taken_by_plain_execo_is_never_reclaimed(tmp_path: Path) -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_param_in_progress_without_a_lease_is_reclaimed_after_a_lease_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state a full disk left between `inprogress` and the lease: plain execo's get_next makes it too."""
+    monkeypatch.setattr(execo, "_RECLAIM_EVERY", 0.0)
     d = make_sweep(tmp_path / "s", ["x"])
     assert ParamSweeper(str(d)).get_next() == "x"
-    e = engine(d, lease=1)
-    time.sleep(1.5)
-    assert e.next(0.01) is None and not e.drained()
+    clock = Clock()
+    e = ExecoEngine(str(d), 60, clock=clock)
+    e.open()
+    assert e.next(0) is None and not e.drained()  # first seen without a lease: a lease period from now
+    clock.now += 60
+    assert e.next(0) is None  # the margin for clock skew, as for an expired lease
+    clock.now += 21
+    back = e.next(0)
+    assert back is not None and back.param == "x" and back.reclaimed
+    e.ack(back)
+    assert e.drained()
+
+
+def test_inprogress_emptied_by_a_kill_keeps_what_live_minions_hold(tmp_path: Path) -> None:
+    """Plain execo (and minionize before) truncated `inprogress`, then wrote it: a kill in between emptied it."""
+    d = make_sweep(tmp_path / "s", ["a", "b", "c"])
+    holder = engine(d)
+    held = holder.next(0)
+    assert held is not None
+    (d / "inprogress").write_bytes(b"")
+    fresh = engine(d)
+    assert held.param not in {m.param for m in take_all(fresh)}
+    assert held.param in ParamSweeper(str(d)).get_inprogress()  # written back whole by the fresh minion
+
+
+def test_temporaries_of_a_killed_minion_are_cleaned_up_at_open(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", ["a", "b"])
+    holder = engine(d)
+    held = holder.next(0)
+    assert held is not None
+    leases = d / ".minionize" / "leases"
+    left = [d / ".inprogress.node_12_ab12cd.tmp", d / ".sweeps.node_12_ab12cd.tmp", leases / ".0123.node_12_ab12cd",
+            leases / "not-in-progress"]
+    for path in left:
+        path.write_bytes(b"half")
+    os.utime(left[2], (time.time() - 120, time.time() - 120))  # a lease's temporary, older than a lease
+    renewing = leases / ".4567.node_13_ef34ab"  # one a live minion may be renaming right now
+    renewing.write_bytes(b"{}")
+    engine(d)
+    assert [path.name for path in left if path.exists()] == []
+    assert renewing.exists() and (leases / held.id).exists()
+
+
+def test_push_writes_a_sweep_that_plain_execo_reads_and_adds_to_it(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    ExecoEngine(str(d)).push([{"a": 1}, "b"])
+    assert "(3 parameters" in ExecoEngine(str(d)).push(["b", [1, 2]])
+    reader = ParamSweeper(str(d))
+    assert sorted(map(str, reader.get_sweeps())) == sorted(["{'a': 1}", "b", "(1, 2)"])
+    assert not [p.name for p in d.iterdir() if p.name.endswith(".tmp")]
+
+
+def without_override(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run minionize without the power to override file permissions, which root has."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root passes every permission check, and setpriv (util-linux) is not there to drop it")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    return subprocess.run([*prefix, *minionize_cmd(*args)], cwd=cwd, env=minion_env(**env), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_a_sweep_directory_it_may_not_write_is_a_configuration_error(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", ["x"])
+    d.chmod(0o555)
+    try:
+        done = without_override("true", cwd=tmp_path, MINION_ENGINE="execo", EXECO_PERSISTENCE_DIR=str(d))
+    finally:
+        d.chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    assert "EXECO_PERSISTENCE_DIR=" in done.stderr and "Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_grown_sweep_is_picked_up(tmp_path: Path) -> None:

@@ -1,0 +1,135 @@
+"""The files of an execo sweep, written so that a fault never leaves them half-written.
+
+Every change to a sweep directory goes through the functions here, and
+through this module's `os` alone (the storage tests wrap it to inject
+ENOSPC, EIO or a kill at each call):
+
+- a whole file (`inprogress`, `sweeps`, a lease) is replaced by writing a
+  temporary beside it, then renaming it over the old one: readers on any host
+  see the old file or the new one, whole, never an empty or torn one, and a
+  failed write leaves the old one in place;
+- an append-only file (`done`, the journal) grows by one pickle per write; a
+  write that fails is cut off again, so that the next record never lands
+  after a torn one.
+
+fsync is called where a lost write would break the sweep after a crash of
+the machine or the file server (see each function), not more: on NFS it is
+also where a full disk or quota (ENOSPC, EDQUOT) shows up, so a write that
+is synced is known to be stored before the next one is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+#: Pickle protocol of every record: what execo writes and reads from Python 3.4 on.
+PROTOCOL = 4
+#: What a torn or unreadable pickle raises (anything else, a missing class, is not a torn record).
+TORN = (EOFError, pickle.UnpicklingError, ValueError, IndexError, TypeError)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def replace(path: Path, data: bytes, temporary: Path, sync: bool) -> None:
+    """Make `path` hold `data`, whole or not at all.
+
+    `sync` fsyncs the temporary before the rename, without which a crash of
+    the machine may leave the new name on an empty file. The directory is not
+    synced: a rename lost with the machine leaves the previous file, a state
+    the sweep recovers from like any other (see the execo engine).
+    """
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        try:
+            _write_all(fd, data)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError:
+        remove(temporary)
+        raise
+
+
+def remove(path: Path) -> bool:
+    """Delete `path` if it is there; False when it could not be (best effort: callers tolerate leftovers)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def open_appendable(path: Path) -> int:
+    """A descriptor to read `path` and append to it (created as execo creates it, mode 0666 less the umask)."""
+    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+
+
+def append(fd: int, record: Any) -> None:
+    """Append one pickled record to a file opened by `open_appendable`, and fsync it.
+
+    The caller holds the sweep's lock, so nobody appends in between. The sync
+    makes an ack (`done`) or a failure (the journal) durable before the
+    parameter leaves `inprogress`; on failure the file is cut back to its
+    size before the write.
+    """
+    data = pickle.dumps(record, protocol=PROTOCOL)
+    size = os.fstat(fd).st_size
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    except OSError:
+        # Should the cut fail too, the torn record is cut off by the next reader (`read_appended`).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+
+
+def read_appended(fd: int, position: int) -> tuple[list[Any], int]:
+    """The records appended after `position`, and the position after them.
+
+    A torn last record (a writer killed mid-write, or whose cut-back failed)
+    is cut off, as execo does, so that the next append starts clean. The
+    caller holds the sweep's lock.
+    """
+    size = os.fstat(fd).st_size
+    if size <= position:
+        return [], position
+    data = bytearray()
+    while len(data) < size - position:
+        chunk = os.pread(fd, size - position - len(data), position + len(data))
+        if not chunk:
+            break
+        data += chunk
+    stream = io.BytesIO(data)
+    records = []
+    good = 0
+    while good < len(data):
+        try:
+            records.append(pickle.load(stream))
+        except TORN:
+            os.ftruncate(fd, position + good)
+            break
+        good = stream.tell()
+    return records, position + good
+
+
+def read_whole(path: Path) -> bytes:
+    """The content of `path`; empty when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return b""
