@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import stat
 from collections import deque
 from typing import IO, Any, Optional
 
@@ -72,14 +73,19 @@ class FileEngine(Engine):
     def open(self) -> None:
         if self.path is None:
             self._fd = 0  # standard input, even when sys.stdin was replaced
-        elif not os.path.isfile(self.path):
-            raise ConfigError("FILE_PATH", self.path, "expected an existing file, or - for stdin")
-        else:
-            try:
-                self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-            except OSError as exc:
-                raise QueueUnreachable(f"cannot read FILE_PATH={self.path}: {exc.strerror}") from None
-            self._fd = self._file.fileno()
+            return
+        try:
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                raise FileNotFoundError
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        except PermissionError as exc:
+            # A file this user may not read is the configuration's fault, not the queue's.
+            raise ConfigError("FILE_PATH", self.path, f"a file this minion can read ({exc.strerror})") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise ConfigError("FILE_PATH", self.path, "expected an existing file, or - for stdin") from None
+        except OSError as exc:
+            raise QueueUnreachable(f"cannot read FILE_PATH={self.path}: {exc.strerror}") from None
+        self._fd = self._file.fileno()
 
     def describe(self) -> str:
         return f"file {self.path or 'stdin'} ({self.decoder})"

@@ -10,6 +10,7 @@ import pytest
 from minionize.config import EnvReader
 from minionize.engines.file import FileEngine
 from minionize.errors import ConfigError
+from tests.unit.test_execo_engine import without_override
 
 
 def drain(e: FileEngine) -> list:
@@ -88,3 +89,18 @@ def test_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
     engine = FileEngine.from_env(EnvReader({"FILE_PATH": str(tmp_path / "nope")}))
     with pytest.raises(ConfigError, match="FILE_PATH"):
         engine.open()
+
+
+def test_a_file_it_may_not_read_is_a_configuration_error(tmp_path: Path) -> None:
+    f = tmp_path / "in.txt"
+    f.write_text("x\n")
+    f.chmod(0)
+    done = without_override("true", cwd=tmp_path, MINION_ENGINE="file", FILE_PATH=str(f))
+    assert done.returncode == 2, done.stderr
+    assert "FILE_PATH=" in done.stderr and "Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected an existing file"):
+        FileEngine(str(tmp_path)).open()
