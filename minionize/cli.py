@@ -10,6 +10,7 @@ from . import __version__, config, exitcodes
 from .callbacks.child import which
 from .callbacks.process import ProcessCallback
 from .errors import ConfigError, MinionizeError
+from .init import become_init
 from .minion import assemble, configure_logging, exit_code_of
 
 USAGE = """\
@@ -50,6 +51,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return exitcodes.OK
     if args and args[0] == "--":
         args = args[1:]
+    become_init()  # as PID 1: a parent that reaps, and the minion in a child
     try:
         return _run(args)
     except MinionizeError as error:

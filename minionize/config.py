@@ -192,6 +192,8 @@ class Settings:
     metrics_port: Optional[int] = None
     metrics_address: str = "0.0.0.0"
     log_level: str = "INFO"
+    #: minionize's credential variables that the wrapped program may see all the same (MINION_PASS_ENV).
+    pass_env: tuple[str, ...] = ()
     #: The program to minionize, from the command line or `.minionize.yml`.
     command: tuple[str, ...] = ()
     env: EnvReader = field(default_factory=lambda: EnvReader({}), compare=False, repr=False)
@@ -224,6 +226,7 @@ class Settings:
             deadline=reader.moment("MINION_DEADLINE"),
             metrics_port=_port(reader, "MINION_METRICS_PORT"),
             metrics_address=reader.get("MINION_METRICS_ADDRESS", "0.0.0.0") or "0.0.0.0",
+            pass_env=tuple(n.strip() for n in (reader.get("MINION_PASS_ENV") or "").split(",") if n.strip()),
             log_level=reader.choice(
                 "MINION_LOG_LEVEL",
                 "INFO",

@@ -141,6 +141,7 @@ class Worker:
         finally:
             for inbox in self._slots.values():
                 inbox.put(None)  # a slot thread still in a run (abandoned) ends with the process
+            self._close_callback()
             self._stop.restore(previous)
             self._release_held()
             self.engine.close()
@@ -210,6 +211,8 @@ class Worker:
         if timeout is None:
             timeout = 0.05 if self._runs else POLL
         message = self._engine_call(self.engine.next, timeout)
+        if message is not None and self._health.avoids(message.id):
+            message = self._elsewhere(message)
         if message is None:
             return False
         slot = min(set(range(self.settings.concurrency)) - set(self._runs))
@@ -230,6 +233,14 @@ class Worker:
             return True
         self._dispatch(run)
         return True
+
+    def _elsewhere(self, message: Message) -> Message:
+        """Another parameter than one that just failed fast here, if one comes at once (see NodeHealth.avoids)."""
+        other = self._engine_call(self.engine.next, 0)
+        if other is None:
+            return message
+        self._engine_call(self.engine.release, message)
+        return other
 
     def _dispatch(self, run: _Run) -> None:
         """Hand the run to its slot's thread, started at the slot's first run.
@@ -466,6 +477,12 @@ class Worker:
         finally:
             if held:
                 self._lock.acquire()
+
+    def _close_callback(self) -> None:
+        try:
+            self.callback.close()
+        except Exception as exc:
+            log.warning("closing %s failed: %s", type(self.callback).__name__, exc)
 
     def _report(self, method: Callable[..., Any], *args: Any) -> None:
         """Call the reporter; a failing reporter never fails a parameter."""

@@ -45,6 +45,9 @@ class Callback(abc.ABC):
     def run(self, message: Message, context: RunContext) -> Outcome:
         """Run the parameter of `message`; exceptions count as failures."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Called once when the minion is done: nothing of the runs may outlive it."""
+
 
 def param_env(message: Message, slot: int) -> dict[str, str]:
     """The MINION_* variables that describe one run to the program it starts."""

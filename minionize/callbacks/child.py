@@ -25,14 +25,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Optional
 
+from ..guard import KILL_AFTER, kill_marked, marked, send
 from .base import RunContext
 from .output import OutputStream
 
 if TYPE_CHECKING:
     from subprocess import Popen
 
-#: Seconds between the polite SIGTERM and the SIGKILL of a process group.
-KILL_AFTER = 3.0
 #: After its leader exited, how long a run's pipes may stay open (held by
 #: something that left the process group) before they are no longer read.
 LINGER = 1.0
@@ -87,7 +86,7 @@ def spawn(
     Popen (which closes every descriptor above 2 in the child) when there
     is a working directory to set, or no /proc to list the descriptors.
     """
-    inherited = None if cwd is not None else _inheritable_descriptors()
+    inherited = None if cwd is not None else inheritable_descriptors()
     if inherited is None:
         return _popen(argv, executable, env, cwd)
     out_read, out_write = os.pipe()
@@ -118,7 +117,7 @@ def spawn(
     return Child(pid, out_read, err_read)
 
 
-def _inheritable_descriptors() -> Optional[list[int]]:
+def inheritable_descriptors() -> Optional[list[int]]:
     """The descriptors above 2 that a child would inherit; None when /proc cannot tell."""
     try:
         names = os.listdir("/proc/self/fd")
@@ -155,60 +154,107 @@ def _popen(argv: list[str], executable: str, env: Mapping[bytes, bytes], cwd: Op
     return Child(process.pid, stdout, stderr, process)
 
 
-def supervise(child: Child, context: RunContext) -> tuple[Optional[str], OutputStream, OutputStream]:
+def supervise(
+    child: Child, context: RunContext, mark: Optional[str] = None
+) -> tuple[Optional[str], OutputStream, OutputStream]:
     """Wait for the run to end, forwarding its output; returns (why it was stopped, stdout, stderr).
 
-    Why it was stopped is None, "timeout" or "cancel". The exit code is in `child.returncode`.
+    Why it was stopped is None, "timeout" or "cancel". The exit code is in
+    `child.returncode`. The run ends when its leader exits, whatever
+    happened to its pipes (a run may close or redirect them at once): the
+    timeout and the stops apply to it until then. `mark` is the run's
+    MINION_RUN_ID: a stop or a timeout also ends the processes that left
+    the run's process group.
     """
     stdout, stderr = OutputStream(sys.stdout.buffer), OutputStream(sys.stderr.buffer)
     streams = {child.stdout: stdout, child.stderr: stderr}
     poller = select.poll()
     for fd in streams:
         poller.register(fd, select.POLLIN)
+    exit_fd = _pidfd(child.pid)  # readable once the leader exits: no polling delay
+    if exit_fd is not None:
+        poller.register(exit_fd, select.POLLIN)
     open_pipes = set(streams)
     deadline = time.monotonic() + context.timeout if context.timeout else None
     stopped: Optional[str] = None
     exited_at: Optional[float] = None
     try:
-        while _pump(poller, streams, open_pipes):
-            stopped = stopped or _stop_if_asked(child, context, deadline)
+        while exited_at is None or (open_pipes and time.monotonic() - exited_at <= LINGER):
+            _pump(poller, streams, open_pipes, exit_fd)
+            stopped = stopped or _stop_if_asked(child, context, deadline, mark)
             if exited_at is None and child.poll() is not None:
                 exited_at = time.monotonic()
                 # Leftover grandchildren of a finished run are not allowed to linger.
                 kill_group(child, hard=False)
-            elif exited_at is not None and time.monotonic() - exited_at > LINGER:
-                break  # something that escaped the group still holds the pipes
     finally:
         for fd, stream in streams.items():
             stream.close()
             os.close(fd)
-    if exited_at is None:
-        child.wait()
-        kill_group(child, hard=False)
+        if exit_fd is not None:
+            os.close(exit_fd)
     return stopped, stdout, stderr
 
 
-def _pump(poller: select.poll, streams: dict[int, OutputStream], open_pipes: set[int]) -> bool:
-    """Forward what the pipes have within 100 ms; False once both are closed."""
+def _pidfd(pid: int) -> Optional[int]:
+    """A descriptor that polls readable when `pid` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _pump(
+    poller: select.poll, streams: dict[int, OutputStream], open_pipes: set[int], exit_fd: Optional[int]
+) -> None:
+    """Forward what the pipes have, waiting 100 ms at most (less when the leader exits)."""
     for fd, events in poller.poll(100):
+        if fd == exit_fd:
+            poller.unregister(fd)  # the leader exited: the caller reaps it
+            continue
         data = os.read(fd, 65536) if events & _READABLE else b""
         if data:
             streams[fd].feed(data)
         else:
             poller.unregister(fd)
             open_pipes.discard(fd)
-    return bool(open_pipes)
 
 
-def _stop_if_asked(child: Child, context: RunContext, deadline: Optional[float]) -> Optional[str]:
+def _stop_if_asked(
+    child: Child, context: RunContext, deadline: Optional[float], mark: Optional[str]
+) -> Optional[str]:
     """Stop the run past its timeout or when the worker cancels it; why, or None."""
     if deadline is not None and time.monotonic() > deadline:
-        kill_group(child, hard=False)
+        kill_run(child, mark, hard=False)
         return "timeout"
     if context.cancel.is_set():
-        kill_group(child, hard=context.hard_cancel)
+        kill_run(child, mark, hard=context.hard_cancel)
         return "cancel"
     return None
+
+
+def kill_run(child: Child, mark: Optional[str], hard: bool) -> None:
+    """End the whole run: its process group and every process that carries its mark
+    (SIGTERM, or SIGKILL when hard; SIGKILL for what is left KILL_AFTER later)."""
+    first = signal.SIGKILL if hard else signal.SIGTERM
+
+    def members() -> set[int]:
+        return set(marked(mark)) if mark is not None else set()
+
+    _signal_group(child.pid, first)
+    signalled = members()
+    send(signalled, first)
+    deadline = time.monotonic() + KILL_AFTER
+    while time.monotonic() < deadline:
+        child.poll()  # reap the leader: a zombie would keep the group alive
+        left = members()
+        if not left and not _group_alive(child.pid):
+            return
+        send(left - signalled, first)  # forked since the last look
+        signalled |= left
+        time.sleep(0.05)
+    _signal_group(child.pid, signal.SIGKILL)
+    if mark is not None:
+        kill_marked(mark, hard=True)
 
 
 def kill_group(child: Child, hard: bool) -> None:
@@ -219,10 +265,29 @@ def kill_group(child: Child, hard: bool) -> None:
     deadline = time.monotonic() + KILL_AFTER
     while time.monotonic() < deadline:
         child.poll()  # reap the leader: a zombie would keep the group alive
-        if not _signal_group(group, 0):
+        if not _group_alive(group):
             return
         time.sleep(0.02)
     _signal_group(group, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    """True while a process of the group lives (zombies waiting for a slow reaper do not count)."""
+    if not _signal_group(group, 0):
+        return False
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # not a process, or gone
+        if len(fields) > 2 and int(fields[2]) == group and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _signal_group(group: int, signum: int) -> bool:

@@ -15,10 +15,11 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional, Union
 
 from ..config import Settings
+from ..guard import MARK, Guard
 from ..message import Message, Outcome, Param
 from .base import Callback, RunContext, param_env
 from .child import spawn, supervise, which
@@ -51,10 +52,17 @@ class ProcessCallback(Callback):
         # Per-run costs that need not be paid per run (see _environment, _executable).
         self._base_env: Optional[dict[bytes, bytes]] = None
         self._executables: dict[str, str] = {}
+        self._guard = Guard()
+        self._pass_env: tuple[str, ...] = ()
 
     def setup(self, settings: Settings) -> None:
         if self.args_template is None:
             self.args_template = settings.args_template
+        self._pass_env = settings.pass_env
+
+    def close(self) -> None:
+        """The minion is done: what is left of the runs ends with it (see minionize.guard)."""
+        self._guard.close()
 
     def to_cmd(self, param: Param) -> Command:
         """The command for one parameter: a list runs as argv, a string through `sh -c`."""
@@ -74,16 +82,21 @@ class ProcessCallback(Callback):
             emit(sys.stdout.buffer, f"DRY: {shown}\n".encode())
             return Outcome.success(None)
         spilled = _spill_large(variables)
+        seq, variables[MARK] = self._guard.mark()
+        self._guard.started(seq)
         try:
-            return self._start(command, self._environment(variables), context)
+            return self._start(command, self._environment(variables), context, variables[MARK])
         finally:
+            self._guard.ended(seq)
             if spilled:
                 os.unlink(spilled)
 
     def _environment(self, variables: dict[str, str]) -> dict[bytes, bytes]:
-        """The run's environment: the minion's own, read and encoded once, plus the run's MINION_*."""
+        """The run's environment: the minion's own but its credentials, read and encoded once,
+        plus the run's MINION_*."""
         if self._base_env is None:
-            self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in {**os.environ, **self.env}.items()}
+            inherited = child_environment(os.environ, self._pass_env)
+            self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in {**inherited, **self.env}.items()}
         env = dict(self._base_env)
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in variables.items())
         return env
@@ -102,7 +115,7 @@ class ProcessCallback(Callback):
             self._executables[program] = found
         return found
 
-    def _start(self, command: Command, env: dict[bytes, bytes], context: RunContext) -> Outcome:
+    def _start(self, command: Command, env: dict[bytes, bytes], context: RunContext, mark: str) -> Outcome:
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         try:
             child = spawn(argv, self._executable(argv), env, self.cwd)
@@ -116,8 +129,31 @@ class ProcessCallback(Callback):
             self._executables.pop(argv[0], None)  # removed or moved since: look again next time
             name = command if isinstance(command, str) else command[0]
             return Outcome.failure(f"cannot start {name!r}: {exc.strerror}", exit_code=127)
-        stopped, out, err = supervise(child, context)
+        stopped, out, err = supervise(child, context, mark)
         return _outcome(child.wait(), stopped, context, out, err)
+
+
+#: The variables through which minionize gets a credential (or a URL that may hold one).
+CREDENTIAL_VARIABLES = frozenset({
+    "REDIS_URL", "REDIS_PASSWORD", "AMQP_URL", "PULSAR_CONNECTION", "PULSAR_TOKEN", "PULSAR_TOKEN_FILE",
+    "PULSAR_TLS_KEY_FILE", "GOOGLE_APPLICATION_CREDENTIALS",
+})
+#: minionize's own variables (the runtime's, the engines', the reporters')...
+_OWN_PREFIXES = ("MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "MEMORY_", "REPORTER_")
+#: ...and the endings that make one of them a secret, for the variables of engines to come.
+_SECRET_ENDINGS = ("_PASSWORD", "_PASSWD", "_TOKEN", "_TOKEN_FILE", "_SECRET", "_CREDENTIALS", "_KEY_FILE")
+
+
+def is_credential(name: str) -> bool:
+    """True for a variable that gives minionize a credential."""
+    return name in CREDENTIAL_VARIABLES or (name.startswith(_OWN_PREFIXES) and name.endswith(_SECRET_ENDINGS))
+
+
+def child_environment(environ: Mapping[str, str], passed: Iterable[str] = ()) -> dict[str, str]:
+    """The environment a run inherits: the minion's, less its credentials, except those in `passed`
+    (MINION_PASS_ENV)."""
+    kept = set(passed)
+    return {name: value for name, value in environ.items() if name in kept or not is_credential(name)}
 
 
 def _spill_large(variables: dict[str, str]) -> Optional[str]:

@@ -207,7 +207,7 @@ def test_minionize_yml_alone_is_enough(tmp_path: Path) -> None:
     ("env", "message"),
     [
         ({"MINION_ENGINE": "exceo"}, "MINION_ENGINE='exceo': did you mean 'execo'?"),
-        ({"MINION_CONCURRENCY": "abc"}, "MINION_CONCURRENCY='abc': expected a whole number >= 1"),
+        ({"MINION_CONCURRENCY": "abc"}, "MINION_CONCURRENCY='abc': expected a whole number from 1 to 1024"),
         ({"MINION_REPORTER": "jsn"}, "MINION_REPORTER='jsn': did you mean 'json'?"),
         ({"MINION_TIMEOUT": "-3"}, "MINION_TIMEOUT='-3': expected a number of seconds >= 0"),
         ({"EXECO_PERSISTENCE_DIR": "nowhere"}, "EXECO_PERSISTENCE_DIR='nowhere': no sweep there"),
