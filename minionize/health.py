@@ -16,7 +16,11 @@ fed the outcome of every run by the worker:
   be started) gives its parameter back without counting an attempt
   (verdict `released`), for a healthy minion to run;
 - at MINION_MAX_STRIKES strikes the minion gives up: it exits with
-  `exitcodes.BROKEN_NODE` once its runs have ended.
+  `exitcodes.BROKEN_NODE` once its runs have ended;
+- a parameter that failed fast here since the last success is not run
+  again at once when another one is there to take (`avoids`): it goes
+  back uncounted, so that the next failure is on another parameter and
+  the retry, if any, happens after a run that tells more.
 
 A success ends it all: the node works. A failure that took longer, or a
 timeout, breaks the series (the program did run). A parameter failing again
@@ -96,7 +100,10 @@ class NodeHealth:
         self.clock = clock
         #: Strikes since the last success.
         self.strikes = 0
+        #: The parameters that failed fast since the last strike (or success), and how many of those failures count.
         self._keys: set[str] = set()
+        self._counted = 0
+        #: Fast failures since the last success, for the reports.
         self._failures = 0
         self._until = 0.0
 
@@ -116,6 +123,16 @@ class NodeHealth:
     def gave_up(self) -> bool:
         return self.after > 0 and self.strikes >= self.limit
 
+    def avoids(self, key: str) -> bool:
+        """Parameter `key` failed fast here since the last success: better run another one first.
+
+        Most queues hand a parameter given back straight to the minion that
+        gave it (execo pops it again, Redis lets it claim it again): a broken
+        minion would spend all its attempts before it could see that other
+        parameters fail too.
+        """
+        return key in self._keys
+
     def gives_back(self, outcome: Outcome) -> bool:
         """Give the parameter back without counting an attempt: a local failure during a strike."""
         return self.strikes > 0 and looks_local(outcome)
@@ -126,27 +143,33 @@ class NodeHealth:
             return None
         if outcome.ok:
             over = Strike(0, self.limit, self._failures, 0.0) if self.strikes else None
-            self.strikes, self._failures, self._until = 0, 0, 0.0
+            self.strikes, self._failures, self._counted, self._until = 0, 0, 0, 0.0
             self._keys.clear()
             return over
         if outcome.status is not Status.FAILURE:
             return None  # a stop or a parameter that can never run says nothing about the node
         if outcome.timed_out or duration >= self.fast:
             self._keys.clear()
-            self._failures = 0
+            self._failures = self._counted = 0
             return None
         if self.paused or self.gave_up:
             return None  # a run taken before the pause: this strike is already counted
-        if attempt > 1 and not looks_local(outcome):
-            return None  # a parameter that failed before may be bad: its retries say little about the node
+        new = key not in self._keys
         self._keys.add(key)
         self._failures += 1
-        if len(self._keys) < self.after:
+        if attempt > 1 and not looks_local(outcome):
+            return None  # a parameter that failed before may be bad: its retries say little about the node
+        # A parameter counts once; but during a strike, every run given back uncounted counts,
+        # or a queue that hands the same few back again and again would have them run forever.
+        if new or self.gives_back(outcome):
+            self._counted += 1
+        if self._counted < self.after:
             return None
         return self._strike(outcome.error or "")
 
     def _strike(self, error: str) -> Strike:
         self._keys.clear()
+        self._counted = 0
         self.strikes += 1
         pause = 0.0 if self.strikes >= self.limit else min(MAX_PAUSE, self.pause * 2 ** (self.strikes - 1))
         self._until = self.clock() + pause

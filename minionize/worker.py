@@ -235,12 +235,21 @@ class Worker:
         return True
 
     def _elsewhere(self, message: Message) -> Message:
-        """Another parameter than one that just failed fast here, if one comes at once (see NodeHealth.avoids)."""
-        other = self._engine_call(self.engine.next, 0)
-        if other is None:
-            return message
-        self._engine_call(self.engine.release, message)
-        return other
+        """Another parameter than those that just failed fast here, if one comes at once (NodeHealth.avoids).
+
+        The ones taken meanwhile (MINION_STRIKE_AFTER at most) are given back uncounted.
+        """
+        held, chosen = [message], message
+        for _ in range(self.settings.strike_after):
+            other = self._engine_call(self.engine.next, 0)
+            if other is None or not self._health.avoids(other.id):
+                chosen = other or message
+                break
+            held.append(other)
+        for given in held:
+            if given is not chosen:
+                self._engine_call(self.engine.release, given)
+        return chosen
 
     def _dispatch(self, run: _Run) -> None:
         """Hand the run to its slot's thread, started at the slot's first run.

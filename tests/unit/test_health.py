@@ -116,6 +116,16 @@ def test_one_parameter_failing_again_and_again_is_no_strike() -> None:
     assert len(fail_on(health, ["third"])) == 1
 
 
+def test_a_parameter_that_failed_fast_here_is_avoided_until_a_success() -> None:
+    health, _ = guard(after=3)
+    fail_on(health, ["a"], BAD)
+    assert health.avoids("a") and not health.avoids("b")
+    health.record("b", Outcome.success(), 0.01)
+    assert not health.avoids("a")
+    fail_on(health, ["c"], BAD, duration=10.0)
+    assert not health.avoids("c"), "a slow failure: the program ran"
+
+
 def test_retries_count_only_when_they_look_local() -> None:
     health, _ = guard(after=3)
     for key in "abcdef":
@@ -216,19 +226,52 @@ class Sweep(Callback):
         return Outcome.success()
 
 
+class Sticky(MemoryEngine):
+    """A queue that hands a parameter given back to the same minion at once, as execo and Redis do."""
+
+    def _requeue(self, message: Message, attempt: int) -> None:
+        with self._cond:
+            self._in_flight.pop(message.id, None)
+            self._queue.appendleft(Message(id=message.id, param=message.param, attempt=attempt))
+            self._cond.notify()
+
+
+def test_a_broken_minion_on_a_sticky_queue_spends_one_attempt_per_parameter_at_most() -> None:
+    engine = Sticky(f"p{i}" for i in range(20))
+    reporter = Recorder()
+    assert Worker(engine, Broken(), strict(), reporter).run() == exitcodes.BROKEN_NODE
+    assert engine.failed == []
+    # Two attempts counted before the first strike, on two parameters; nothing else counted.
+    assert [(p, a) for p, a, v in reporter.verdicts if v == "retried"] == [("p0", 1), ("p1", 1)]
+    assert max(attempt for _, attempt, _ in reporter.verdicts) == 2
+    assert [s.number for s in reporter.strikes] == [1, 2, 3]
+
+
+def test_a_healthy_minion_on_a_sticky_queue_still_sets_a_bad_parameter_aside() -> None:
+    engine = Sticky(["bad0", *(f"good{i}" for i in range(10))])
+    reporter = Recorder()
+    assert Worker(engine, Sweep(127), strict(), reporter).run() == exitcodes.OK
+    assert [(m.param, m.attempt) for m, _ in engine.failed] == [("bad0", 3)]
+    assert len(engine.acked) == 10 and reporter.strikes == []
+    # Retried after a good parameter each time, not three times in a row.
+    runs = [p for p, _, _ in reporter.verdicts]
+    assert runs.index("bad0") == 0 and runs[1] != "bad0" and runs.count("bad0") == 3
+
+
+@pytest.mark.parametrize("queue", [MemoryEngine, Sticky])
 @pytest.mark.parametrize(("code", "bad"), [(1, 15), (2, 40), (127, 6)])
-def test_a_sweep_with_a_few_bad_parameters_never_strikes(code: int, bad: int) -> None:
+def test_a_sweep_with_a_few_bad_parameters_never_strikes(code: int, bad: int, queue: type[MemoryEngine]) -> None:
     """Bad parameters among good ones, each retried until set aside, with the default settings.
 
     The memory queue hands their retries out one after another at the end
     (as a FIFO broker does): more than MINION_STRIKE_AFTER different
     parameters failing at once in a row, but retries, which count only when
-    they look local.
+    they look local. The sticky one hands a retry back at once.
     """
     params = [f"good{i}" for i in range(200)]
     for i in range(bad):
         params[i * (200 // bad)] = f"bad{i}"
-    engine = MemoryEngine(params)
+    engine = queue(params)
     reporter = Recorder()
     settings = Settings(engine="memory", strike_pause=0.1)
     assert Worker(engine, Sweep(code), settings, reporter).run() == exitcodes.OK
