@@ -45,7 +45,8 @@ IDLE_TIMEOUT = "4"
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big a run is: FAULTS_PARAMS, FAULTS_MINIONS, FAULTS_KILL_EVERY, FAULTS_RUN_SECONDS, FAULTS_GIVE_UP."""
+    """How big a run is: FAULTS_PARAMS, FAULTS_MINIONS, FAULTS_KILL_EVERY, FAULTS_RUN_SECONDS, FAULTS_GIVE_UP,
+    FAULTS_BROKEN_PARAMS."""
 
     params: int = 200
     minions: int = 4
@@ -53,6 +54,8 @@ class Sizes:
     run_seconds: float = 0.05
     #: Seconds after which a scenario that is not over fails (below pytest's timeout of 120 s).
     give_up: float = 90.0
+    #: Parameters of the broken-node sweep (3 healthy minions and a broken one).
+    broken_params: int = 100
 
     @classmethod
     def from_env(cls) -> Sizes:
@@ -63,11 +66,12 @@ class Sizes:
             kill_every=float(env.get("FAULTS_KILL_EVERY") or cls.kill_every),
             run_seconds=float(env.get("FAULTS_RUN_SECONDS") or cls.run_seconds),
             give_up=float(env.get("FAULTS_GIVE_UP") or cls.give_up),
+            broken_params=int(env.get("FAULTS_BROKEN_PARAMS") or cls.broken_params),
         )
 
     def describe(self) -> str:
         return (f"FAULTS_PARAMS={self.params} FAULTS_MINIONS={self.minions} FAULTS_KILL_EVERY={self.kill_every:g} "
-                f"FAULTS_RUN_SECONDS={self.run_seconds:g}")
+                f"FAULTS_RUN_SECONDS={self.run_seconds:g} FAULTS_BROKEN_PARAMS={self.broken_params}")
 
 
 # -- processes ----------------------------------------------------------------
@@ -277,6 +281,8 @@ class Figures:
     drained: float = 0.0
     #: Why the scenario did not finish, if it did not.
     note: str = ""
+    #: What the table's columns do not say (a broken minion's verdicts), listed under the table.
+    remarks: str = ""
 
     @classmethod
     def of(cls, engine: str, scenario: str, fleet: Fleet, params: list[str], counts: collections.Counter[str],
@@ -312,5 +318,7 @@ def table(rows: list[Figures], sizes: Sizes) -> str:
     machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
     lines = [f"Fault injection, {now}, on {machine}", f"Settings: {sizes.describe()}", "", Figures.HEADER]
     lines += [row.row() for row in rows]
+    remarks = [f"- {row.engine}, {row.scenario}: {row.remarks}" for row in rows if row.remarks]
+    lines += ["", *remarks] if remarks else []
     return "\n".join(lines) + "\n"
 
