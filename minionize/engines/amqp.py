@@ -182,6 +182,8 @@ class AmqpEngine(Engine):
         self._pushed: deque[tuple[Any, pika.BasicProperties, bytes]] = deque()
         self._poll_delay, self._next_get = _POLL_MIN, 0.0
         self._empty_since: Optional[float] = None
+        #: Until when not to try connecting again after RabbitMQ left a call unanswered (see _ensure).
+        self._silent_until = 0.0
 
     @classmethod
     def from_env(cls, env: EnvReader) -> AmqpEngine:
@@ -257,8 +259,18 @@ class AmqpEngine(Engine):
         if self._channel is not None and self._channel.is_open:
             return
         self._drop()
-        with self._guard():
-            self._connect()
+        # A broker that left the last call unanswered gets one attempt per
+        # AMQP_OPERATION_TIMEOUT, not one per call: a stop must not wait for each.
+        if time.monotonic() < self._silent_until:
+            raise ConnectionError(f"RabbitMQ at {self.masked_url} does not answer (within {self.operation_timeout:g}s)")
+        started = time.monotonic()
+        try:
+            with self._guard():
+                self._connect()
+        except ConnectionError:
+            if time.monotonic() - started >= self.operation_timeout:
+                self._silent_until = time.monotonic() + self.operation_timeout
+            raise
         if self._generation > 1:
             log.warning("reconnected to RabbitMQ at %s", self.masked_url)
 
@@ -276,6 +288,7 @@ class AmqpEngine(Engine):
         impl, limit = connection._impl, wait + self.operation_timeout  # noqa: SLF001
 
         def abort() -> None:  # as pika's own heartbeat checker ends a silent connection
+            self._silent_until = time.monotonic() + self.operation_timeout
             impl._terminate_stream(pika.exceptions.StreamLostError(f"no answer within {limit:g}s"))  # noqa: SLF001
 
         timer = impl.ioloop.call_later(limit, abort)

@@ -24,6 +24,9 @@ Environment
         `<GOOGLE_TOPIC_ID>-dead-letter`): where failed parameters go.
     PUBSUB_EMULATOR_HOST (host:port, default none): use the Pub/Sub emulator
         there, over plain gRPC, without credentials.
+    GOOGLE_OPERATION_TIMEOUT (seconds > 0, default 5): how long each call to
+        Pub/Sub may take, retries of transient errors included; then it
+        fails: exit code 3 at start-up, a retry later while running.
     MINION_MAX_ATTEMPTS is also the max_delivery_attempts of the dead-letter
         policy of a subscription created here, within the 5 to 100 that
         Pub/Sub accepts. An existing subscription keeps its own (minion-push
@@ -99,9 +102,7 @@ from .base import DECODERS, Engine, decode_into
 
 log = logging.getLogger("minionize")
 
-_TIMEOUT = 10.0
 _TRANSIENT = (exceptions.ServiceUnavailable, exceptions.Aborted, exceptions.InternalServerError, exceptions.Unknown)
-_RETRY = retry.Retry(retry.if_exception_type(*_TRANSIENT), initial=0.2, maximum=2.0, timeout=_TIMEOUT)
 _SCOPES = ["https://www.googleapis.com/auth/pubsub"]
 _ID = re.compile(r"[A-Za-z][A-Za-z0-9._~+%-]{2,254}")
 _PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]*")
@@ -121,6 +122,13 @@ def _resource_id(env: EnvReader, name: str, what: str) -> str:
     if not _ID.fullmatch(value) or value.startswith("goog"):
         raise ConfigError(name, value, "expected 3 to 255 of A-Z a-z 0-9 -_.~+%, from a letter, not goog")
     return value
+
+
+def _operation_timeout(env: EnvReader) -> float:
+    timeout = env.seconds("GOOGLE_OPERATION_TIMEOUT", 5.0) or 0.0
+    if timeout <= 0:
+        raise ConfigError("GOOGLE_OPERATION_TIMEOUT", env.raw("GOOGLE_OPERATION_TIMEOUT"), "expected seconds > 0")
+    return timeout
 
 
 def _clip(text: str) -> str:
@@ -167,8 +175,16 @@ class GoogleEngine(Engine):
         ack_deadline: int = 60,
         dead_letter_topic: Optional[str] = None,
         max_attempts: int = 3,
+        operation_timeout: float = 5.0,
     ) -> None:
         self.project, self.topic, self.subscription = project, topic, subscription
+        self.operation_timeout = operation_timeout
+        # Every call: transient errors retried, all of it within the operation timeout.
+        transient = retry.Retry(
+            retry.if_exception_type(*_TRANSIENT), initial=0.2, maximum=2.0, timeout=operation_timeout
+        )
+        self._call: dict[str, Any] = {"retry": transient, "timeout": operation_timeout}
+        self._silent_until = 0.0  # see _running
         self.credentials = credentials
         self.emulator = emulator
         self.decoder = decoder
@@ -194,8 +210,9 @@ class GoogleEngine(Engine):
         topic = _resource_id(env, "GOOGLE_TOPIC_ID", "the ID of the topic parameters are published to")
         subscription = _resource_id(env, "GOOGLE_SUBSCRIPTION", "the ID of the subscription minions share")
         emulator = env.get("PUBSUB_EMULATOR_HOST")
-        if emulator is not None and not re.fullmatch(r"\[?[^/\s]+\]?:\d+", emulator):
-            raise ConfigError("PUBSUB_EMULATOR_HOST", emulator, "expected host:port, e.g. 127.0.0.1:8085")
+        if emulator is not None and not re.fullmatch(r"\[?[^/\s@]+\]?:\d+", emulator):
+            shown = "***@" + emulator.rpartition("@")[2] if "@" in emulator else emulator  # user:password@?
+            raise ConfigError("PUBSUB_EMULATOR_HOST", shown, "expected host:port, e.g. 127.0.0.1:8085")
         credentials = env.get("GOOGLE_APPLICATION_CREDENTIALS")
         if credentials is None and emulator is None:
             env.required("GOOGLE_APPLICATION_CREDENTIALS", "the path of a JSON key file (or set PUBSUB_EMULATOR_HOST)")
@@ -215,6 +232,7 @@ class GoogleEngine(Engine):
             ack_deadline=int(deadline),
             dead_letter_topic=dead_letter,
             max_attempts=env.integer("MINION_MAX_ATTEMPTS", 3, minimum=1),
+            operation_timeout=_operation_timeout(env),
         )
 
     def describe(self) -> str:
@@ -272,15 +290,26 @@ class GoogleEngine(Engine):
             ) from None
         except exceptions.GoogleAPIError as exc:
             self._disconnect()
-            raise QueueUnreachable(f"cannot reach Pub/Sub for {self._sub_path}: {exc}") from None
+            where = f"the emulator at {self.emulator}" if self.emulator else "Google"
+            raise QueueUnreachable(f"cannot reach Pub/Sub ({where}) for {self._sub_path}: {exc}") from None
 
     @contextmanager
     def _running(self, doing: str) -> Iterator[None]:
-        """While running: an error is a lost connection; the next call reconnects."""
+        """While running: an error is a lost connection; the next call reconnects.
+
+        A call that failed only after the whole operation timeout (Pub/Sub
+        silent, or refusing all along) makes the calls of the next timeout
+        fail at once: a stop must not wait for each of them.
+        """
+        if time.monotonic() < self._silent_until:
+            raise ConnectionError(f"Pub/Sub {doing} not tried: no answer within {self.operation_timeout:g}s")
+        started = time.monotonic()
         try:
             yield
         except exceptions.GoogleAPIError as exc:
             self._disconnect()
+            if time.monotonic() - started >= self.operation_timeout:
+                self._silent_until = time.monotonic() + self.operation_timeout
             raise ConnectionError(f"Pub/Sub {doing} failed: {exc}") from None
 
     def open(self) -> None:
@@ -292,7 +321,7 @@ class GoogleEngine(Engine):
     def _ensure(self, subscriber: SubscriberClient, publisher: PublisherClient) -> None:
         """Create the topic, the dead-letter topic and the subscription when missing."""
         try:
-            found = subscriber.get_subscription(subscription=self._sub_path, retry=_RETRY, timeout=_TIMEOUT)
+            found = subscriber.get_subscription(subscription=self._sub_path, **self._call)
         except exceptions.NotFound:
             found = self._create_subscription(subscriber, publisher)
         except exceptions.PermissionDenied:
@@ -341,15 +370,15 @@ class GoogleEngine(Engine):
             },
         }
         try:
-            created = subscriber.create_subscription(request=request, retry=_RETRY, timeout=_TIMEOUT)
+            created = subscriber.create_subscription(request=request, **self._call)
         except exceptions.AlreadyExists:  # another minion was quicker
-            return subscriber.get_subscription(subscription=self._sub_path, retry=_RETRY, timeout=_TIMEOUT)
+            return subscriber.get_subscription(subscription=self._sub_path, **self._call)
         log.info("created subscription %s of %s", self._sub_path, self._topic_path)
         return created
 
     def _create_topic(self, publisher: PublisherClient, path: str) -> None:
         with suppress(exceptions.AlreadyExists):
-            publisher.create_topic(name=path, retry=_RETRY, timeout=_TIMEOUT)
+            publisher.create_topic(name=path, **self._call)
             log.info("created topic %s", path)
 
     def _create_dead_letter(self, subscriber: SubscriberClient, publisher: PublisherClient) -> None:
@@ -358,7 +387,7 @@ class GoogleEngine(Engine):
         project, topic = self._dead_letter.split("/")[1::2]
         keeper = SubscriberClient.subscription_path(project, f"{topic}-sub")
         with suppress(exceptions.AlreadyExists):
-            subscriber.create_subscription(name=keeper, topic=self._dead_letter, retry=_RETRY, timeout=_TIMEOUT)
+            subscriber.create_subscription(name=keeper, topic=self._dead_letter, **self._call)
 
     # -- the engine contract -----------------------------------------------------
 
@@ -370,7 +399,7 @@ class GoogleEngine(Engine):
                 response = subscriber.pull(
                     request={"subscription": self._sub_path, "max_messages": 1, "return_immediately": True},
                     retry=None,
-                    timeout=_TIMEOUT,
+                    timeout=self.operation_timeout,
                 )
         if not response.received_messages:
             time.sleep(timeout)
@@ -387,7 +416,7 @@ class GoogleEngine(Engine):
         with self._running("ack"):
             subscriber, _ = self._clients()
             subscriber.acknowledge(
-                subscription=self._sub_path, ack_ids=[message.handle.ack_id], retry=_RETRY, timeout=_TIMEOUT
+                subscription=self._sub_path, ack_ids=[message.handle.ack_id], **self._call
             )
 
     def _set_deadline(self, messages: list[Message], seconds: int, doing: str) -> None:
@@ -397,8 +426,7 @@ class GoogleEngine(Engine):
                 subscription=self._sub_path,
                 ack_ids=[message.handle.ack_id for message in messages],
                 ack_deadline_seconds=seconds,
-                retry=_RETRY,
-                timeout=_TIMEOUT,
+                **self._call,
             )
 
     def nack(self, message: Message) -> None:
@@ -420,7 +448,7 @@ class GoogleEngine(Engine):
         with self._running("retry"):
             _, publisher = self._clients()
             copy = PubsubMessage(data=original.data, attributes=attributes)
-            publisher.publish(topic=self._topic_path, messages=[copy], retry=_RETRY, timeout=_TIMEOUT)
+            publisher.publish(topic=self._topic_path, messages=[copy], **self._call)
         self.ack(message)
 
     def fail(self, message: Message, reason: str) -> None:
@@ -436,10 +464,10 @@ class GoogleEngine(Engine):
         with self._running("dead letter"):
             subscriber, publisher = self._clients()
             try:
-                publisher.publish(topic=self._dead_letter, messages=[letter], retry=_RETRY, timeout=_TIMEOUT)
+                publisher.publish(topic=self._dead_letter, messages=[letter], **self._call)
             except exceptions.NotFound:  # deleted since, or named by a policy made elsewhere
                 self._create_dead_letter(subscriber, publisher)
-                publisher.publish(topic=self._dead_letter, messages=[letter], retry=_RETRY, timeout=_TIMEOUT)
+                publisher.publish(topic=self._dead_letter, messages=[letter], **self._call)
         self.ack(message)
 
     def push(self, params: list[Any]) -> str:
@@ -447,7 +475,7 @@ class GoogleEngine(Engine):
             _, publisher = self._clients()
             for batch in _batches([_encode(param, self.decoder) for param in params]):
                 messages = [PubsubMessage(data=data) for data in batch]
-                publisher.publish(topic=self._topic_path, messages=messages, retry=_RETRY, timeout=_TIMEOUT)
+                publisher.publish(topic=self._topic_path, messages=messages, **self._call)
         return f"Pub/Sub topic {self._topic_path} (subscription {self.subscription})"
 
     def close(self) -> None:

@@ -83,7 +83,7 @@ import pulsar
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from ..secrets import mask_url
+from ..secrets import mask_url, scrub
 from .base import DECODERS, Engine, decode_into
 
 log = logging.getLogger("minionize.pulsar")
@@ -93,6 +93,10 @@ _LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+)\s+\[\d+\] (?P<text>.*)$")
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
 _LOG_PIPE: Optional[str] = None
 _LOG_PIPE_LOCK = threading.Lock()
+#: Set from the start of `open` or `push` until they succeed: meanwhile the
+#: client's complaints (one per attempt) go at DEBUG, and a failure is said
+#: once, in the error. A failed start-up ends the minion, so it stays set.
+_CONNECTING = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,9 @@ class PulsarSettings:
                 **client_certificate,
             )
         except ValueError as exc:
-            raise ConfigError("PULSAR_CONNECTION", mask_url(self.connection), str(exc)) from None
+            # "invalid hostname: user:password@host": the client echoes what it could not parse.
+            why = scrub(str(exc), self.connection)
+            raise ConfigError("PULSAR_CONNECTION", mask_url(self.connection), why) from None
 
     def subscribe(self, client: pulsar.Client, topic: str) -> pulsar.Consumer:
         return client.subscribe(
@@ -232,11 +238,14 @@ def _forward_logs(read_end: int) -> None:
         for line in lines:
             match = _LOG_LINE.match(line.rstrip())
             level, text = (match["level"], match["text"]) if match else ("WARN", line.rstrip())
-            log.log(_LEVELS.get(level, logging.WARNING), "pulsar client: %s", text)
+            shown = logging.DEBUG if _CONNECTING.is_set() else _LEVELS.get(level, logging.WARNING)
+            log.log(shown, "pulsar client: %s", text)
 
 
 def _unreachable(settings: PulsarSettings, exc: object) -> QueueUnreachable:
-    return QueueUnreachable(f"cannot use Pulsar topic {settings.topic} at {mask_url(settings.connection)}: {exc}")
+    where, why = mask_url(settings.connection), scrub(str(exc), settings.connection)
+    hint = "" if log.isEnabledFor(logging.DEBUG) else " (MINION_LOG_LEVEL=DEBUG shows the client's log)"
+    return QueueUnreachable(f"cannot use Pulsar topic {settings.topic} at {where}: {why}{hint}")
 
 
 class PulsarEngine(Engine):
@@ -260,6 +269,7 @@ class PulsarEngine(Engine):
 
     def _connect(self) -> pulsar.Client:
         self.settings.check_files()
+        _CONNECTING.set()
         self._client = self.settings.client()
         return self._client
 
@@ -272,6 +282,7 @@ class PulsarEngine(Engine):
             if isinstance(exc, pulsar.InvalidTopicName):
                 raise ConfigError("PULSAR_TOPIC", self.settings.topic, "not a valid Pulsar topic name") from None
             raise _unreachable(self.settings, exc) from None
+        _CONNECTING.clear()
 
     def _subscribed(self) -> pulsar.Consumer:
         """The consumer, subscribed again if it was closed under us."""
@@ -379,6 +390,7 @@ class PulsarEngine(Engine):
             raise _unreachable(s, exc) from None
         if failures:
             raise _unreachable(s, f"{len(failures)} of {len(params)} parameters not published ({failures[0]})")
+        _CONNECTING.clear()
         return f"pulsar topic {s.topic} (subscription {s.subscription})"
 
     def close(self) -> None:

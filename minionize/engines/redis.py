@@ -13,6 +13,11 @@ Environment
         `rediss://` (TLS; redis-py query options such as `ssl_ca_certs`) or
         `unix://`. Its password is masked in logs.
     REDIS_PASSWORD (text, default none): used when the URL has none.
+    REDIS_OPERATION_TIMEOUT (seconds > 0, default 5): how long connecting
+        and each command may wait for the server (a blocking read: that
+        long past its block of at most 1 s); then the command fails: exit
+        code 3 at start-up, a retry later while running. `socket_timeout`
+        and `socket_connect_timeout` in the URL's query override it.
     REDIS_STREAM (key, mandatory): the stream of parameters.
     REDIS_GROUP (name, default `minionize`): the consumer group.
     REDIS_CONSUMER (name, default `<host>:<pid>:<random>`): this minion in
@@ -77,7 +82,7 @@ from redis.retry import Retry
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from ..secrets import mask_url
+from ..secrets import mask_url, scrub
 from .base import DECODERS, Engine, decode_into
 
 log = logging.getLogger(__name__)
@@ -88,7 +93,8 @@ _DEAD_LETTER_FIELDS = ("reason", "attempts", "original_id")
 _GIVEN_BACK_IDLE_MS = 365 * 24 * 3600 * 1000
 #: Seconds between two looks for given-back entries while new ones flow.
 _CLAIM_EVERY = 1.0
-_MAX_BLOCK_MS = 5000
+#: The longest XREADGROUP BLOCK: the socket timeout must outlast it (the worker asks for 0.5 s at most).
+_MAX_BLOCK_MS = 1000
 #: A server that cannot serve now but will (restarting, failing over, full):
 #: the worker logs it and tries again later.
 _UNAVAILABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError) + tuple(
@@ -156,6 +162,10 @@ def _check_url(url: str) -> None:
         raise ConfigError("REDIS_URL", mask_url(url), accepted) from None
     if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme == "unix" and not parts.path):
         raise ConfigError("REDIS_URL", mask_url(url), accepted)
+    try:
+        redis.connection.parse_url(url)  # the query options, e.g. ?socket_timeout=abc
+    except ValueError as exc:
+        raise ConfigError("REDIS_URL", mask_url(url), f"{accepted} ({scrub(str(exc), url)})") from None
 
 
 def _id_key(entry_id: Any) -> tuple[int, int]:
@@ -172,10 +182,16 @@ def _reconnecting(method: _Method) -> _Method:
 
     @functools.wraps(method)
     def wrapper(self: RedisEngine, *args: Any) -> Any:
+        if time.monotonic() < self._silent_until:
+            # A server that left the last command unanswered gets one try per
+            # REDIS_OPERATION_TIMEOUT, not one per call: a stop must not wait for each.
+            raise ConnectionError(f"redis at {self.where} does not answer (within {self.operation_timeout:g}s)")
         try:
             result = method(self, *args)
         except _UNAVAILABLE as exc:
             self._lost = True
+            if isinstance(exc, redis.TimeoutError):
+                self._silent_until = time.monotonic() + self.operation_timeout
             raise ConnectionError(f"redis at {self.where}: {exc}") from None
         if self._lost:
             self._lost = False
@@ -201,6 +217,7 @@ class RedisEngine(Engine):
         field: str = "param",
         delete_acked: bool = True,
         password: Optional[str] = None,
+        operation_timeout: float = 5.0,
     ) -> None:
         self.stream, self.url, self.where = stream, url, mask_url(url)
         self.group, self.decoder, self.field = group, decoder, field
@@ -211,6 +228,8 @@ class RedisEngine(Engine):
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.delete_acked = delete_acked
         self._password = password
+        self.operation_timeout = operation_timeout
+        self._silent_until = 0.0  # see _reconnecting
         self._client: Optional[redis.Redis] = None
         self._scripts: dict[str, Any] = {}
         self._unsettled: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
@@ -226,6 +245,9 @@ class RedisEngine(Engine):
         claim_idle = env.seconds("REDIS_CLAIM_IDLE", 60.0) or 0.0
         if claim_idle < 1:
             raise ConfigError("REDIS_CLAIM_IDLE", env.raw("REDIS_CLAIM_IDLE"), "expected a number of seconds >= 1")
+        timeout = env.seconds("REDIS_OPERATION_TIMEOUT", 5.0) or 0.0
+        if timeout <= 0:
+            raise ConfigError("REDIS_OPERATION_TIMEOUT", env.raw("REDIS_OPERATION_TIMEOUT"), "expected seconds > 0")
         field = env.get("REDIS_FIELD", "param") or "param"
         if field in _DEAD_LETTER_FIELDS:
             raise ConfigError("REDIS_FIELD", field, f"expected a name other than {', '.join(_DEAD_LETTER_FIELDS)}")
@@ -240,6 +262,7 @@ class RedisEngine(Engine):
             field=field,
             delete_acked=env.flag("REDIS_DELETE_ACKED", True),
             password=env.get("REDIS_PASSWORD"),
+            operation_timeout=timeout,
         )
 
     def describe(self) -> str:
@@ -254,15 +277,15 @@ class RedisEngine(Engine):
             extra = {"password": self._password} if self._password else {}
             self._client = redis.Redis.from_url(
                 self.url,
-                socket_connect_timeout=5,
-                socket_timeout=_MAX_BLOCK_MS / 1000 + 10,
+                socket_connect_timeout=self.operation_timeout,
+                socket_timeout=self.operation_timeout + _MAX_BLOCK_MS / 1000,
                 socket_keepalive=True,
                 health_check_interval=30,
                 client_name="".join(c if "!" <= c <= "~" else "_" for c in self.consumer),
                 # One quick retry covers a connection closed while idle; longer
-                # outages reach the worker, which logs them and backs off.
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 1),
-                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                # outages reach the worker, which logs them and backs off. Never
+                # on a timeout: a server that did not answer would be waited for twice.
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 1, supported_errors=(redis.ConnectionError,)),
                 **extra,
             )
             scripts = {"claim": _CLAIM, "rehold": _REHOLD, "fail": _FAIL, "forget": _FORGET}
@@ -279,6 +302,8 @@ class RedisEngine(Engine):
             variable, shown = ("REDIS_PASSWORD", "***") if self._password else ("REDIS_URL", self.where)
             raise ConfigError(variable, shown, f"the server refused the credentials ({exc})") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if isinstance(exc, redis.TimeoutError):  # then close() does not wait for it again
+                self._silent_until = time.monotonic() + self.operation_timeout
             raise QueueUnreachable(f"cannot reach redis at {self.where}: {exc}") from None
         except redis.ResponseError as exc:
             if "WRONGTYPE" in str(exc):
@@ -485,6 +510,8 @@ class RedisEngine(Engine):
         if self._client is None:
             return
         try:
+            if time.monotonic() < self._silent_until:  # see _reconnecting
+                raise redis.TimeoutError(f"no answer within {self.operation_timeout:g}s")
             self._send_unsettled()
             self._scripts["forget"](keys=[self.stream], args=[self.group, self.consumer])
         except redis.RedisError as exc:
