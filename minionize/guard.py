@@ -157,7 +157,7 @@ def _say(text: str) -> None:
         os.write(2, f"minionize guard: {text}\n".encode())
 
 
-def watch(fd: int, token: str) -> int:
+def watch(fd: int, token: str, docker: bool = False) -> int:
     """The guard's loop: follow the minion's runs on `fd` until it closes, then end them all."""
     prefix = f"{token}-"
     runs = _Runs(fd, token)
@@ -180,7 +180,57 @@ def watch(fd: int, token: str) -> int:
     killed = kill_marked(prefix)
     if killed:
         _say(f"the minion is gone: killed {killed} process(es) of its runs")
+    if docker:
+        _remove_containers(token)
     return 0
+
+
+#: The label that the docker callback puts on its containers: the guard token of its minion.
+DOCKER_LABEL = "minionize.guard"
+
+
+def _remove_containers(token: str) -> None:
+    """Remove (killing them first) the containers of the minion's runs, through the Docker API."""
+    import json  # the guard's last act: not at its start
+    from urllib.parse import quote
+
+    filters = quote(json.dumps({"label": [f"{DOCKER_LABEL}={token}"]}))
+    try:
+        listed = json.loads(_docker("GET", f"/containers/json?all=1&filters={filters}"))
+        for container in listed:
+            _docker("DELETE", f"/containers/{container['Id']}?force=1&v=1")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _say(f"could not remove the containers of the minion's runs: {exc}")
+        return
+    if listed:
+        _say(f"the minion is gone: removed {len(listed)} container(s) of its runs")
+
+
+def _docker(method: str, path: str) -> bytes:
+    """One request to the Docker engine of DOCKER_HOST (a unix socket, or plain TCP)."""
+    import http.client
+    import socket
+
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if host.startswith("unix://"):
+        connection = http.client.HTTPConnection("localhost", timeout=10)
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        unix.settimeout(10)
+        unix.connect(host[len("unix://"):])
+        connection.sock = unix
+    elif host.startswith("tcp://") and not os.environ.get("DOCKER_TLS_VERIFY"):
+        connection = http.client.HTTPConnection(host[len("tcp://"):].rstrip("/"), timeout=10)
+    else:
+        raise OSError(f"DOCKER_HOST {host.split('://')[0]}:// with TLS is not supported here")
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status >= 400 and response.status != 404:
+        raise OSError(f"{method} {path.split('?')[0]}: HTTP {response.status}")
+    return body
 
 
 class Guard:
@@ -190,7 +240,9 @@ class Guard:
     line is one write, below PIPE_BUF, so lines never interleave).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, docker: bool = False) -> None:
+        #: True: the runs are containers too (labelled DOCKER_LABEL=token), removed if the minion dies.
+        self.docker = docker
         self.token = os.urandom(6).hex()
         self._seq = itertools.count(1)
         self._fd: Optional[int] = None
@@ -250,7 +302,8 @@ class Guard:
                 raise OSError(0, "no Python interpreter to run it with")
             self._pid = os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-I", "-S", os.path.abspath(__file__), self.token],
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), self.token,
+                 *(["--docker"] if self.docker else [])],
                 os.environ,
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, read, 0),
@@ -275,12 +328,15 @@ class Guard:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        _say("usage: guard.py TOKEN (commands on stdin)")
+    if len(argv) not in (2, 3):
+        _say("usage: guard.py TOKEN [--docker] (commands on stdin)")
         return 2
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+    # Deaf to what is meant for the minion (`pkill minionize`, a drain signal sent to every
+    # process of a job): the minion's stop has a grace period that the guard must not cut short.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                   signal.SIGUSR2, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_IGN)
-    return watch(0, argv[1])
+    return watch(0, argv[1], docker=argv[2:] == ["--docker"])
 
 
 if __name__ == "__main__":

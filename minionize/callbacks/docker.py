@@ -12,7 +12,9 @@ Environment: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH (read by
 
 The container is started detached and watched: MINION_TIMEOUT kills it, a
 stop of the minion stops it (SIGTERM, then SIGKILL after STOP_TIMEOUT
-seconds) or kills it (cold stop). Its output is forwarded to our stdout and
+seconds) or kills it (cold stop). It carries the labels `minionize.guard`
+(the minion's guard token) and MINION_RUN_ID: if the minion is killed, its
+guard (minionize/guard.py) removes its containers. Its output is forwarded to our stdout and
 stderr, and its tails kept in the Outcome. It is always removed afterwards,
 so `detach`, `remove`, `auto_remove`, `stream`, `stdout` and `stderr` from
 `to_kwargs` are ignored. A missing image is pulled once, as `docker run`
@@ -32,6 +34,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests.exceptions import RequestException
 
 from ..config import Settings
+from ..guard import DOCKER_LABEL, MARK, Guard
 from ..message import Message, Outcome, Param
 from .base import Callback, RunContext, param_env
 from .output import OutputStream, emit
@@ -71,10 +74,15 @@ class DockerCallback(Callback):
         self.args_template = args_template
         #: Extra keyword arguments of containers.run (volumes, mem_limit, user...).
         self.run_kwargs = run_kwargs
+        # A container outlives a minion that is killed: the guard removes it then.
+        self._guard = Guard(docker=True)
 
     def setup(self, settings: Settings) -> None:
         if self.args_template is None:
             self.args_template = settings.args_template
+
+    def close(self) -> None:
+        self._guard.close()
 
     def to_kwargs(self, param: Param) -> dict[str, Any]:
         """The keyword arguments of `containers.run(image, **kwargs)` for one parameter.
@@ -97,6 +105,10 @@ class DockerCallback(Callback):
             client = docker.from_env()
         except DockerException as exc:
             return Outcome.failure(f"cannot reach the Docker engine: {_one_line(exc)}")
+        seq, mark = self._guard.mark()
+        kwargs["environment"] = _with_minion_env(kwargs["environment"], {MARK: mark})
+        kwargs["labels"] = _with_labels(kwargs.get("labels"), {DOCKER_LABEL: self._guard.token, MARK: mark})
+        self._guard.started(seq)
         try:
             return self._run_container(client, kwargs, context)
         except _NoImage as exc:
@@ -104,6 +116,7 @@ class DockerCallback(Callback):
         except (DockerException, RequestException) as exc:
             return Outcome.failure(f"Docker engine error: {_one_line(exc)}")
         finally:
+            self._guard.ended(seq)
             client.close()
 
     def _kwargs(self, message: Message, slot: int) -> dict[str, Any]:
@@ -154,6 +167,12 @@ def _with_minion_env(given: Optional[Environment], minion: dict[str, str]) -> En
         return {**given, **minion}
     kept = [item for item in given or [] if item.partition("=")[0] not in minion]
     return [*kept, *(f"{name}={value}" for name, value in minion.items())]
+
+
+def _with_labels(given: Any, ours: dict[str, str]) -> dict[str, str]:
+    """The container's labels: the ones asked for (a dict, or a list of names), with ours on top."""
+    labels = dict(given) if isinstance(given, dict) else {str(name): "" for name in given or []}
+    return {**labels, **ours}
 
 
 def _watch(container: Any, context: RunContext) -> tuple[dict[str, Any], Optional[str]]:

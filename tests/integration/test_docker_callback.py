@@ -6,6 +6,10 @@ each test can show its containers were removed, and clean up if they were not.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,6 +22,7 @@ import pytest
 from minionize.callbacks.base import RunContext
 from minionize.callbacks.docker import STOP_TIMEOUT, DockerCallback
 from minionize.message import Message, Outcome, Param, Status
+from tests.conftest import minion_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -193,3 +198,37 @@ def test_a_parameter_that_cannot_become_arguments_is_rejected(
     outcome = _run(DockerCallback(IMAGE, command=["echo"], labels=labels), "unbalanced 'quote")
     assert outcome.status is Status.REJECTED
     assert _containers(docker_client, labels) == []
+
+
+def test_the_containers_of_a_minion_that_is_sigkilled_are_removed(
+    docker_engine: Any, docker_client: Any, labels: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "in.txt").write_text("600\n601\n")  # seconds to sleep
+    script = (
+        "from minionize import minionizer\n"
+        "from minionize.callbacks.docker import DockerCallback\n"
+        f"minionizer(DockerCallback({IMAGE!r}, command=['sleep'], labels={labels!r})).run()\n"
+    )
+    minion = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=minion_env(MINION_ENGINE="file", FILE_PATH="in.txt", MINION_CONCURRENCY="2",
+                       DOCKER_HOST=docker_engine.host),
+    )
+    def listed(**filters: str) -> list[dict[str, Any]]:
+        # The low-level list: no inspect of each container, which races with its removal.
+        label = [f"{key}={value}" for key, value in labels.items()]
+        return list(docker_client.api.containers(all=True, filters={"label": label, **filters}))
+
+    deadline = time.monotonic() + 60
+    while len(listed(status="running")) < 2:
+        if time.monotonic() > deadline or minion.poll() is not None:
+            minion.kill()
+            raise AssertionError(f"the two containers never ran: {minion.communicate(timeout=30)[1]}")
+        time.sleep(0.1)
+    os.kill(minion.pid, signal.SIGKILL)
+    _, err = minion.communicate(timeout=30)
+    deadline = time.monotonic() + 15
+    while listed():
+        assert time.monotonic() < deadline, f"containers left behind: {err}"
+        time.sleep(0.2)
+    assert "removed 2 container(s)" in err
