@@ -87,14 +87,22 @@ def _stat(pid: int) -> Optional[list[str]]:
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`: a minion's runs, each in a session of its own."""
+    """The processes whose parent is `pid`: a minion's runs, each in a session of its own
+    (its guard, minionize/guard.py, is not a run)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = _stat(int(entry))
-            if fields is not None and int(fields[1]) == pid:
+            if fields is not None and int(fields[1]) == pid and not _is_guard(int(entry)):
                 found.append(int(entry))
     return found
+
+
+def _is_guard(pid: int) -> bool:
+    try:
+        return b"minionize/guard.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def alive(pid: int) -> bool:
