@@ -32,12 +32,19 @@ is read without overriding them):
   MINION_ARGS          template mapping dict parameters to arguments
   MINION_REPORTER      null (default), stdout, json
   MINION_DRY           1 to print what would run, and run nothing
+  MINION_STRIKE_AFTER  fast failures in a row, on different parameters, that make
+                       a strike (default 10; 0: never); during a strike, local
+                       failures (exit 126/127) are given back uncounted
+  MINION_STRIKE_FAST   seconds under which a failure is fast (default 5)
+  MINION_STRIKE_PAUSE  seconds a strike takes nothing, doubled at each (default 30)
+  MINION_MAX_STRIKES   strikes before the minion exits 4, broken node (default 3)
   EXECO_PERSISTENCE_DIR  the execo sweep directory (default sweeps)
   FILE_PATH, FILE_DECODER  the file engine's input (default stdin) and decoder
   each engine's own variables: see `pydoc minionize.engines.<engine>`
 
 Exit codes: 0 drained or stopped, 2 bad configuration, 3 queue unreachable,
-130 stopped by a second signal.
+4 broken node (every run failed at once, strike after strike), 130 stopped
+by a second signal.
 """
 
 
