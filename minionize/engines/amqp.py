@@ -102,7 +102,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
-from .base import DECODERS, Engine, decode_into
+from .base import DECODERS, Engine, decode_into, parse_count
 
 log = logging.getLogger("minionize")
 
@@ -404,13 +404,10 @@ class AmqpEngine(Engine):
         return self._message(method, properties, body)
 
     def _message(self, method: Any, properties: pika.BasicProperties, body: bytes) -> Message:
-        headers = properties.headers or {}
-        count = headers.get("x-delivery-count")
-        try:
-            returns = int(count) if count is not None else int(bool(method.redelivered))
-            attempt = int(headers.get(PRIOR, 0)) + 1 + returns
-        except (TypeError, ValueError):
-            attempt = 1 + int(bool(method.redelivered))
+        # Headers are the producer's: parse_count takes whatever they hold without raising.
+        headers = properties.headers if isinstance(properties.headers, dict) else {}
+        returns = parse_count(headers.get("x-delivery-count"), default=int(bool(method.redelivered)))
+        attempt = parse_count(headers.get(PRIOR)) + 1 + returns
         delivery = _Delivery(self._generation, method.delivery_tag, properties, body)
         key = properties.message_id or f"{self.queue}:{hashlib.sha1(body).hexdigest()[:12]}"
         return decode_into(Message(str(key), None, attempt, delivery), body, self.decoder)

@@ -11,9 +11,12 @@ import json
 from typing import Any, ClassVar, Optional
 
 from ..config import EnvReader
+from ..excerpt import excerpt, safe_text
 from ..message import Message
 
 DECODERS = ("identity", "json")
+#: The largest attempt count taken from a broker (more is nonsense: set aside at once anyway).
+COUNT_MAX = 1_000_000
 
 
 class UndecodableParam(Exception):
@@ -95,8 +98,14 @@ class Engine(abc.ABC):
 
 
 def decode(body: Any, decoder: str) -> Any:
-    """Turn a message body into a parameter with the `identity` or `json` decoder."""
-    if isinstance(body, (bytes, bytearray)):
+    """Turn a message body into a parameter with the `identity` or `json` decoder.
+
+    Raises UndecodableParam, with a one-line reason, for any body it cannot
+    decode: not UTF-8, not JSON, but also JSON that json.loads parses only
+    to fail (nested 100,000 deep: RecursionError; an integer of 4,300
+    digits or more: ValueError).
+    """
+    if isinstance(body, (bytes, bytearray, memoryview)):
         try:
             body = bytes(body).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -106,16 +115,53 @@ def decode(body: Any, decoder: str) -> Any:
             return json.loads(body)
         except json.JSONDecodeError as exc:
             raise UndecodableParam(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise UndecodableParam("JSON nested too deeply") from None
+        except ValueError as exc:  # what the JSON parser accepts but Python refuses (the integer limit)
+            raise UndecodableParam(f"not usable JSON ({safe_text(str(exc).split(';')[0], 200)})") from None
     return body
 
 
 def decode_into(message: Message, body: Any, decoder: str) -> Message:
     """Set `message.param` from `body`; an undecodable body keeps its text and
-    a reject reason, so that the worker sets it aside with why (never runs it)."""
+    a reject reason, so that the worker sets it aside with why (never runs it).
+
+    Whatever a body holds, this never raises: one message's content must
+    never take a minion down, nor the fleet that would read it after it.
+    """
     try:
         message.param = decode(body, decoder)
     except UndecodableParam as exc:
-        text = bytes(body).decode("utf-8", "backslashreplace") if isinstance(body, (bytes, bytearray)) else str(body)
-        message.param = text
-        message.reject_reason = str(exc)
+        message.param, message.reject_reason = raw_text(body), str(exc)
+    except Exception as exc:  # MemoryError, a decoder's bug: still this message's, not the minion's
+        reason = f"cannot decode the message ({type(exc).__name__}: {exc})"
+        message.param, message.reject_reason = raw_text(body), safe_text(reason, 300)
     return message
+
+
+def raw_text(body: Any) -> str:
+    """A body as text for logs and reports, whatever its bytes (never raises)."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body).decode("utf-8", "backslashreplace")
+    if isinstance(body, str):
+        return safe_text(body, len(body))
+    return excerpt(body, 1000)
+
+
+def parse_count(value: Any, default: int = 0) -> int:
+    """A count read from a broker's header or attribute (a number, its text or bytes), or `default`.
+
+    A producer may put anything in a header: a float, "inf", 5,000 digits, a
+    negative number, a list. None of it may raise, nor yield a count that
+    broker clients refuse to write back (AMQP headers hold 64-bit integers).
+    """
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("ascii", "replace") if len(value) <= 20 else ""
+    if isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit() and len(value) <= 18):
+            return default
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= COUNT_MAX:
+        return default
+    return value

@@ -98,7 +98,7 @@ from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcT
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from .base import DECODERS, Engine, decode_into
+from .base import DECODERS, Engine, decode_into, parse_count
 
 log = logging.getLogger("minionize")
 
@@ -152,8 +152,8 @@ def _batches(items: list[bytes]) -> Iterator[list[bytes]]:
 
 
 def _attempt_base(attributes: Any) -> int:
-    value = attributes.get(_BASE, "")
-    return int(value) if value.isdigit() else 0
+    # isdigit() alone lets "²" and 5,000 digits through to int(), which refuses them.
+    return parse_count(attributes.get(_BASE))
 
 
 def _encode(param: Any, decoder: str) -> bytes:

@@ -51,7 +51,7 @@ class MemoryEngine(Engine):
         raw = env.get("MEMORY_PARAMS", "[]") or "[]"
         try:
             params = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, nested too deeply, a 4,300-digit integer
             params = None
         if not isinstance(params, list):
             raise ConfigError("MEMORY_PARAMS", raw, "expected a JSON list of parameters")
