@@ -7,8 +7,9 @@ import traceback
 from typing import Any, Callable
 
 from ..config import Settings
+from ..excerpt import safe_text
 from ..message import Message, Outcome, Param
-from .base import Callback, RunContext
+from .base import Callback, RunContext, describe_param
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,22 @@ class FuncCallback(Callback):
 
     def run(self, message: Message, context: RunContext) -> Outcome:
         if context.dry:
-            print(f"DRY: {getattr(self.func, '__name__', self.func)}({message.param!r})", flush=True)
+            print(f"DRY: {getattr(self.func, '__name__', self.func)}({describe_param(message.param)})", flush=True)
             return Outcome.success(None)
         try:
             result = self.func(message.param)
         except Exception as exc:  # the user's code: any failure is an outcome
-            lines = traceback.format_exception_only(type(exc), exc)
-            return Outcome.failure(
-                lines[-1].strip(), stderr_tail="".join(traceback.format_exc()[-4096:])
-            )
+            # The error may quote the parameter: bounded, and UTF-8 for the brokers' dead letters.
+            return Outcome.failure(_error_line(exc), stderr_tail=safe_text(traceback.format_exc()[-4096:], 4096))
         if result is False:
             return Outcome.failure("function returned False", exit_code=1)
         return Outcome.success(0)
+
+
+def _error_line(exc: Exception) -> str:
+    """The last line of the exception's text ("ValueError: ..."), printable and bounded."""
+    try:
+        line = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    except Exception:  # an exception whose __str__ raises in turn
+        line = type(exc).__name__
+    return safe_text(line, 1000)

@@ -23,7 +23,9 @@ while it runs. Records (times are Unix seconds):
 is written every 10 s (`minionize.worker.HEARTBEAT`), so that `mtop` can
 tell a busy minion from a silent one. `verdict` is what the worker did with the message: acked, retried, failed
 (set aside), released (given back by a stop) or held (dry run). Parameters
-that JSON cannot encode are written as strings. No environment variable is
+that JSON cannot encode are written as strings, and so are parameters that
+are longer than 16 KiB or nested deeper than 100 levels: their first 16 KiB
+(whatever a queue holds, a report line is written and readers can load it). No environment variable is
 ever written: they may hold secrets.
 
 Caveat: a write error (full disk, lost NFS mount, permission) is logged once
@@ -42,12 +44,18 @@ from pathlib import Path
 from typing import IO, Any, Optional, Union
 
 from ..config import EnvReader
+from ..excerpt import excerpt, render
 from ..health import Strike
 from .base import MinionInfo, Probe, Reporter, RunRecord
 
 log = logging.getLogger("minionize.reporters.json")
 
 DEFAULT_DIRECTORY = "minion-report"
+#: Longest parameter written whole (as JSON text): a longer one is cut, so that
+#: a megabyte parameter does not cost a megabyte per record.
+PARAM_MAX = 16 * 1024
+#: Deepest nesting written whole: json.loads (minion-status, mtop) gives up near 1,000.
+_DEPTH_MAX = 100
 
 
 def report_path(directory: Path, minion_id: str) -> Path:
@@ -56,13 +64,46 @@ def report_path(directory: Path, minion_id: str) -> Path:
 
 
 def encode(record: dict[str, Any]) -> str:
-    """One line of JSON; a parameter JSON cannot encode even with str() becomes its repr."""
+    """One line of JSON, whatever the parameter (see `report_param`)."""
+    if "param" in record:
+        record = dict(record, param=report_param(record["param"]))
     try:
         return json.dumps(record, default=str)
     except (TypeError, ValueError, RecursionError):
-        # e.g. a dict with tuple keys, or a structure that contains itself.
-        safe = dict(record, param=repr(record.get("param")))
-        return json.dumps(safe, default=str)
+        # e.g. a dict with tuple keys, a structure that contains itself, a 4,300-digit integer.
+        return json.dumps(dict(record, param=_as_string(record.get("param"))), default=str)
+
+
+def _as_string(param: Any) -> str:
+    try:
+        return repr(param) if report_param(param) is param else excerpt(param, PARAM_MAX)
+    except Exception:  # repr refuses what json.dumps refused (a 4,300-digit integer)
+        return excerpt(param, PARAM_MAX)
+
+
+def report_param(param: Any) -> Any:
+    """The parameter as reports write it: itself, or its first PARAM_MAX characters as a string
+    when it is longer or nested deeper than readers of the reports can take."""
+    _, complete = render(param, PARAM_MAX)
+    if complete and _depth(param) <= _DEPTH_MAX:
+        return param
+    return excerpt(param, PARAM_MAX)
+
+
+def _depth(param: Any) -> int:
+    """How deeply lists and dicts nest in `param` (called on a bounded one: `render` completed)."""
+    depth, level = 0, [param]
+    while level:
+        depth += 1
+        if depth > _DEPTH_MAX:
+            return depth
+        level = [
+            child
+            for item in level
+            if isinstance(item, (list, tuple, dict))
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+    return depth - 1
 
 
 def end_record(minion: Optional[MinionInfo], run: RunRecord) -> dict[str, Any]:

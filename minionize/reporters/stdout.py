@@ -13,6 +13,7 @@ import sys
 from typing import Optional, TextIO
 
 from ..config import EnvReader
+from ..excerpt import excerpt
 from ..health import Strike
 from ..message import Outcome, Status
 from .base import MinionInfo, Reporter, RunRecord
@@ -32,11 +33,18 @@ def _short(text: str, limit: int = _LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _shown(param: object) -> str:
+    """A string as Python shows it, anything else as JSON: bounded whatever the parameter."""
+    if isinstance(param, str):
+        return repr(param[: _LIMIT + 1])
+    return excerpt(param, _LIMIT + 1)
+
+
 def format_run(minion_id: str, run: RunRecord) -> str:
     """The line printed for one finished run."""
     outcome = run.outcome
     word = _WORDS[outcome.status] if outcome is not None else "ended"
-    line = f"minion {minion_id}: {word} {_short(repr(run.param))} attempt {run.attempt}"
+    line = f"minion {minion_id}: {word} {_short(_shown(run.param))} attempt {run.attempt}"
     if run.duration is not None:
         line += f" in {run.duration:.2f}s"
     detail = _detail(outcome) if outcome is not None and not outcome.ok else None
