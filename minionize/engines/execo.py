@@ -39,15 +39,16 @@ Storage faults
     when they fail. Whichever write fails (ENOSPC, EDQUOT, EIO) or is the
     last before a kill, every parameter stays done, set aside, or takeable;
     the engine call raises OSError and the worker tries again after a pause.
-    A take costs one fsync (`inprogress`), a settlement two (its record,
-    then `inprogress`), as before; leases are not synced: one lost with the
-    machine only makes its parameter reclaimable a lease period later.
+    A take costs one fsync, a settlement two, as before (leases are not
+    synced: one lost with the machine only delays its reclaim).
 
 Caveats
     A parameter put in `inprogress` by plain execo code has no lease: it is
     reclaimed after a lease period, even if that code still runs it. Plain
     execo rewrites `inprogress` in place: should it be killed midway,
     minionize takes the parameters that still have a lease as in progress.
+    Older minionize (before these atomic writes) opened `inprogress` before
+    taking the lock, missing renames: do not mix its minions with these.
     Parameters must be picklable and hashable (execo's own rule). Failed
     parameters are not `skipped` for a plain ParamSweeper, which keeps skips
     in memory only.
