@@ -41,7 +41,7 @@ class Case:
 
 
 def make_sweep(directory: Path, case: Case) -> None:
-    """A sweep of integers, written by execo's own ParamSweeper (as minion-push does), some of it done."""
+    """A sweep of integers, written in execo's format (as minion-push does), some of it done."""
     from minionize.engines.execo import ExecoEngine
 
     ExecoEngine(str(directory)).push(list(range(case.size)))
