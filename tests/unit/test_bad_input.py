@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from minionize import ProcessCallback, minionizer
@@ -76,3 +77,34 @@ def test_a_dict_where_a_string_is_expected() -> None:
     assert "MINION_ARGS uses {name}, missing from the parameter" in err
     code, runs, _ = memory({"a": [1, 2]})
     assert json.loads(runs[0]["argv"][0]) == {"a": [1, 2]}
+
+
+def test_poison_lines_are_set_aside_once_and_the_minion_goes_on(tmp_path: Path) -> None:
+    poison = {
+        "[" * 100_000: "JSON nested too deeply",
+        "1" * 5_001: "not usable JSON",
+        '{"k": "a\\u0000b"}': "NUL character",
+        '{"k": "\\ud800"}': "lone surrogate",
+        '"\\udcff"': "lone surrogate",
+    }
+    (tmp_path / "in.jsonl").write_text("\n".join([*poison, '"fine"']) + "\n")
+    result = run_minion(
+        *ARGV, cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.jsonl", FILE_DECODER="json",
+        FILE_DEAD_LETTER="dead.jsonl", MINION_MAX_ATTEMPTS="3",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert [json.loads(line)["argv"] for line in result.stdout.splitlines()] == [["fine"]]
+    failed = [line for line in result.stderr.splitlines() if ": failed, attempt 1: " in line]
+    assert [sum(why in line for line in failed) for why in ("nested", "usable", "NUL", "surrogate")] == [1, 1, 1, 2]
+    assert ": retried, " not in result.stderr
+    assert (tmp_path / "dead.jsonl").read_text().splitlines() == list(poison)
+
+
+def test_a_one_megabyte_word_is_refused_without_splitting_it_for_seconds(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("'" + "x" * (1 << 20) + "'\nfine\n")
+    started = time.monotonic()
+    result = run_minion(*ARGV, cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt")
+    assert result.returncode == 0
+    assert result.stderr.count("does not fit in a command line") == 1
+    assert time.monotonic() - started < 10  # shlex alone took 30 s of CPU
