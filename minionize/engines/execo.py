@@ -29,6 +29,8 @@ A crashed minion
     (the margin tolerates that much clock skew between hosts), and those in
     `inprogress` with no lease (a minion died or met a full disk between two
     writes; plain execo code took it) once it has seen them so for as long.
+    A reclaim counts the attempt that died with its minion: a parameter that
+    kills every minion that runs it is set aside after MINION_MAX_ATTEMPTS.
     The next minion to open the sweep deletes the temporary files of a
     killed one.
 
@@ -201,14 +203,7 @@ class ExecoEngine(Engine):
     def _update(self, files: dict[str, int]) -> None:
         new_done, self._done_pos = sweepfiles.read_appended(files["done"], self._done_pos)
         self._done.update(new_done)
-        events, self._journal_pos = sweepfiles.read_appended(files["journal"], self._journal_pos)
-        new_failed = []
-        for event, param, detail in events:
-            if event == "nack":
-                self._attempts[param] = self._attempts.get(param, 0) + 1
-            elif event == "fail":
-                self._failed[param] = detail
-                new_failed.append(param)
+        new_failed = self._read_journal(files)
         current = self._read_in_progress()
         # What left `inprogress` without being done or failed was given back.
         released = {p for p in self._in_progress - current if p in self._sweeps and not self._settled(p)}
@@ -217,6 +212,18 @@ class ExecoEngine(Engine):
         self._remaining -= current
         self._remaining.difference_update(new_done)
         self._remaining.difference_update(new_failed)
+
+    def _read_journal(self, files: dict[str, int]) -> list[Any]:
+        """Count the attempts journalled since the last read; returns the parameters newly failed."""
+        events, self._journal_pos = sweepfiles.read_appended(files["journal"], self._journal_pos)
+        new_failed = []
+        for event, param, detail in events:
+            if event == "nack":
+                self._attempts[param] = self._attempts.get(param, 0) + 1
+            elif event == "fail":
+                self._failed[param] = detail
+                new_failed.append(param)
+        return new_failed
 
     def _settled(self, param: Any) -> bool:
         return param in self._done or param in self._failed
@@ -290,8 +297,13 @@ class ExecoEngine(Engine):
             self._unleased.pop(key, None)
         return now > expires + self.lease_seconds / 3
 
-    def _reclaim(self) -> None:
-        """Take out of `inprogress` the parameters settled already and those whose lease expired."""
+    def _reclaim(self, files: dict[str, int]) -> None:
+        """Take out of `inprogress` the parameters settled already and those whose lease expired.
+
+        An expired lease is an attempt spent (its minion died in the run, or hung): it is
+        journalled as one, so that a parameter that kills every minion that runs it is set
+        aside after MINION_MAX_ATTEMPTS rather than reclaimed for ever.
+        """
         now = self.clock()
         keys = {param: param_key(param) for param in self._in_progress}
         known = set(keys.values())
@@ -303,6 +315,10 @@ class ExecoEngine(Engine):
         }
         if not gone:
             return
+        for param in gone:
+            if self._open(param):
+                sweepfiles.append(files["journal"], ("nack", param, "its minion's lease expired"))
+        self._read_journal(files)  # counted now: the parameter may be taken again at once
         self._write_in_progress(self._in_progress - gone)
         for param in gone:
             sweepfiles.remove(self._lease_path(keys[param]))
@@ -319,9 +335,9 @@ class ExecoEngine(Engine):
     # -- the engine contract ----------------------------------------------
 
     def next(self, timeout: float) -> Optional[Message]:
-        with self._locked():
+        with self._locked() as files:
             if not self._remaining:
-                self._refill()
+                self._refill(files)
             if self._remaining:
                 return self._take(next(iter(self._remaining)))
         time.sleep(min(timeout, 0.5))
@@ -343,17 +359,17 @@ class ExecoEngine(Engine):
         self._reclaimed.discard(param)
         return message
 
-    def _refill(self) -> None:
+    def _refill(self, files: dict[str, int]) -> None:
         """Look harder when nothing seems left: a grown sweep, expired leases."""
         self._load_sweeps()  # a grown sweep: its remaining set is computed afresh
         now = time.monotonic()
         if now - self._last_reclaim >= _RECLAIM_EVERY:
             self._last_reclaim = now
-            self._reclaim()
+            self._reclaim(files)
 
     def drained(self) -> bool:
-        with self._locked():
-            self._refill()
+        with self._locked() as files:
+            self._refill(files)
             return not self._remaining and not self._mine and not any(map(self._open, self._in_progress))
 
     def _settle(self, message: Message, event: str, detail: Any = None) -> None:

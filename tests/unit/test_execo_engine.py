@@ -113,6 +113,28 @@ def test_expired_lease_is_reclaimed(tmp_path: Path) -> None:
     time.sleep(1.6)  # lease (1s) + margin (a third of it)
     back = alive.next(0.01)
     assert back is not None and back.param == "x"
+    assert back.attempt == 2  # the dead minion's attempt was spent
+
+
+def test_a_parameter_that_kills_every_minion_runs_out_of_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execo, "_RECLAIM_EVERY", 0.0)
+    d = make_sweep(tmp_path / "s", ["x"])
+    clock = Clock()
+    attempts = []
+    for _ in range(3):  # each minion takes it, then dies in the run: never renewed, never settled
+        minion = ExecoEngine(str(d), 60, clock=clock)
+        minion.open()
+        message = minion.next(0)
+        assert message is not None
+        attempts.append(message.attempt)
+        clock.now += 81  # lease + margin
+    assert attempts == [1, 2, 3]
+    fourth = ExecoEngine(str(d), 60, clock=clock)
+    fourth.open()
+    message = fourth.next(0)
+    assert message is not None and message.attempt == 4  # past MINION_MAX_ATTEMPTS: the worker sets it aside
 
 
 def test_renewed_lease_is_not_reclaimed(tmp_path: Path) -> None:
