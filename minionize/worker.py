@@ -32,6 +32,7 @@ from .callbacks.base import Callback, RunContext, describe_param
 from .callbacks.child import KILL_AFTER
 from .config import Settings
 from .engines.base import Engine
+from .excerpt import safe_text
 from .health import NodeHealth
 from .message import Message, Outcome, Status
 from .reporters.base import MinionInfo, Probe, Reporter, RunRecord
@@ -47,6 +48,8 @@ HEALTH_STALE = 60.0
 HEARTBEAT = 10.0
 _QUEUE_REPORT_EVERY = 1.0
 _ENGINE_BACKOFF_MAX = 30.0
+#: The engine calls that settle messages: an unexpected error there concerns those messages only.
+_SETTLING = frozenset({"ack", "nack", "release", "fail", "extend"})
 #: Seconds a stop may take beyond the grace period and the kill delay (settling, closing).
 _STOP_MARGIN = 3.0
 
@@ -331,7 +334,8 @@ class Worker:
             self._engine_call(self.engine.release, message)
         elif outcome.status is Status.REJECTED or message.attempt >= self.settings.max_attempts:
             verdict = "failed"
-            reason = outcome.error or "failed"
+            # A broker refuses what UTF-8 cannot encode, and a user's callback may say anything.
+            reason = safe_text(outcome.error or "failed")
             if outcome.status is not Status.REJECTED:
                 reason = f"{reason} (attempt {message.attempt} of {self.settings.max_attempts})"
             self._engine_call(self.engine.fail, message, reason)
@@ -453,6 +457,13 @@ class Worker:
             result = method(*args)
         except (OSError, ConnectionError) as exc:
             self._engine_failed(method.__name__, exc)
+            return None
+        except Exception:
+            if method.__name__ not in _SETTLING:
+                raise
+            # One message the engine cannot settle (a bug, or content its client refuses):
+            # the broker redelivers it; the minion goes on with the others.
+            log.exception("engine %s failed on one message; left to the broker's redelivery", method.__name__)
             return None
         if self._engine_failures:
             log.warning("engine reachable again after %d failed calls", self._engine_failures)

@@ -119,6 +119,9 @@ class ProcessCallback(Callback):
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         try:
             child = spawn(argv, self._executable(argv), env, self.cwd)
+        except ValueError as exc:
+            # A NUL in what a to_cmd override returned (argv, a shell string): no attempt can succeed.
+            return Outcome.rejected(f"cannot start the program: {exc}")
         except OSError as exc:
             if exc.errno == errno.E2BIG:
                 # Deterministic: no other attempt can succeed.
