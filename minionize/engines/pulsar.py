@@ -338,17 +338,16 @@ class PulsarEngine(Engine):
 
     def fail(self, message: Message, reason: str) -> None:
         received = message.handle
+        original, key = _original_properties(received)
         properties = {
-            **received.properties(),
+            **original,
             "minion_reason": reason,
             "minion_attempt": str(message.attempt),
             "REAL_TOPIC": received.topic_name(),
             "ORIGIN_MESSAGE_ID": str(received.message_id()),
         }
         try:
-            self._dead_letter_producer().send(
-                received.data(), properties=properties, partition_key=received.partition_key() or None
-            )
+            self._dead_letter_producer().send(received.data(), properties=properties, partition_key=key)
         except pulsar.PulsarException as exc:
             # Never leave it unacknowledged in a live consumer: it would stay there.
             self.nack(message)
@@ -401,3 +400,17 @@ class PulsarEngine(Engine):
                 except pulsar.PulsarException as exc:
                     log.debug("closing: %s", exc)
         self._consumer = self._dead_letters = self._client = None
+
+
+def _original_properties(received: Any) -> tuple[dict[str, str], Optional[str]]:
+    """The properties and key a producer put on a message; none when the client cannot decode them
+    (not UTF-8): the dead letter goes out all the same, rather than stay unacknowledged here."""
+    try:
+        properties = dict(received.properties())
+    except (UnicodeDecodeError, ValueError):
+        properties = {}
+    try:
+        key = received.partition_key() or None
+    except (UnicodeDecodeError, ValueError):
+        key = None
+    return properties, key
