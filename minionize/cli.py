@@ -24,7 +24,7 @@ MINION_MAX_ATTEMPTS, then sets it aside as failed.
 Configured by environment variables (a .env file in the working directory
 is read without overriding them):
   MINION_ENGINE        execo (default), file, memory, google, pulsar, redis, amqp
-  MINION_CONCURRENCY   parameters run at once (default 1)
+  MINION_CONCURRENCY   parameters run at once (default 1, at most 1024)
   MINION_MAX_ATTEMPTS  attempts before a parameter is set aside (default 3)
   MINION_TIMEOUT       seconds before a run is killed (default: none)
   MINION_GRACE_PERIOD  seconds a stop waits for running parameters (default 25)
@@ -32,6 +32,8 @@ is read without overriding them):
   MINION_ARGS          template mapping dict parameters to arguments
   MINION_REPORTER      null (default), stdout, json
   MINION_DRY           1 to print what would run, and run nothing
+  MINION_PASS_ENV      credential variables the program may see (REDIS_URL,...):
+                       by default it gets the environment less minionize's own
   MINION_STRIKE_AFTER  fast failures in a row, on different parameters, that make
                        a strike (default 10; 0: never); during a strike, local
                        failures (exit 126/127) are given back uncounted
@@ -41,6 +43,9 @@ is read without overriding them):
   EXECO_PERSISTENCE_DIR  the execo sweep directory (default sweeps)
   FILE_PATH, FILE_DECODER  the file engine's input (default stdin) and decoder
   each engine's own variables: see `pydoc minionize.engines.<engine>`
+
+A stop (SIGTERM, SIGINT, SIGHUP) lets runs finish within the grace period,
+then ends every process they started (SIGTERM, SIGKILL 3 s later).
 
 Exit codes: 0 drained or stopped, 2 bad configuration, 3 queue unreachable,
 4 broken node (every run failed at once, strike after strike), 130 stopped
