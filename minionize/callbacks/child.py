@@ -12,7 +12,10 @@ the three standard descriptors are inherited (posix_spawn closes those that
 
 `supervise` forwards the output line by line while the run lasts, enforces
 the timeout and stops, and kills what is left of the group once the run's
-leader exited.
+leader exited. The run lasts as long as its leader (watched through a pidfd),
+not as long as its pipes: a run may close them at once. A timeout or a stop
+ends the group and every process carrying the run's MINION_RUN_ID
+(minionize/guard.py), in the group or not.
 """
 
 from __future__ import annotations
