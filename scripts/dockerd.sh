@@ -35,6 +35,8 @@
 # To add an image, write an `import_<name>` function in the style of
 # import_busybox and a line for it in main's case.
 set -eu
+# Debian puts dockerd, rabbitmqctl, debootstrap and ip in /usr/sbin, which not every PATH has.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; export PATH ;; esac
 
 STATE_DIR=${MINIONIZE_TEST_DOCKER_DIR:-/var/lib/minionize-test-docker}
 SOCKET=${MINIONIZE_TEST_DOCKER_SOCKET:-/run/minionize-test-docker.sock}

@@ -2,6 +2,8 @@
 # Makes sure the servers the integration tests talk to are running on
 # loopback; starts (and if needed installs) each one that is not. Idempotent.
 set -euo pipefail
+# Debian puts dockerd, rabbitmqctl, debootstrap and ip in /usr/sbin, which not every PATH has.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; export PATH ;; esac
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -36,7 +36,9 @@ def wait_listening(seconds: float) -> bool:
 
 
 def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout, check=True)
+    # Debian installs it in /usr/sbin, which not every PATH has.
+    program = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    return subprocess.run([program, *args], capture_output=True, text=True, timeout=timeout, check=True)
 
 
 def channel() -> Any:
