@@ -19,7 +19,10 @@ from .callbacks.process import ProcessCallback
 from .message import Message, Outcome, Param, Status
 from .minion import Minion, minion, minionizer
 
-__version__ = "0.3.0"
+# As in pyproject.toml (a static copy: the image's dependency stage builds
+# pyproject.toml over an empty package). Above the original minionize's last
+# release on PyPI, 0.3.4: this is its next major step.
+__version__ = "1.0.0"
 
 #: The roadmap's `@minionize` decorator, under the name the README uses.
 minionize = minion

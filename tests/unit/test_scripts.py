@@ -11,13 +11,16 @@ from tests.conftest import ROOT, require
 
 SCRIPTS = sorted(
     str(path.relative_to(ROOT))
-    for path in [*ROOT.glob("scripts/*"), *ROOT.glob("docker/*.sh"), ROOT / ".ci" / "run"]
+    for path in [
+        *ROOT.glob("scripts/*"), *ROOT.glob("docker/*.sh"), *ROOT.glob("examples/*/*.sh"), ROOT / ".ci" / "run"
+    ]
     if path.is_file() and path.read_text(errors="replace").startswith("#!") and "sh" in path.read_text()[:40]
 )
 
 
 def test_the_scripts_were_found() -> None:
     assert {"scripts/test", "scripts/quickstart", "scripts/services.sh", ".ci/run"} <= set(SCRIPTS)
+    assert {"examples/oar/oar.sh", "examples/slurm/slurm.sh"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
