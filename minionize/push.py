@@ -7,7 +7,9 @@
 
 The engine and its settings come from the environment (and `.env`), as for
 `minionize` itself. Values are JSON when they parse as JSON (`1` is a
-number, `x` a string) unless --raw.
+number, `x` a string) unless --raw. Every engine gets the same wire format
+(`engines.base.encode`): a string as its text, anything else as JSON, which
+the minions' decoders, identity (the default) or json, read back as pushed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import json
 import sys
 from typing import Any, Optional
 
-from . import config, exitcodes
+from . import __version__, config, exitcodes
+from .engines.base import Pushed, encode
 from .errors import ConfigError, MinionizeError
 from .minion import build_engine, exit_code_of
 
@@ -97,16 +100,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep", action="append", metavar="NAME=V1,V2", help="an axis of a sweep (repeatable)")
     parser.add_argument("--sweep-json", metavar="JSON", help='a whole sweep: {"name": [values...], ...}')
     parser.add_argument("--raw", action="store_true", help="values are strings, never parsed as JSON")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def _check(params: list[Any]) -> None:
+    """Refuse, before anything is queued, a parameter that has no wire format."""
+    for param in params:
+        try:
+            encode(param, "json")
+        except (TypeError, ValueError) as exc:
+            raise ConfigError("parameter", param, str(exc)) from None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = config.load()
+        if settings.engine == "memory":
+            raise ConfigError("MINION_ENGINE", "memory", "its queue lives and dies with one minion: minion-push "
+                              "needs an engine that keeps what it queues (execo, file or a broker)")
         params = parameters(args)
         if not params:
             raise ConfigError("parameters", None, "give parameters, --file, --sweep or --sweep-json")
+        _check(params)
         engine = build_engine(settings)
         try:
             where = engine.push(params)
@@ -118,7 +135,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except MinionizeError as error:
         print(f"minion-push: {error}", file=sys.stderr)
         return exit_code_of(error)
-    print(f"queued {len(params)} parameters to {where}")
+    if isinstance(where, Pushed):
+        old = len(params) - where.new
+        already = f"; the other {old} were in it already" if old else ""
+        print(f"queued {where.new} new parameters to {where}{already}")
+    else:
+        print(f"queued {len(params)} parameters to {where}")
     return exitcodes.OK
 
 

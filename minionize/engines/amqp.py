@@ -58,7 +58,8 @@ A crashed minion
     drained() is True once the queue has no ready message and
     `<queue>.in-flight` no consumer, seen twice a second apart with nothing
     else seen in between (a dead minion's consumer may go a moment before
-    its messages are back). No minion exits while another holds a message.
+    its messages are back). No minion in batch mode (MINION_BATCH) exits
+    while another holds a message.
 
 Caveats
     RabbitMQ closes a channel that keeps a message unacked for longer than
@@ -83,7 +84,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -102,7 +102,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
-from .base import DECODERS, Engine, decode_into, parse_count
+from .base import DECODERS, Engine, decode_into, encode, parse_count
 
 log = logging.getLogger("minionize")
 
@@ -144,6 +144,7 @@ class _Delivery:
 
 class AmqpEngine(Engine):
     name = "amqp"
+    tells_drained = True  # nothing ready, no minion holding a message (drained())
 
     def __init__(
         self,
@@ -508,9 +509,8 @@ class AmqpEngine(Engine):
 
     def push(self, params: list[Any]) -> str:
         self.open()
-        content_type = "application/json" if self.decoder == "json" else "text/plain"
         for done, param in enumerate(params):
-            text = param if isinstance(param, str) and self.decoder != "json" else json.dumps(param)
+            text, content_type = encode(param, self.decoder)
             properties = pika.BasicProperties(delivery_mode=2, content_type=content_type, message_id=uuid.uuid4().hex)
             try:
                 if not self._publish(self.queue, text.encode("utf-8"), properties):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 from typing import Any, ClassVar, Optional
 
 from ..config import EnvReader
@@ -23,6 +24,13 @@ class UndecodableParam(Exception):
     """A message body that the configured decoder cannot turn into a parameter."""
 
 
+class Pushed(str):
+    """What `push` returns when some parameters were already queued: where
+    they went (the text), and how many of them were new."""
+
+    new: int
+
+
 class Engine(abc.ABC):
     """A source of messages that can be acked, nacked or set aside."""
 
@@ -36,6 +44,15 @@ class Engine(abc.ABC):
     #: finished a run then settles it and takes the next message itself, two
     #: thread switches fewer per run. False: only the worker's loop calls it.
     any_thread: bool = False
+    #: True when the input ends by itself (a sweep, a file, a list): the
+    #: minion ends once `drained()`, always. False for a broker, where more
+    #: may come at any time: its minion waits for work until it is stopped,
+    #: unless MINION_BATCH asks it to end once the queue is drained.
+    input_ends: ClassVar[bool] = False
+    #: True when `drained()` can answer True. False where the broker cannot
+    #: tell (Pub/Sub, Pulsar): MINION_BATCH then ends the minion after an
+    #: idle time instead (MINION_IDLE_TIMEOUT, default BATCH_IDLE_TIMEOUT).
+    tells_drained: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -50,7 +67,7 @@ class Engine(abc.ABC):
         """The next message, or None when none came within `timeout` seconds."""
 
     def drained(self) -> bool:
-        """True when no message will ever come again (nothing queued nor in flight)."""
+        """True when nothing is queued nor in flight anywhere (see `input_ends`, `tells_drained`)."""
         return False
 
     @abc.abstractmethod
@@ -77,7 +94,8 @@ class Engine(abc.ABC):
         """Keep the lease of messages still running fresh (see `lease_interval`)."""
 
     def push(self, params: list[Any]) -> str:
-        """Queue `params` for `minion-push`; returns where they went, for its message.
+        """Queue `params` for `minion-push`; returns where they went, for its message
+        (a Pushed when some of them were there already).
 
         Called on a fresh engine instead of `open` (and followed by `close`):
         it connects by itself, and creates what a minion will consume from
@@ -97,9 +115,27 @@ class Engine(abc.ABC):
         return self.name
 
 
+def encode(param: Any, decoder: str = "identity") -> tuple[str, str]:
+    """The body that `decode` with `decoder` turns back into `param`, and its content type.
+
+    The one wire format of `minion-push`: a string is its own text for an
+    identity minion; anything else (and every parameter for a json minion)
+    is JSON, which both decoders read back as what was pushed. Raises
+    ValueError for what JSON cannot hold (NaN, infinities).
+    """
+    if isinstance(param, str) and decoder != "json":
+        return param, "text/plain"
+    try:
+        return json.dumps(param, ensure_ascii=False, allow_nan=False), "application/json"
+    except ValueError:
+        raise ValueError("NaN and infinities are not JSON: give them as strings") from None
+
+
 def decode(body: Any, decoder: str) -> Any:
     """Turn a message body into a parameter with the `identity` or `json` decoder.
 
+    identity keeps text as text, except a body that is a whole JSON object
+    or array (what `encode` makes of a dict or a list): that dict or list.
     Raises UndecodableParam, with a one-line reason, for any body it cannot
     decode: not UTF-8, not JSON, but also JSON that json.loads parses only
     to fail (nested 100,000 deep: RecursionError; an integer of 4,300
@@ -110,16 +146,45 @@ def decode(body: Any, decoder: str) -> Any:
             body = bytes(body).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UndecodableParam(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    if decoder == "json" and isinstance(body, str):
-        try:
-            return json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise UndecodableParam(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-        except RecursionError:
-            raise UndecodableParam("JSON nested too deeply") from None
-        except ValueError as exc:  # what the JSON parser accepts but Python refuses (the integer limit)
-            raise UndecodableParam(f"not usable JSON ({safe_text(str(exc).split(';')[0], 200)})") from None
-    return body
+    if not isinstance(body, str):
+        return body
+    if decoder == "json":
+        return _json_body(body)
+    return _structured(body)
+
+
+def _json_body(body: str) -> Any:
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
+        raise UndecodableParam(f"{reason}: {_disagreement(body)}") from None
+    except RecursionError:
+        raise UndecodableParam("JSON nested too deeply") from None
+    except ValueError as exc:  # what the JSON parser accepts but Python refuses (the integer limit)
+        raise UndecodableParam(f"not usable JSON ({safe_text(str(exc).split(';')[0], 200)})") from None
+
+
+#: What Python's repr of a dict, a list or a constant starts with, and JSON never does.
+_PYTHON_REPR = re.compile(r"\s*(?:[\[{(]\s*'|True\b|False\b|None\b)")
+
+
+def _disagreement(body: str) -> str:
+    """Why a body is not JSON, said as a mismatch between the producer and this minion's decoder."""
+    what = "Python's repr (what earlier minion-push versions wrote)" if _PYTHON_REPR.match(body) else "plain text"
+    return f"the minion's decoder is json but the body looks like {what}: push JSON, or set the decoder to identity"
+
+
+def _structured(text: str) -> Any:
+    """The identity decoder: the text, or the dict or list when the text is a JSON object or array."""
+    stripped = text.strip()
+    if not (stripped[:1] == "{" and stripped[-1:] == "}" or stripped[:1] == "[" and stripped[-1:] == "]"):
+        return text
+    try:
+        value = json.loads(stripped)
+    except (ValueError, RecursionError):  # text that only looks like JSON stays text
+        return text
+    return value if isinstance(value, (dict, list)) else text
 
 
 def decode_into(message: Message, body: Any, decoder: str) -> Message:

@@ -75,7 +75,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, MinionizeError, QueueUnreachable
 from ..message import Message
 from . import sweepfiles
-from .base import Engine
+from .base import Engine, Pushed
 
 # POSIX record locks are per process: threads of one process need this too.
 _PROCESS_LOCK = threading.RLock()
@@ -99,6 +99,7 @@ def _unusable(directory: Path, exc: OSError) -> MinionizeError:
 class ExecoEngine(Engine):
     name = "execo"
     any_thread = True
+    input_ends = tells_drained = True  # the sweep is done
 
     def __init__(
         self, directory: str = "sweeps", lease_seconds: float = 60.0, clock: Callable[[], float] = time.time
@@ -416,13 +417,16 @@ class ExecoEngine(Engine):
             with self._locked():  # one push at a time: each adds to what is there
                 if (self.directory / "sweeps").is_file():
                     self._load_sweeps()
-                merged = self._sweeps | {hashable(p) for p in params}
+                given = {hashable(p) for p in params}
+                new, merged = len(given - self._sweeps), self._sweeps | given
                 data = pickle.dumps(merged, protocol=sweepfiles.PROTOCOL)
                 temporary = self.directory / f".sweeps.{self._tag}.tmp"
                 sweepfiles.replace(self.directory / "sweeps", data, temporary, sync=True)
         except OSError as exc:
             raise _unusable(self.directory, exc) from None
-        return f"execo sweep {self.directory} ({len(merged)} parameters in the sweep)"
+        pushed = Pushed(f"execo sweep {self.directory} ({len(merged)} parameters in the sweep)")
+        pushed.new = new
+        return pushed
 
     def remaining(self) -> Optional[int]:
         return len(self._remaining) + sum(map(self._open, self._in_progress))

@@ -30,7 +30,6 @@ Caveats
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import stat
@@ -40,7 +39,7 @@ from typing import IO, Any, Optional
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from .base import DECODERS, Engine, decode_into
+from .base import DECODERS, Engine, decode_into, encode
 
 _CHUNK = 1 << 16
 
@@ -48,6 +47,7 @@ _CHUNK = 1 << 16
 class FileEngine(Engine):
     name = "file"
     any_thread = True
+    input_ends = tells_drained = True  # end of file
 
     def __init__(
         self,
@@ -167,7 +167,7 @@ class FileEngine(Engine):
             raise ConfigError("FILE_PATH", None, "minion-push needs a file to append to")
         lines = []
         for param in params:
-            line = json.dumps(param) if self.decoder == "json" else str(param)
+            line = encode(param, self.decoder)[0]
             if "\n" in line or "\r" in line:
                 raise ConfigError("parameter", line, "the file engine takes one parameter per line")
             lines.append(line + "\n")

@@ -66,7 +66,8 @@ A crashed minion
 
 Caveats
     Pub/Sub has no cheap queue size and never knows that a topic is drained:
-    end minions with MINION_IDLE_TIMEOUT. A pull returns at once
+    in batch mode (MINION_BATCH) a minion ends after MINION_IDLE_TIMEOUT
+    without a parameter (default 120 s). A pull returns at once
     (return_immediately, which Google discourages) because a pull cancelled
     by a client-side timeout may have taken a message that then stays hidden
     for an ack deadline. On Google, broker forwarding to the dead-letter topic
@@ -77,7 +78,6 @@ Caveats
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -98,7 +98,7 @@ from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcT
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from .base import DECODERS, Engine, decode_into, parse_count
+from .base import DECODERS, Engine, decode_into, encode, parse_count
 
 log = logging.getLogger("minionize")
 
@@ -157,12 +157,12 @@ def _attempt_base(attributes: Any) -> int:
 
 
 def _encode(param: Any, decoder: str) -> bytes:
-    text = param if isinstance(param, str) and decoder == "identity" else json.dumps(param)
-    return text.encode("utf-8")
+    return encode(param, decoder)[0].encode("utf-8")
 
 
 class GoogleEngine(Engine):
     name = "google"
+    tells_drained = False  # Pub/Sub has no cheap queue size
 
     def __init__(
         self,

@@ -57,10 +57,12 @@ Caveats
     turn that off: a minion killed within 100 ms of an ack has that
     parameter run again elsewhere (nothing is lost; docs/reliability.md).
     The minion is never drained: Pulsar cannot tell that a topic will stay
-    empty, so use MINION_IDLE_TIMEOUT. A receiver queue of 0 would forbid
-    the receive timeout that the worker needs, so each minion holds up to
-    PULSAR_RECEIVER_QUEUE_SIZE messages on top of those it runs; a message
-    held by a minion that crashes comes back with one attempt counted.
+    empty, so in batch mode (MINION_BATCH) a minion ends after
+    MINION_IDLE_TIMEOUT without a parameter (default 120 s). A receiver
+    queue of 0 would forbid the receive timeout that the worker needs, so
+    each minion holds up to PULSAR_RECEIVER_QUEUE_SIZE messages on top of
+    those it runs; a message held by a minion that crashes comes back with
+    one attempt counted.
     Redelivery counts live in the broker's memory: a broker restart resets
     them. The client reconnects by itself; its C++ core logs through a pipe
     to `minionize.pulsar` (a Python logger can abort the process at exit).
@@ -68,7 +70,6 @@ Caveats
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -84,7 +85,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
-from .base import DECODERS, Engine, decode_into
+from .base import DECODERS, Engine, decode_into, encode
 
 log = logging.getLogger("minionize.pulsar")
 
@@ -250,6 +251,7 @@ def _unreachable(settings: PulsarSettings, exc: object) -> QueueUnreachable:
 
 class PulsarEngine(Engine):
     name = "pulsar"
+    tells_drained = False  # Pulsar cannot tell that a topic will stay empty
 
     def __init__(self, settings: PulsarSettings) -> None:
         self.settings = settings
@@ -379,8 +381,7 @@ class PulsarEngine(Engine):
             for param in params:
                 if failures:
                     break  # the broker is gone: do not wait a send timeout per message
-                body = json.dumps(param) if s.decoder == "json" else str(param)
-                producer.send_async(body.encode("utf-8"), sent)
+                producer.send_async(encode(param, s.decoder)[0].encode("utf-8"), sent)
             producer.flush()
             producer.close()
         except pulsar.InvalidTopicName:

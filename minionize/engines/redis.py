@@ -58,8 +58,8 @@ Caveats
     The queue is as durable as the server (`appendonly yes`; with
     `appendfsync always`, nothing acknowledged is lost); a failover to an
     asynchronous replica may lose the last acks (entries run again) or
-    pushes. Drained means nothing pending and the stream's last entry
-    delivered. In a Redis Cluster, give both streams one hash slot
+    pushes. Drained (what ends a minion in batch mode, MINION_BATCH) means
+    nothing pending and the stream's last entry delivered. In a Redis Cluster, give both streams one hash slot
     (`{jobs}`, `{jobs}:dead`). A minion stalled past REDIS_CLAIM_IDLE (a
     paused VM) loses its entries to another: delivery is at least once.
 """
@@ -67,7 +67,6 @@ Caveats
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import socket
@@ -83,7 +82,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
-from .base import DECODERS, Engine, decode_into
+from .base import DECODERS, Engine, decode_into, encode
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +202,7 @@ def _reconnecting(method: _Method) -> _Method:
 
 class RedisEngine(Engine):
     name = "redis"
+    tells_drained = True  # nothing pending and the last entry delivered (drained())
 
     def __init__(
         self,
@@ -499,8 +499,7 @@ class RedisEngine(Engine):
             for start in range(0, len(params), 1000):
                 with self.client.pipeline(transaction=False) as pipe:
                     for param in params[start : start + 1000]:
-                        body = json.dumps(param) if self.decoder == "json" else str(param)
-                        pipe.xadd(self.stream, {self.field: body})
+                        pipe.xadd(self.stream, {self.field: encode(param, self.decoder)[0]})
                     pipe.execute()
         except _UNAVAILABLE as exc:
             raise QueueUnreachable(f"lost redis at {self.where} while pushing: {exc}") from None
