@@ -19,11 +19,15 @@ from .errors import ConfigError
 
 CONFIG_FILE = ".minionize.yml"
 _TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n", ""}
+_FALSE = {"0", "false", "no", "off", "n"}
 _YAML_KEYS = {"command", "args", "env"}
 #: Slots of one minion: each is a thread, a child process and its pipes, so
 #: more than this is a fleet's worth of work that belongs in several minions.
 MAX_CONCURRENCY = 1024
+#: MINION_IDLE_TIMEOUT's default in batch mode on a broker that cannot tell
+#: that its queue is drained (Pub/Sub, Pulsar): twice Pub/Sub's default ack
+#: deadline, so that a crashed minion's message is back before the others end.
+BATCH_IDLE_TIMEOUT = 120.0
 #: Signals that cannot be a drain signal, and why: a handler never runs for
 #: them, or the kernel and the process's own children send them for other reasons.
 _UNFIT_SIGNALS = {
@@ -90,9 +94,9 @@ class EnvReader:
         return number
 
     def flag(self, name: str, default: bool = False) -> bool:
-        value = self.env.get(name)
-        if value is None:
-            return default
+        value = self.raw(name)
+        if value is None or not value.strip():
+            return default  # empty counts as unset, as for every setting
         lowered = value.strip().lower()
         if lowered in _TRUE:
             return True
@@ -173,6 +177,9 @@ class Settings:
     args_template: Optional[str] = None
     dry: bool = False
     idle_timeout: Optional[float] = None
+    #: Batch mode (MINION_BATCH): a minion on a broker ends once the queue is
+    #: drained, instead of waiting for work until it is stopped.
+    batch: bool = False
     #: The broken-node guard (minionize.health): this many fast failures in a
     #: row, on as many parameters, with no success, make a strike (0: never).
     strike_after: int = 10
@@ -194,6 +201,13 @@ class Settings:
     log_level: str = "INFO"
     #: minionize's credential variables that the wrapped program may see all the same (MINION_PASS_ENV).
     pass_env: tuple[str, ...] = ()
+    #: The exit code of a minion that set parameters aside and otherwise ended
+    #: normally (MINION_FAILED_EXIT_CODE; 0: exit 0 all the same), as xargs's 123.
+    failed_exit_code: int = 123
+    #: Keep each run's stdout, stderr and exit code under this directory (MINION_RESULTS).
+    results: Optional[str] = None
+    #: Prefix each line a run prints with its parameter (MINION_TAG).
+    tag: bool = False
     #: The program to minionize, from the command line or `.minionize.yml`.
     command: tuple[str, ...] = ()
     env: EnvReader = field(default_factory=lambda: EnvReader({}), compare=False, repr=False)
@@ -217,12 +231,16 @@ class Settings:
             args_template=template,
             dry=reader.flag("MINION_DRY", False) or reader.flag("DRY", False),
             idle_timeout=reader.seconds("MINION_IDLE_TIMEOUT", None),
+            batch=reader.flag("MINION_BATCH", False),
             strike_after=reader.integer("MINION_STRIKE_AFTER", 10, minimum=0),
             strike_fast=reader.seconds("MINION_STRIKE_FAST", 5.0) or 0.0,
             strike_pause=reader.seconds("MINION_STRIKE_PAUSE", 30.0) or 0.0,
             max_strikes=reader.integer("MINION_MAX_STRIKES", 3, minimum=1),
             drain_signal=reader.signal("MINION_DRAIN_SIGNAL", "SIGUSR2"),
-            drain_exit_code=_exit_code(reader),
+            drain_exit_code=_exit_code(reader, "MINION_DRAIN_EXIT_CODE", 0),
+            failed_exit_code=_exit_code(reader, "MINION_FAILED_EXIT_CODE", 123),
+            results=reader.get("MINION_RESULTS"),
+            tag=reader.flag("MINION_TAG", False),
             deadline=reader.moment("MINION_DEADLINE"),
             metrics_port=_port(reader, "MINION_METRICS_PORT"),
             metrics_address=reader.get("MINION_METRICS_ADDRESS", "0.0.0.0") or "0.0.0.0",
@@ -246,11 +264,8 @@ def _port(reader: EnvReader, name: str) -> Optional[int]:
     return port
 
 
-def _exit_code(reader: EnvReader) -> int:
-    code = reader.integer("MINION_DRAIN_EXIT_CODE", 0, minimum=0)
-    if code > 255:
-        raise ConfigError("MINION_DRAIN_EXIT_CODE", reader.raw("MINION_DRAIN_EXIT_CODE"), "expected 0 to 255")
-    return code
+def _exit_code(reader: EnvReader, name: str, default: int) -> int:
+    return reader.integer(name, default, minimum=0, maximum=255)
 
 
 def _check_template(template: str) -> None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import exitcodes
+from . import __version__, exitcodes
 from .config import load_environment
 from .errors import MinionizeError
 from .fleet import COMPLETED, MinionState, Record, ReportReader, eta, number, record_time, report_directory
@@ -354,6 +354,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--dir", help="the report directory (default: REPORTER_JSON_DIRECTORY or minion-report)")
     parser.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
                         help="seconds between two reads of the reports (default 1)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
 

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from . import exitcodes
+from . import __version__, exitcodes
 from .config import load_environment
 from .errors import MinionizeError
 from .fleet import STALE_AFTER, Record, ends, load_records, record_time, report_directory
@@ -262,6 +262,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="show the throughput of the last N minutes (default 10)")
     parser.add_argument("--plot", metavar="FILE.png", type=Path,
                         help=f"also draw throughput and run durations over time ({PLOT_EXTRA})")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 from . import exitcodes
 from .callbacks.base import Callback, RunContext, describe_param
 from .callbacks.child import KILL_AFTER
-from .config import Settings
+from .config import BATCH_IDLE_TIMEOUT, Settings
 from .engines.base import Engine
 from .excerpt import safe_text
 from .health import NodeHealth
@@ -93,6 +93,8 @@ class Worker:
         # The runs, the engine and the reporter: one thread at a time (see the module's docstring).
         self._lock = threading.Lock()
         self._looping = False
+        #: Set by a failed (or, late in a stop, skipped) engine call: `_settle` then reports "unsettled".
+        self._call_failed = False
         self.counts = {"acked": 0, "retried": 0, "failed": 0, "released": 0}
         #: The broken-node guard: after strikes of runs failing at once, take nothing for a while, then give up.
         self._health = NodeHealth.from_settings(settings)
@@ -150,6 +152,12 @@ class Worker:
             self.engine.close()
         self._report(self.reporter.close, reason)
         log.info("minion %s: %s (%s)", self.minion.id, reason, _summary(self.counts))
+        return self._exit_code(code)
+
+    def _exit_code(self, code: int) -> int:
+        """A minion that set parameters aside and otherwise ended well says so, as xargs's 123 does."""
+        if code == exitcodes.OK and self.counts.get("failed") and self.settings.failed_exit_code:
+            return self.settings.failed_exit_code
         return code
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
@@ -197,14 +205,25 @@ class Worker:
         return self.settings.deadline is not None and time.time() >= self.settings.deadline
 
     def _ended(self, idle_since: float) -> Optional[str]:
-        """Why the minion can stop now that nothing runs, or None to keep going."""
+        """Why the minion can stop now that nothing runs, or None to keep going.
+
+        The rule (README, "When a minion ends"): an input that ends by itself
+        (execo, file, memory) ends the minion once it is drained. A broker's
+        queue ends it only in batch mode (MINION_BATCH): once drained, or
+        after an idle time where the broker cannot tell (Pub/Sub, Pulsar).
+        Otherwise a minion on a broker waits for work until it is stopped,
+        or for MINION_IDLE_TIMEOUT without a parameter.
+        """
         if self._past_deadline():
             return "deadline reached"
         if self.settings.dry:
             return "dry run over"
-        if self._engine_call(self.engine.drained):
+        ends = self.engine.input_ends or self.settings.batch
+        if ends and self._engine_call(self.engine.drained):
             return "drained"
         idle = self.settings.idle_timeout
+        if idle is None and ends and not self.engine.tells_drained:
+            idle = BATCH_IDLE_TIMEOUT
         if idle is not None and time.monotonic() - idle_since >= idle:
             return f"idle for {idle:g}s"
         return None
@@ -326,22 +345,14 @@ class Worker:
         if self.settings.dry:
             verdict = "held"
             self._held.append(message)
-        elif outcome.ok:
-            verdict = "acked"
-            self._engine_call(self.engine.ack, message)
-        elif outcome.status is Status.INTERRUPTED or give_back:
-            verdict = "released"
-            self._engine_call(self.engine.release, message)
-        elif outcome.status is Status.REJECTED or message.attempt >= self.settings.max_attempts:
-            verdict = "failed"
-            # A broker refuses what UTF-8 cannot encode, and a user's callback may say anything.
-            reason = safe_text(outcome.error or "failed")
-            if outcome.status is not Status.REJECTED:
-                reason = f"{reason} (attempt {message.attempt} of {self.settings.max_attempts})"
-            self._engine_call(self.engine.fail, message, reason)
         else:
-            verdict = "retried"
-            self._engine_call(self.engine.nack, message)
+            verdict, method, args = self._decide(message, outcome, give_back)
+            self._call_failed = False
+            self._engine_call(method, message, *args)
+            if self._call_failed:
+                log.warning("%s: not %s, the engine's %s failed: left to the broker's redelivery",
+                            describe_param(message.param), verdict, method.__name__)
+                verdict = "unsettled"
         run.settled = True
         self._runs.pop(run.record.slot, None)
         self.counts[verdict] = self.counts.get(verdict, 0) + 1
@@ -349,6 +360,22 @@ class Worker:
         run.record.end, run.record.outcome, run.record.verdict = time.time(), outcome, verdict
         self._report(self.reporter.finished, run.record)
         self._report_queue()
+
+    def _decide(
+        self, message: Message, outcome: Outcome, give_back: bool
+    ) -> tuple[str, Callable[..., Any], tuple[Any, ...]]:
+        """The verdict on a run, and the engine call (with its arguments after the message) that settles it."""
+        if outcome.ok:
+            return "acked", self.engine.ack, ()
+        if outcome.status is Status.INTERRUPTED or give_back:
+            return "released", self.engine.release, ()
+        if outcome.status is Status.REJECTED or message.attempt >= self.settings.max_attempts:
+            # A broker refuses what UTF-8 cannot encode, and a user's callback may say anything.
+            reason = safe_text(outcome.error or "failed")
+            if outcome.status is not Status.REJECTED:
+                reason = f"{reason} (attempt {message.attempt} of {self.settings.max_attempts})"
+            return "failed", self.engine.fail, (reason,)
+        return "retried", self.engine.nack, ()
 
     def _observe(self, run: _Run, outcome: Outcome) -> bool:
         """Tell the broken-node guard how a run ended; True: a local failure during a strike, given back uncounted."""
@@ -407,8 +434,12 @@ class Worker:
 
     def _abandon_runs(self) -> None:
         """Give back the messages of runs that did not stop (e.g. Python functions)."""
+        if self._stop.cold:
+            reason = "killed by the second signal (cold stop), and not ended a second later"
+        else:
+            reason = "did not stop within the grace period"
         for run in list(self._runs.values()):
-            self._settle(run, Outcome.interrupted("did not stop within the grace period"))
+            self._settle(run, Outcome.interrupted(reason))
 
     # -- helpers -------------------------------------------------------------
 
@@ -449,6 +480,7 @@ class Worker:
         is left to the broker's redelivery.
         """
         if self._stop.overdue(KILL_AFTER + _STOP_MARGIN):
+            self._call_failed = True
             if not self._stop.gave_up_engine:
                 self._stop.gave_up_engine = True
                 log.warning("stop overdue: leaving what is not settled yet to the broker's redelivery")
@@ -456,6 +488,7 @@ class Worker:
         try:
             result = method(*args)
         except (OSError, ConnectionError) as exc:
+            self._call_failed = True
             self._engine_failed(method.__name__, exc)
             return None
         except Exception:
@@ -463,6 +496,7 @@ class Worker:
                 raise
             # One message the engine cannot settle (a bug, or content its client refuses):
             # the broker redelivers it; the minion goes on with the others.
+            self._call_failed = True
             log.exception("engine %s failed on one message; left to the broker's redelivery", method.__name__)
             return None
         if self._engine_failures:

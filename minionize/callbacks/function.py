@@ -44,6 +44,9 @@ class FuncCallback(Callback):
         try:
             result = self.func(message.param)
         except Exception as exc:  # the user's code: any failure is an outcome
+            # The worker's line gives the last line only: where it happened is in the traceback.
+            log.warning("%s raised on %s", getattr(self.func, "__name__", "the function"),
+                        describe_param(message.param), exc_info=True)
             # The error may quote the parameter: bounded, and UTF-8 for the brokers' dead letters.
             return Outcome.failure(_error_line(exc), stderr_tail=safe_text(traceback.format_exc()[-4096:], 4096))
         if result is False:

@@ -11,19 +11,22 @@ for a shell, as in the original minionize.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shlex
 import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Optional, Union
+from pathlib import Path
+from typing import Callable, Optional, Union
 
 from ..config import Settings
+from ..errors import ConfigError
 from ..guard import MARK, Guard
 from ..message import Message, Outcome, Param
 from .base import Callback, RunContext, param_env
 from .child import spawn, supervise, which
-from .output import OutputStream, emit
+from .output import OutputStream, emit, param_text, result_name, run_output
 from .params import ARG_MAX_BYTES, BadParam, param_args
 
 #: Larger MINION_PARAM values go to MINION_PARAM_FILE instead.
@@ -54,11 +57,21 @@ class ProcessCallback(Callback):
         self._executables: dict[str, str] = {}
         self._guard = Guard()
         self._pass_env: tuple[str, ...] = ()
+        self._tag = False
+        self._results: Optional[Path] = None
 
     def setup(self, settings: Settings) -> None:
         if self.args_template is None:
             self.args_template = settings.args_template
         self._pass_env = settings.pass_env
+        self._tag = settings.tag
+        if settings.results is not None:
+            self._results = Path(settings.results)
+            try:
+                self._results.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                accepted = f"a directory to write in ({exc.strerror})"
+                raise ConfigError("MINION_RESULTS", settings.results, accepted) from None
 
     def close(self) -> None:
         """The minion is done: what is left of the runs ends with it (see minionize.guard)."""
@@ -85,11 +98,29 @@ class ProcessCallback(Callback):
         seq, variables[MARK] = self._guard.mark()
         self._guard.started(seq)
         try:
-            return self._start(command, self._environment(variables), context, variables[MARK])
+            env = self._environment(variables)
+            return self._kept(message, lambda: self._start(command, env, context, variables[MARK]))
         finally:
             self._guard.ended(seq)
             if spilled:
                 os.unlink(spilled)
+
+    def _kept(self, message: Message, start: Callable[[], Outcome]) -> Outcome:
+        """The run, its lines tagged (MINION_TAG) and its output, exit code and parameter kept
+        in MINION_RESULTS/<parameter>/ when asked; a later attempt replaces them."""
+        if not self._tag and self._results is None:
+            return start()
+        tag = param_text(message.param) if self._tag else None
+        directory = self._results / result_name(message.param) if self._results is not None else None
+        with run_output(tag, directory):
+            outcome = start()
+        if directory is not None:
+            ended = "" if outcome.exit_code is None else str(outcome.exit_code)
+            if outcome.signal is not None:
+                ended = f"signal {outcome.signal}"
+            (directory / "exit_code").write_text(ended + (" timeout" if outcome.timed_out else "") + "\n")
+            (directory / "param").write_text(json.dumps(message.param, default=str) + "\n")
+        return outcome
 
     def _environment(self, variables: dict[str, str]) -> dict[bytes, bytes]:
         """The run's environment: the minion's own but its credentials, read and encoded once,

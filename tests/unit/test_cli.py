@@ -72,7 +72,7 @@ def test_retries_then_set_aside_with_its_exit_code(tmp_path: Path) -> None:
         cwd=tmp_path, MINION_MAX_ATTEMPTS="3", MINION_ARGS="{param} {param}",
     )
     # record.py's third argument is its exit code: the parameter itself here.
-    assert result.returncode == 0
+    assert result.returncode == 123  # a parameter was set aside, as xargs says it
     assert len(list(runs.glob("3.*.start"))) == 3
     assert len(list(runs.glob("0.*.start"))) == 1
     assert "failed, attempt 3: exit code 3" in result.stderr
@@ -91,7 +91,7 @@ def test_timeout_kills_the_grandchild(tmp_path: Path) -> None:
         sys.executable, str(PROGRAMS / "grandchild.py"), str(pidfile), cwd=tmp_path,
         MINION_ENGINE="file", FILE_PATH="in.txt", MINION_TIMEOUT="1", MINION_MAX_ATTEMPTS="1",
     )
-    assert result.returncode == 0
+    assert result.returncode == 123
     assert time.monotonic() - started < 15
     assert "timed out after 1s" in result.stderr
     grandchild = int(pidfile.read_text())
@@ -277,7 +277,7 @@ def test_json_reports_of_two_minions_read_by_minion_status(tmp_path: Path) -> No
     minions = [spawn(tmp_path, *program, OAR_JOB_ID=f"job-{i}", **env) for i in range(2)]
     for m in minions:
         m.communicate(timeout=60)
-        assert m.returncode == 0
+    assert sorted(m.returncode for m in minions) == [0, 123]  # the one that set "bad" aside says so
     assert len(list(report.glob("*.jsonl"))) == 2
     status = subprocess.run(
         [sys.executable, "-m", "minionize.status", "--json"], cwd=tmp_path,
@@ -365,3 +365,131 @@ def test_start_up_leaves_rarely_needed_modules_unimported() -> None:
     result = subprocess.run([sys.executable, "-c", code], env=minion_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# -- section 6 of issue 11: what xargs and GNU parallel users reach for ----------
+
+
+def test_piped_parameters_are_read_from_stdin_like_xargs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        minionize_cmd("echo", "n"), cwd=tmp_path, env=minion_env(), input="1\n2\n3\n",
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["n 1", "n 2", "n 3"]
+    assert "stdin is a pipe: taking parameters from stdin" in result.stderr
+    for setting in ("engine", "sweep", "devnull"):
+        _execo_is_still_meant(tmp_path / setting, setting)
+
+
+def _execo_is_still_meant(cwd: Path, setting: str) -> None:
+    """A chosen engine, an existing sweep directory, or the /dev/null of a batch job or a container keep execo."""
+    cwd.mkdir()
+    env = {"MINION_ENGINE": "execo"} if setting == "engine" else {}
+    if setting == "sweep":
+        (cwd / "sweeps").mkdir()
+    stdin = subprocess.DEVNULL if setting == "devnull" else None
+    result = subprocess.run(
+        minionize_cmd("echo"), cwd=cwd, env=minion_env(**env), stdin=stdin,
+        input=None if stdin is not None else "x\n", capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "no sweep there" in result.stderr, (setting, result.stderr)
+    assert result.stdout == ""
+
+
+def test_a_file_on_stdin_is_read_too(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("a\n")
+    with open(tmp_path / "in.txt") as stdin:
+        result = subprocess.run(minionize_cmd("echo"), cwd=tmp_path, env=minion_env(), stdin=stdin,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "a\n", result.stderr
+    assert "stdin is a file" in result.stderr
+
+
+def test_flags_set_the_settings_and_stop_at_the_first_word(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("p\n")
+    result = run_minion(
+        "-j", "2", "--timeout=30", "--engine", "file", sys.executable, str(PROGRAMS / "argv.py"), "--timeout", "3",
+        cwd=tmp_path, MINION_ENGINE="execo", FILE_PATH="in.txt",  # the flag wins over the variable
+    )
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["argv"] == ["--timeout", "3", "p"]
+
+
+def test_double_dash_ends_the_flags(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("p\n")
+    weird = tmp_path / "--weird"
+    weird.write_text("#!/bin/sh\n")
+    weird.chmod(0o755)
+    path = f"{tmp_path}:{os.environ['PATH']}"
+    result = run_minion("--dry-run", "--", "--weird", cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt", PATH=path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "DRY: --weird p\n"
+
+
+def test_retries_flag_counts_retries_after_the_first_attempt(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("p\n")
+    once = run_minion("--retries", "0", "false", cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt")
+    assert once.returncode == 123 and "failed, attempt 1" in once.stderr, once.stderr
+    twice = run_minion("--retries", "1", "false", cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt")
+    assert "retried, attempt 1" in twice.stderr and "failed, attempt 2" in twice.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-j", "zero", "echo"], "minionize: -j='zero': expected a whole number from 1 to 1024"),
+        (["--concurency", "2", "echo"], "minionize: flag='--concurency': did you mean '--concurrency'?"),
+        (["--timeout"], "minionize: --timeout=(unset): expected a value after it"),
+        (["--retries", "-1", "echo"], "minionize: --retries='-1': expected a whole number >= 0"),
+        (["--engine", "fiel", "echo"], "minionize: --engine='fiel': did you mean 'file'?"),
+    ],
+)
+def test_a_bad_flag_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_minion(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+
+
+def test_failed_exit_code_can_be_turned_off_or_chosen(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("p\n")
+    env = {"MINION_ENGINE": "file", "FILE_PATH": "in.txt", "MINION_MAX_ATTEMPTS": "1"}
+    assert run_minion("false", cwd=tmp_path, MINION_FAILED_EXIT_CODE="0", **env).returncode == 0
+    assert run_minion("false", cwd=tmp_path, MINION_FAILED_EXIT_CODE="7", **env).returncode == 7
+    assert run_minion("true", cwd=tmp_path, **env).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["minionize", "minionize.push", "minionize.status", "minionize.mtop"])
+def test_every_command_has_version(command: str) -> None:
+    from minionize import __version__
+
+    result = subprocess.run([sys.executable, "-m", command, "--version"], capture_output=True, text=True,
+                            timeout=60, env=minion_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == __version__
+
+
+def test_help_lists_every_variable_of_the_runtime() -> None:
+    import re
+
+    source = (ROOT / "minionize" / "config.py").read_text()
+    variables = set(re.findall(r'"(MINION_[A-Z_]+)"', source)) | {"MINION_LEASE_SECONDS", "REPORTER_JSON_DIRECTORY"}
+    shown = run_minion("--help", cwd=ROOT).stdout
+    assert sorted(v for v in variables if v not in shown) == []
+
+
+@pytest.mark.parametrize("where", ["environment", ".env", ".minionize.yml"])
+def test_a_misspelled_variable_gets_a_warning_with_the_close_match(tmp_path: Path, where: str) -> None:
+    (tmp_path / "in.txt").write_text("p\n")
+    env = {"MINION_ENGINE": "file", "FILE_PATH": "in.txt"}
+    if where == "environment":
+        env["MINION_CONCURENCY"] = "2"
+    elif where == ".env":
+        (tmp_path / ".env").write_text("MINION_CONCURENCY=2\n")
+    else:
+        (tmp_path / ".minionize.yml").write_text("env:\n  MINION_CONCURENCY: 2\n")
+    result = run_minion("true", cwd=tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    assert "MINION_CONCURENCY is not a minionize variable (ignored): did you mean MINION_CONCURRENCY?" in result.stderr
+    assert "MINION_ENGINE is not" not in result.stderr and "FILE_PATH is not" not in result.stderr

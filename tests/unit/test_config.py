@@ -153,3 +153,19 @@ def test_docker_callback_without_the_sdk_names_the_extra() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert "pip install 'minionize[docker]'" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_flag_counts_as_unset(value: str) -> None:
+    reader = config.EnvReader({"REDIS_DELETE_ACKED": value, "MINION_DRY": value})
+    assert reader.flag("REDIS_DELETE_ACKED", True) is True
+    assert reader.flag("MINION_DRY", False) is False
+    assert config.Settings.from_env({"MINION_TAG": value}).tag is False
+
+
+def test_failed_exit_code_setting() -> None:
+    assert config.Settings.from_env({}).failed_exit_code == 123
+    assert config.Settings.from_env({"MINION_FAILED_EXIT_CODE": "0"}).failed_exit_code == 0
+    for value in ("256", "-1", "x"):
+        with pytest.raises(ConfigError, match="^MINION_FAILED_EXIT_CODE=.*expected a whole number from 0 to 255"):
+            config.Settings.from_env({"MINION_FAILED_EXIT_CODE": value})
