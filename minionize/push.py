@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep", action="append", metavar="NAME=V1,V2", help="an axis of a sweep (repeatable)")
     parser.add_argument("--sweep-json", metavar="JSON", help='a whole sweep: {"name": [values...], ...}')
     parser.add_argument("--raw", action="store_true", help="values are strings, never parsed as JSON")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="queue the failed (dead-lettered) parameters again, out of the dead-letter place")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -113,6 +115,16 @@ def _check(params: list[Any]) -> None:
             raise ConfigError("parameter", param, str(exc)) from None
 
 
+def _retry_failed(settings: config.Settings) -> int:
+    engine = build_engine(settings)
+    try:
+        count = engine.retry_failed()
+    finally:
+        engine.close()
+    print(f"queued {count} failed parameters again to {engine.describe()}")
+    return exitcodes.OK
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -120,9 +132,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if settings.engine == "memory":
             raise ConfigError("MINION_ENGINE", "memory", "its queue lives and dies with one minion: minion-push "
                               "needs an engine that keeps what it queues (execo, file or a broker)")
+        if args.retry_failed:
+            return _retry_failed(settings)
         params = parameters(args)
         if not params:
-            raise ConfigError("parameters", None, "give parameters, --file, --sweep or --sweep-json")
+            raise ConfigError("parameters", None, "give parameters, --file, --sweep, --sweep-json or --retry-failed")
         _check(params)
         engine = build_engine(settings)
         try:

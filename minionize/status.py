@@ -262,8 +262,33 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="show the throughput of the last N minutes (default 10)")
     parser.add_argument("--plot", metavar="FILE.png", type=Path,
                         help=f"also draw throughput and run durations over time ({PLOT_EXTRA})")
+    parser.add_argument("--failed", action="store_true", help="list the failed (dead-lettered) parameters "
+                        "and why, from the queue of the engine that MINION_ENGINE chooses")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
+
+
+def _failed(as_json: bool) -> int:
+    """`--failed`: what the engine's dead-letter place holds, one line each (parameter, tab, reason)."""
+    from . import config
+    from .minion import build_engine, exit_code_of
+
+    try:
+        engine = build_engine(config.load())
+        try:
+            letters = engine.dead_letters()
+        finally:
+            engine.close()
+    except NotImplementedError as exc:
+        return _fail(str(exc))
+    except MinionizeError as exc:
+        print(f"minion-status: {exc}", file=sys.stderr)
+        return exit_code_of(exc)
+    if as_json:
+        _emit(json.dumps([{"param": letter.param, "reason": letter.reason} for letter in letters]))
+    else:
+        _emit("\n".join(f"{letter.param}\t{letter.reason}" for letter in letters) or "no failed parameters")
+    return exitcodes.OK
 
 
 def _emit(text: str) -> None:
@@ -287,6 +312,8 @@ def _directory(args: argparse.Namespace) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The `minion-status` console script."""
     args = parse_args(argv)
+    if args.failed:
+        return _failed(args.json)
     try:
         directory = _directory(args)
     except MinionizeError as exc:

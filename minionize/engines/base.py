@@ -7,6 +7,7 @@ use a client library that is not thread-safe.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import json
 import re
 from typing import Any, ClassVar, Optional
@@ -22,6 +23,14 @@ COUNT_MAX = 1_000_000
 
 class UndecodableParam(Exception):
     """A message body that the configured decoder cannot turn into a parameter."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A parameter set aside for good: its body as text, and why (empty when the engine keeps no reason)."""
+
+    param: str
+    reason: str
 
 
 class Pushed(str):
@@ -102,6 +111,15 @@ class Engine(abc.ABC):
         (a subscription, a consumer group) so that nothing pushed is lost.
         """
         raise NotImplementedError(f"the {self.name} engine cannot be filled by minion-push")
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The parameters set aside, oldest first (`minion-status --failed`); connects by itself, as `push`."""
+        raise NotImplementedError(f"the {self.name} engine cannot list its failed parameters")
+
+    def retry_failed(self) -> int:
+        """Queue the set-aside parameters again and take them out of the dead-letter place
+        (`minion-push --retry-failed`); how many. A crash midway may queue one twice, never lose it."""
+        raise NotImplementedError(f"the {self.name} engine cannot queue its failed parameters again")
 
     def remaining(self) -> Optional[int]:
         """How many parameters are still to do, when the engine can know it."""

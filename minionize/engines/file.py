@@ -39,7 +39,7 @@ from typing import IO, Any, Optional
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from .base import DECODERS, Engine, decode_into, encode
+from .base import DECODERS, DeadLetter, Engine, decode_into, encode
 
 _CHUNK = 1 << 16
 
@@ -174,6 +174,31 @@ class FileEngine(Engine):
         with open(self.path, "a", encoding="utf-8") as out:
             out.writelines(lines)
         return f"file {self.path}"
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return [DeadLetter(line, "") for line in self._dead_lines()[1]]
+
+    def retry_failed(self) -> int:
+        dead, lines = self._dead_lines()
+        if lines:
+            if self.path is None:
+                raise ConfigError("FILE_PATH", None, "--retry-failed needs a file to append to")
+            with open(self.path, "a", encoding="utf-8", errors="surrogateescape") as out:
+                out.writelines(line + "\n" for line in lines)
+            os.truncate(dead, 0)  # after the append: a crash between repeats a line, never loses one
+        return len(lines)
+
+    def _dead_lines(self) -> tuple[str, list[str]]:
+        """FILE_DEAD_LETTER and its lines."""
+        if not self.dead_letter:
+            raise ConfigError("FILE_DEAD_LETTER", None, "the file engine keeps failed parameters only there: set it")
+        try:
+            with open(self.dead_letter, encoding="utf-8", errors="surrogateescape") as handle:
+                return self.dead_letter, [line.rstrip("\n") for line in handle if line.strip()]
+        except FileNotFoundError:
+            return self.dead_letter, []
+        except OSError as exc:
+            raise ConfigError("FILE_DEAD_LETTER", self.dead_letter, f"cannot read it ({exc.strerror})") from None
 
     def close(self) -> None:
         if self._file is not None:

@@ -82,7 +82,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
-from .base import DECODERS, Engine, decode_into, encode
+from .base import DECODERS, DeadLetter, Engine, decode_into, encode
 
 log = logging.getLogger(__name__)
 
@@ -504,6 +504,30 @@ class RedisEngine(Engine):
         except _UNAVAILABLE as exc:
             raise QueueUnreachable(f"lost redis at {self.where} while pushing: {exc}") from None
         return f"redis stream {self.stream} (group {self.group}) at {self.where}"
+
+    def dead_letters(self) -> list[DeadLetter]:
+        field = self.field.encode()
+        return [DeadLetter(_text(f.get(field, b"")), _text(f.get(b"reason", b""))) for _, f in self._dead_entries()]
+
+    def retry_failed(self) -> int:
+        entries = self._dead_entries()
+        try:
+            for entry_id, fields in entries:
+                with self.client.pipeline(transaction=True) as pipe:  # moved, never copied twice nor lost
+                    pipe.xadd(self.stream, {self.field: fields.get(self.field.encode(), b"")})
+                    pipe.xdel(self.dead_letter, entry_id)
+                    pipe.execute()
+        except _UNAVAILABLE as exc:
+            raise QueueUnreachable(f"lost redis at {self.where} while queueing failed entries again: {exc}") from None
+        return len(entries)
+
+    def _dead_entries(self) -> list[tuple[Any, dict[bytes, Any]]]:
+        self.open()
+        try:
+            entries: Any = self.client.xrange(self.dead_letter)
+        except _UNAVAILABLE as exc:
+            raise QueueUnreachable(f"lost redis at {self.where} while reading {self.dead_letter}: {exc}") from None
+        return list(entries or [])
 
     def close(self) -> None:
         if self._client is None:
