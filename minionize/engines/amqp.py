@@ -102,7 +102,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
-from .base import DECODERS, Engine, decode_into, encode, parse_count
+from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
 
 log = logging.getLogger("minionize")
 
@@ -115,6 +115,15 @@ _POLL_MIN, _POLL_MAX = 0.05, 1.0
 _DRAIN_SETTLE = 1.0
 #: AMQPConnectorException: a handshake that timed out (a port that accepts and never answers).
 _NETWORK_ERRORS = (pika.exceptions.AMQPError, OSError, AMQPConnectorException)
+
+
+def _reason(properties: Any) -> str:
+    """Why a message is in the dead-letter queue: minionize's header, or the broker's x-death."""
+    headers = properties.headers or {}
+    reason = headers.get("x-minion-reason")
+    if reason is None and headers.get("x-death"):
+        reason = f"dropped by RabbitMQ ({raw_text(headers['x-death'][0].get('reason', ''))})"
+    return raw_text(reason) if isinstance(reason, (bytes, str)) else ""
 
 
 def _why(exc: BaseException) -> str:
@@ -521,6 +530,42 @@ class AmqpEngine(Engine):
                     f"({done} queued before it): {_why(exc)}"
                 ) from None
         return self.describe()
+
+    # -- the dead-letter queue -------------------------------------------------
+
+    def dead_letters(self) -> list[DeadLetter]:
+        # Left unacked: closing the channel puts them back in the dead-letter queue.
+        return [DeadLetter(raw_text(body), _reason(properties)) for _, properties, body in self._dead_messages()]
+
+    def retry_failed(self) -> int:
+        count = 0
+        for method, properties, body in self._dead_messages():
+            again = pika.BasicProperties(delivery_mode=2, content_type=properties.content_type,
+                                         message_id=uuid.uuid4().hex)
+            try:
+                with self._bounded(self._connection):
+                    if not self._publish(self.queue, body, again):
+                        raise pika.exceptions.NackError([])
+                    self._channel.basic_ack(method.delivery_tag)  # after the confirm: never lost
+            except _NETWORK_ERRORS as exc:
+                raise QueueUnreachable(f"RabbitMQ at {self.masked_url} did not take a failed parameter back "
+                                       f"({count} queued again before it): {_why(exc)}") from None
+            count += 1
+        return count
+
+    def _dead_messages(self) -> Iterator[tuple[Any, Any, bytes]]:
+        """Every message of the dead-letter queue, got (unacked) one at a time."""
+        self.open()
+        while True:
+            try:
+                with self._bounded(self._connection):
+                    method, properties, body = self._channel.basic_get(self.dead_letter_queue, auto_ack=False)
+            except _NETWORK_ERRORS as exc:
+                where = f"{self.dead_letter_queue} at {self.masked_url}"
+                raise QueueUnreachable(f"cannot read {where}: {_why(exc)}") from None
+            if method is None:
+                return
+            yield method, properties, body
 
     def close(self) -> None:
         with suppress(*_NETWORK_ERRORS), self._bounded(self._connection):
