@@ -85,7 +85,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
-from .base import DECODERS, Engine, decode_into, encode
+from .base import DECODERS, DeadLetter, Engine, decode_into, encode, raw_text
 
 log = logging.getLogger("minionize.pulsar")
 
@@ -392,6 +392,39 @@ class PulsarEngine(Engine):
             raise _unreachable(s, f"{len(failures)} of {len(params)} parameters not published ({failures[0]})")
         _CONNECTING.clear()
         return f"pulsar topic {s.topic} (subscription {s.subscription})"
+
+    def dead_letters(self) -> list[DeadLetter]:
+        # Left unacknowledged: the broker gives them to the subscription again once this consumer closes.
+        return self._dead_letter_round(move_to=None)
+
+    def retry_failed(self) -> int:
+        return len(self._dead_letter_round(move_to=self.settings.topic))
+
+    def _dead_letter_round(self, move_to: Optional[str]) -> list[DeadLetter]:
+        """Receive the whole dead-letter topic; with `move_to`, publish each message there, then acknowledge it."""
+        s = self.settings
+        letters: list[DeadLetter] = []
+        try:
+            client = self._connect()
+            consumer = s.subscribe(client, s.dead_letter_topic)
+            producer = s.producer(client, move_to) if move_to else None
+            try:
+                while True:
+                    try:
+                        received = consumer.receive(timeout_millis=2000)
+                    except pulsar.Timeout:
+                        return letters
+                    reason = received.properties().get("minion_reason", "")
+                    letters.append(DeadLetter(raw_text(received.data()), reason))
+                    if producer is not None:
+                        producer.send(received.data())  # waits for the broker: acknowledged only once it is back
+                        consumer.acknowledge(received)
+            finally:
+                consumer.close()
+                if producer is not None:
+                    producer.close()
+        except pulsar.PulsarException as exc:
+            raise _unreachable(s, exc) from None
 
     def close(self) -> None:
         for resource in (self._consumer, self._dead_letters, self._client):
