@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from . import exitcodes
 from .errors import ConfigError
 
 CONFIG_FILE = ".minionize.yml"
@@ -203,7 +204,7 @@ class Settings:
     pass_env: tuple[str, ...] = ()
     #: The exit code of a minion that set parameters aside and otherwise ended
     #: normally (MINION_FAILED_EXIT_CODE; 0: exit 0 all the same), as xargs's 123.
-    failed_exit_code: int = 123
+    failed_exit_code: int = exitcodes.SET_ASIDE
     #: Keep each run's stdout, stderr and exit code under this directory (MINION_RESULTS).
     results: Optional[str] = None
     #: Prefix each line a run prints with its parameter (MINION_TAG).
@@ -238,7 +239,7 @@ class Settings:
             max_strikes=reader.integer("MINION_MAX_STRIKES", 3, minimum=1),
             drain_signal=reader.signal("MINION_DRAIN_SIGNAL", "SIGUSR2"),
             drain_exit_code=_exit_code(reader, "MINION_DRAIN_EXIT_CODE", 0),
-            failed_exit_code=_exit_code(reader, "MINION_FAILED_EXIT_CODE", 123),
+            failed_exit_code=_exit_code(reader, "MINION_FAILED_EXIT_CODE", exitcodes.SET_ASIDE),
             results=reader.get("MINION_RESULTS"),
             tag=reader.flag("MINION_TAG", False),
             deadline=reader.moment("MINION_DEADLINE"),

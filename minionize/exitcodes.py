@@ -11,5 +11,8 @@ UNREACHABLE = 3
 #: A broken node: its runs kept failing at once, MINION_MAX_STRIKES strikes
 #: in a row (minionize.health). Started again on the same node, it would do the same.
 BROKEN_NODE = 4
+#: The minion set parameters aside and otherwise ended well (as xargs says 123);
+#: MINION_FAILED_EXIT_CODE changes it, 0 turns it off.
+SET_ASIDE = 123
 #: A second SIGTERM/SIGINT stopped the minion at once (128 + SIGINT, as shells do).
 COLD_STOP = 130

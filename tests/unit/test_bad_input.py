@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from minionize import ProcessCallback, minionizer
+from minionize import ProcessCallback, exitcodes, minionizer
 from minionize.engines.memory import MemoryEngine
 from tests.conftest import ROOT, run_minion
 
@@ -22,7 +22,7 @@ def memory(*params: object, **env: str) -> tuple[int, list[dict], str]:
 def test_invalid_json_is_set_aside_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"broken": \n"fine"\n')
     result = run_minion(*ARGV, cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.jsonl", FILE_DECODER="json")
-    assert result.returncode == 0
+    assert result.returncode == exitcodes.SET_ASIDE  # set aside, nothing else wrong
     assert [json.loads(line)["argv"] for line in result.stdout.splitlines()] == [["fine"]]
     assert "failed, attempt 1: not valid JSON" in result.stderr
 
@@ -30,7 +30,7 @@ def test_invalid_json_is_set_aside_with_the_reason(tmp_path: Path) -> None:
 def test_bytes_that_are_not_utf8_are_set_aside(tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_bytes(b"caf\xe9\nfine\n")
     result = run_minion(*ARGV, cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt")
-    assert result.returncode == 0
+    assert result.returncode == exitcodes.SET_ASIDE  # set aside, nothing else wrong
     assert [json.loads(line)["argv"] for line in result.stdout.splitlines()] == [["fine"]]
     assert "not UTF-8 text" in result.stderr
 
@@ -39,7 +39,7 @@ def test_a_one_megabyte_argument_is_set_aside_not_retried(tmp_path: Path) -> Non
     big = "x" * (1 << 20)
     (tmp_path / "in.txt").write_text(big + "\nfine\n")
     result = run_minion(*ARGV, cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt", MINION_MAX_ATTEMPTS="3")
-    assert result.returncode == 0
+    assert result.returncode == exitcodes.SET_ASIDE  # set aside, nothing else wrong
     assert [json.loads(line)["argv"] for line in result.stdout.splitlines()] == [["fine"]]
     assert result.stderr.count("does not fit in a command line") == 1  # rejected once, not retried
 
@@ -72,7 +72,7 @@ def test_an_empty_parameter_runs_the_program_alone() -> None:
 
 def test_a_dict_where_a_string_is_expected() -> None:
     code, runs, err = memory({"name": "n"}, "plain", MINION_ARGS="--name {name}")
-    assert code == 0
+    assert code == exitcodes.SET_ASIDE
     assert [r["argv"] for r in runs] == [["--name", "n"]]
     assert "MINION_ARGS uses {name}, missing from the parameter" in err
     code, runs, _ = memory({"a": [1, 2]})
@@ -92,7 +92,7 @@ def test_poison_lines_are_set_aside_once_and_the_minion_goes_on(tmp_path: Path) 
         *ARGV, cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.jsonl", FILE_DECODER="json",
         FILE_DEAD_LETTER="dead.jsonl", MINION_MAX_ATTEMPTS="3",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == exitcodes.SET_ASIDE  # set aside, nothing else wrong, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert [json.loads(line)["argv"] for line in result.stdout.splitlines()] == [["fine"]]
     failed = [line for line in result.stderr.splitlines() if ": failed, attempt 1: " in line]
@@ -105,6 +105,6 @@ def test_a_one_megabyte_word_is_refused_without_splitting_it_for_seconds(tmp_pat
     (tmp_path / "in.txt").write_text("'" + "x" * (1 << 20) + "'\nfine\n")
     started = time.monotonic()
     result = run_minion(*ARGV, cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt")
-    assert result.returncode == 0
+    assert result.returncode == exitcodes.SET_ASIDE  # set aside, nothing else wrong
     assert result.stderr.count("does not fit in a command line") == 1
     assert time.monotonic() - started < 10  # shlex alone took 30 s of CPU

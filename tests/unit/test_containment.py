@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from minionize import exitcodes
 from minionize.callbacks.child import KILL_AFTER
 from tests.conftest import minion_env, minionize_cmd, require, run_minion
 from tests.faults.harness import alive, wait_for
@@ -56,7 +57,7 @@ def test_the_timeout_ends_every_process_of_the_run(tmp_path: Path, how: str) -> 
     started = time.monotonic()
     result = run_minion(*program(tmp_path / "pids"), cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt",
                         MINION_TIMEOUT="1", MINION_MAX_ATTEMPTS="1")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == exitcodes.SET_ASIDE, result.stderr  # MINION_MAX_ATTEMPTS=1: set aside
     assert "timed out after 1s" in result.stderr
     assert time.monotonic() - started < 1 + KILL_AFTER + 5
     found = pids(tmp_path / "pids", 1 + how.count("setsid") + how.count("daemon"), timeout=1)
@@ -69,7 +70,7 @@ def test_a_run_deaf_to_sigterm_is_killed_at_its_timeout(tmp_path: Path) -> None:
     result = run_minion(*program(tmp_path / "pids"), cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt",
                         MINION_TIMEOUT="1", MINION_MAX_ATTEMPTS="1")
     took = time.monotonic() - started
-    assert result.returncode == 0 and "timed out after 1s" in result.stderr, result.stderr
+    assert result.returncode == exitcodes.SET_ASIDE and "timed out after 1s" in result.stderr, result.stderr
     assert 1 + KILL_AFTER - 0.5 <= took < 1 + KILL_AFTER + 5, f"took {took:.1f}s"
     none_left(pids(tmp_path / "pids", 3, timeout=1), 1.0)
 

@@ -250,7 +250,7 @@ def test_a_broken_minion_on_a_sticky_queue_spends_one_attempt_per_parameter_at_m
 def test_a_healthy_minion_on_a_sticky_queue_still_sets_a_bad_parameter_aside() -> None:
     engine = Sticky(["bad0", *(f"good{i}" for i in range(10))])
     reporter = Recorder()
-    assert Worker(engine, Sweep(127), strict(), reporter).run() == exitcodes.OK
+    assert Worker(engine, Sweep(127), strict(), reporter).run() == exitcodes.SET_ASIDE
     assert [(m.param, m.attempt) for m, _ in engine.failed] == [("bad0", 3)]
     assert len(engine.acked) == 10 and reporter.strikes == []
     # Retried after a good parameter each time, not three times in a row.
@@ -274,7 +274,7 @@ def test_a_sweep_with_a_few_bad_parameters_never_strikes(code: int, bad: int, qu
     engine = queue(params)
     reporter = Recorder()
     settings = Settings(engine="memory", strike_pause=0.1)
-    assert Worker(engine, Sweep(code), settings, reporter).run() == exitcodes.OK
+    assert Worker(engine, Sweep(code), settings, reporter).run() == exitcodes.SET_ASIDE
     assert reporter.strikes == []
     assert len(engine.failed) == bad and len(engine.acked) == 200 - bad
     assert "released" not in {v for _, _, v in reporter.verdicts}
@@ -284,7 +284,7 @@ def test_a_block_of_bad_parameters_pauses_but_a_success_ends_the_strike() -> Non
     engine = MemoryEngine([*(f"bad{i}" for i in range(3)), *(f"good{i}" for i in range(5))])
     reporter = Recorder()
     code = Worker(engine, Sweep(1), strict(max_attempts=1), reporter).run()
-    assert code == exitcodes.OK
+    assert code == exitcodes.SET_ASIDE
     assert [s.number for s in reporter.strikes] == [1, 0]
     # exit 1 does not look local: the bad parameters are set aside as usual, nothing is released.
     assert len(engine.failed) == 3 and len(engine.acked) == 5

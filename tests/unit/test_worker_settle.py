@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minionize import FuncCallback, Outcome, ProcessCallback
+from minionize import FuncCallback, Outcome, ProcessCallback, exitcodes
 from minionize.callbacks.base import Callback, RunContext
 from minionize.config import Settings
 from minionize.engines.memory import MemoryEngine
@@ -31,7 +31,7 @@ class Says(Callback):
 def test_a_reason_with_a_lone_surrogate_still_reaches_the_dead_letter() -> None:
     engine = StrictBroker(["x"])
     code = Worker(engine, Says("bad \udc80 bytes"), Settings(engine="memory", max_attempts=1)).run()
-    assert code == 0
+    assert code == exitcodes.SET_ASIDE
     [(message, reason)] = engine.failed
     assert reason.startswith("bad \\udc80 bytes")
 
