@@ -16,9 +16,12 @@ MINIONIZE = [PYTHON, "-m", "minionize"]
 
 
 def env(**extra: str) -> dict[str, str]:
-    """A clean environment for a minion: no MINION_* from the caller's shell."""
+    """A clean environment for a minion: no MINION_* from the caller's shell.
+
+    In batch mode: a benchmark's minions end once their queue is drained.
+    """
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MINION_", "EXECO_", "FILE_", "REDIS_", "AMQP_"))}
-    base.update(MINION_LOG_LEVEL="WARNING", **extra)
+    base.update(MINION_LOG_LEVEL="WARNING", MINION_BATCH="1", **extra)
     return base
 
 

@@ -50,7 +50,6 @@ is read without overriding them, then the env: of .minionize.yml):
   MINION_IDLE_TIMEOUT  exit 0 after that long without a parameter
   MINION_BATCH         1: a minion on a broker exits once the queue is drained
                        (default: it waits for work until it is stopped)
-  MINION_BATCH         1: exit 0 once a broker's queue is drained (default: wait)
   MINION_DEADLINE      seconds from start, or an ISO 8601 time, after which
                        nothing new is taken (default: none)
   MINION_DRAIN_SIGNAL  a warm stop that exits MINION_DRAIN_EXIT_CODE

@@ -39,13 +39,20 @@ def require(condition: bool, reason: str) -> None:
 
 
 def minion_env(**overrides: str) -> dict[str, str]:
-    """The environment of a minion started by a test: clean, plus `overrides`."""
+    """The environment of a minion started by a test: clean, plus `overrides`.
+
+    In batch mode (MINION_BATCH=1) unless `overrides` say otherwise: a test
+    runs a minion to its end, and on a broker only batch mode ends it when
+    the queue is drained (tests/integration/test_service_mode.py tests the
+    service mode).
+    """
     env = {
         k: v
         for k, v in os.environ.items()
         if not (k.startswith(_PREFIXES) or k in _NAMES)
     }
     env["PYTHONUNBUFFERED"] = "1"
+    env["MINION_BATCH"] = "1"
     env.update(overrides)
     return env
 

@@ -34,6 +34,7 @@ from .base import Engine
 class MemoryEngine(Engine):
     name = "memory"
     any_thread = True
+    input_ends = tells_drained = True  # the list is done
 
     def __init__(self, params: Iterable[Any] = ()) -> None:
         self._queue: deque[Message] = deque()

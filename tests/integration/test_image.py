@@ -253,8 +253,8 @@ def test_pushed_parameters_are_run_in_the_container_and_acked(
     tc: Images, stream: str, image: str, command: tuple[str, ...], expected: dict[str, str]
 ) -> None:
     _push(stream, *expected)
-    # The redis engine exits 0 once drained; the idle timeout is a safety net.
-    env = _redis_env(stream, MINION_IDLE_TIMEOUT="20")
+    # In batch mode the redis engine exits 0 once drained; the idle timeout is a safety net.
+    env = _redis_env(stream, MINION_BATCH="1", MINION_IDLE_TIMEOUT="20")
     exit_code, output = _run_to_exit(tc.container(getattr(tc, image), *command, **env))
     assert exit_code == 0, output
     for line in expected.values():

@@ -291,3 +291,110 @@ def test_a_stop_reaches_runs_handed_over_by_their_slot_thread() -> None:
     done = len(engine.acked)
     assert 0 < done < 1000
     assert len(engine._queue) + done == 1000  # the rest is still queued, none in flight
+
+
+# -- when a minion ends: the rule of README's "When a minion ends" --------------
+
+
+class Broker(MemoryEngine):
+    """A broker's queue: more may come at any time, and drained() can tell (Redis, RabbitMQ)."""
+
+    input_ends = False
+
+
+class BlindBroker(Broker):
+    """A broker that cannot tell that its queue is drained (Pub/Sub, Pulsar)."""
+
+    tells_drained = False
+
+    def drained(self) -> bool:
+        return False
+
+
+def run_with_late_param(engine: MemoryEngine, minion_settings: Settings, late: float = 1.0) -> tuple[int, float]:
+    """Run a minion on `engine`, put a parameter in after `late` s and stop it 1 s after that run.
+
+    Returns the exit code and when the minion ended, in seconds from its start.
+    """
+    ran = threading.Event()
+    worker = Worker(engine, FuncCallback(lambda p: ran.set()), minion_settings)
+
+    def feed_then_stop() -> None:
+        time.sleep(late)
+        engine.put("late")
+        if ran.wait(5):
+            time.sleep(1.0)
+        worker.request_stop()
+
+    feeder = threading.Thread(target=feed_then_stop)
+    started = time.monotonic()
+    feeder.start()
+    code = worker.run()
+    ended = time.monotonic() - started
+    feeder.join()
+    return code, ended
+
+
+@pytest.mark.parametrize("engine_class", [Broker, BlindBroker])
+def test_a_minion_on_a_broker_waits_for_work_until_it_is_stopped(engine_class: type[MemoryEngine]) -> None:
+    engine = engine_class()
+    code, ended = run_with_late_param(engine, settings())
+    assert code == 0
+    assert [m.param for m in engine.acked] == ["late"], "the minion left before the work came"
+    assert ended >= 2.0, "it ended before it was stopped"
+
+
+def test_batch_mode_ends_a_minion_once_the_broker_is_drained() -> None:
+    engine = Broker(["a", "b"])
+    reporter = Recorder()
+    started = time.monotonic()
+    code = Worker(engine, FuncCallback(print), settings(batch=True), reporter).run()
+    assert code == 0 and reporter.closed == "drained"
+    assert sorted(m.param for m in engine.acked) == ["a", "b"]
+    assert time.monotonic() - started < 2
+
+
+def test_batch_mode_on_a_broker_that_cannot_tell_ends_after_the_batch_idle_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("minionize.worker.BATCH_IDLE_TIMEOUT", 0.5)
+    reporter = Recorder()
+    code = Worker(BlindBroker(["a"]), FuncCallback(print), settings(batch=True), reporter).run()
+    assert code == 0 and reporter.closed == "idle for 0.5s"
+    # MINION_IDLE_TIMEOUT, when set, is the idle time of batch mode too.
+    code = Worker(BlindBroker(), FuncCallback(print), settings(batch=True, idle_timeout=0.2), reporter).run()
+    assert code == 0 and reporter.closed == "idle for 0.2s"
+
+
+def test_an_idle_timeout_alone_waits_that_long_for_work_even_on_a_drained_broker() -> None:
+    engine = Broker()
+    reporter = Recorder()
+    started = time.monotonic()
+    code = Worker(engine, FuncCallback(print), settings(idle_timeout=1.0), reporter).run()
+    assert code == 0 and reporter.closed == "idle for 1s"
+    assert time.monotonic() - started >= 1.0
+    # Started before the work, it runs what comes within its idle time.
+    code, _ = run_with_late_param(engine, settings(idle_timeout=3.0), late=0.5)
+    assert code == 0 and [m.param for m in engine.acked] == ["late"]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_an_input_that_ends_ends_the_minion_in_either_mode(batch: bool) -> None:
+    reporter = Recorder()
+    code = Worker(MemoryEngine([1]), FuncCallback(print), settings(batch=batch), reporter).run()
+    assert code == 0 and reporter.closed == "drained"
+
+
+def test_minion_batch_is_read_from_the_environment() -> None:
+    assert Settings.from_env({}).batch is False
+    assert Settings.from_env({"MINION_BATCH": "1"}).batch is True
+    assert Settings.from_env({"MINION_BATCH": "false"}).batch is False
+
+
+def test_every_engine_says_whether_its_input_ends_and_whether_it_can_tell_drained() -> None:
+    from minionize.registry import ENGINES, engine_class
+
+    ends = {name for name in ENGINES if engine_class(name).input_ends}
+    tells = {name for name in ENGINES if engine_class(name).tells_drained}
+    assert ends == {"execo", "file", "memory"}
+    assert tells == {"execo", "file", "memory", "redis", "amqp"}
