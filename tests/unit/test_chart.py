@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from functools import cache
@@ -20,6 +21,7 @@ from typing import Any, Optional
 import pytest
 import yaml
 
+from minionize.config import BATCH_IDLE_TIMEOUT
 from tests.conftest import ROOT
 
 CHART = ROOT / "helm" / "minionize"
@@ -29,10 +31,13 @@ RELEASE = "fleet"
 FULLNAME = f"{RELEASE}-minionize"
 KEDA_KINDS = {"ScaledObject", "ScaledJob", "TriggerAuthentication"}
 
+#: The user's image, built FROM minionize/base with the program as its CMD.
+IMAGE = {"image": {"repository": "registry.example/team/train", "tag": "1.0"}}
 #: A working configuration of each engine, as a user would write it.
 ENGINES: dict[str, dict[str, Any]] = {
-    "execo": {"engine": "execo", "execo": {"existingClaim": "sweeps", "leaseSeconds": 90}},
+    "execo": {**IMAGE, "engine": "execo", "execo": {"existingClaim": "sweeps", "leaseSeconds": 90}},
     "google": {
+        **IMAGE,
         "engine": "google",
         "google": {
             "projectId": "proj",
@@ -44,6 +49,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         },
     },
     "pulsar": {
+        **IMAGE,
         "engine": "pulsar",
         "pulsar": {
             "connection": "pulsar+ssl://broker:6651",
@@ -55,6 +61,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         },
     },
     "redis": {
+        **IMAGE,
         "engine": "redis",
         "redis": {
             "url": "redis://redis-master:6380/1",
@@ -64,6 +71,7 @@ ENGINES: dict[str, dict[str, Any]] = {
         },
     },
     "amqp": {
+        **IMAGE,
         "engine": "amqp",
         "amqp": {"urlSecret": {"existingSecret": "amqp-url"}, "queue": "params", "decoder": "identity"},
     },
@@ -98,8 +106,6 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
 
 def case_values(engine: str, mode: str, keda: bool = False) -> dict[str, Any]:
     values = merge(ENGINES[engine], {"mode": mode})
-    if mode == "job" and engine in BROKERS:
-        values = merge(values, {"minion": {"idleTimeout": 30}})
     if keda:
         values = merge(values, {"keda": {"enabled": True}}, KEDA_EXTRA[engine])
     return values
@@ -184,13 +190,28 @@ def validate(kubernetes_validate: str, docs: list[dict[str, Any]], tmp_path: Pat
 # --- lint ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values_file", ["", *sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))])
+def helm_lint(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, "lint", "--strict", str(CHART), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("values_file", sorted(p.name for p in (CHART / "ci").glob("*-values.yaml")))
 def test_lint_strict(helm: str, values_file: str) -> None:
-    """The defaults and each example of ci/ (chart-testing's convention)."""
-    extra = ["--values", str(CHART / "ci" / values_file)] if values_file else []
-    done = subprocess.run([helm, "lint", "--strict", str(CHART), *extra], capture_output=True, text=True, timeout=60)
+    """Each example of ci/ (chart-testing's convention)."""
+    done = helm_lint(helm, "--values", str(CHART / "ci" / values_file))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
+
+
+def test_lint_fails_on_the_defaults_naming_what_to_set(helm: str) -> None:
+    """The defaults make no fleet (execo without its claim, the base image's help): lint says so.
+
+    helm lint turns a template's `fail` into an [INFO] line and passes; the
+    chart's guards stop it all the same (templates/_validation.tpl).
+    """
+    done = helm_lint(helm)
+    assert done.returncode != 0, done.stdout
+    assert "1 chart(s) linted, 1 chart(s) failed" in done.stdout + done.stderr
+    assert "[ERROR]" in done.stdout and "engine execo needs execo.existingClaim" in done.stdout
 
 
 # --- every engine, every mode ---------------------------------------------
@@ -217,6 +238,11 @@ def test_render_validates(
     env = env_of(docs)
     assert env["MINION_ENGINE"] == engine
     assert int(pod_spec(docs)["terminationGracePeriodSeconds"]) > int(env["MINION_GRACE_PERIOD"])
+    # A Deployment's minions wait for work until stopped; a Job's run in batch mode and end drained.
+    if mode == "deployment":
+        assert "MINION_BATCH" not in env and "MINION_IDLE_TIMEOUT" not in env
+    else:
+        assert env["MINION_BATCH"] == "1"
 
 
 def check_keda(docs: list[dict[str, Any]], engine: str, mode: str) -> None:
@@ -350,13 +376,15 @@ def test_urls_from_values_or_secrets(helm: str) -> None:
     assert env_of(render(helm, values))["AMQP_URL"] == "amqp://rabbit:5672/%2F"
     values = merge(ENGINES["redis"], {"redis": {"urlSecret": {"existingSecret": "redis-url"}}})
     assert env_of(render(helm, values))["REDIS_URL"] == {"secretKeyRef": {"name": "redis-url", "key": "url"}}
-    # Neither: the engine's own default applies.
-    values = merge(ENGINES["redis"], {"redis": {"url": ""}})
-    assert "REDIS_URL" not in env_of(render(helm, values))
+    # Neither: the engine's default would be localhost, the pod itself (refused, see GUARDS),
+    # unless extraEnv gives the variable.
+    values = merge(ENGINES["redis"], {"redis": {"url": ""}, "extraEnv": [{"name": "REDIS_URL", "value": "redis://r"}]})
+    assert env_of(render(helm, values))["REDIS_URL"] == "redis://r"
 
 
 def test_file_engine_is_a_single_minion(helm: str, kubernetes_validate: str, tmp_path: Path) -> None:
     values = {
+        **IMAGE,
         "engine": "file",
         "file": {"path": "/params/list.txt", "decoder": "json", "deadLetter": "/scratch/failed.txt"},
         "extraVolumes": [{"name": "params", "configMap": {"name": "params"}}],
@@ -371,6 +399,9 @@ def test_file_engine_is_a_single_minion(helm: str, kubernetes_validate: str, tmp
     spec = one(docs, "Deployment")["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}, "a rolling update would run two minions on one file"
+    assert "MINION_BATCH" not in env
+    # Job mode sets batch mode for every engine, those whose input ends by itself too.
+    assert env_of(render(helm, merge(values, {"mode": "job"})))["MINION_BATCH"] == "1"
 
 
 def test_execo_claim_and_shared_reports(helm: str) -> None:
@@ -437,7 +468,9 @@ def test_scheduling_values_reach_the_pod(helm: str) -> None:
 
 
 def test_default_image_and_service_account(helm: str) -> None:
-    docs = render(helm, case_values("execo", "deployment"))
+    # The base image runs what `program` says (alone, it only prints the help: see GUARDS).
+    docs = render(helm, merge(case_values("execo", "deployment"), {"image": {"repository": "minionize/base", "tag": ""},
+                                                                   "program": ["echo"]}))
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert container(docs)["image"] == f"minionize/base:{chart['appVersion']}"
     account = one(docs, "ServiceAccount")
@@ -456,7 +489,6 @@ def test_job_is_a_work_queue(helm: str) -> None:
     assert spec["ttlSecondsAfterFinished"] == 600
     assert spec["template"]["spec"]["restartPolicy"] == "OnFailure"
     assert "podFailurePolicy" not in spec  # it needs restartPolicy Never
-    assert env_of(render(helm, values))["MINION_IDLE_TIMEOUT"] == "30"
 
 
 def test_job_never_restart_fails_fast_on_config_errors(helm: str) -> None:
@@ -542,6 +574,48 @@ def test_keda_existing_authentication_ref(helm: str) -> None:
     assert one(docs, "ScaledObject")["spec"]["triggers"][0]["authenticationRef"] == {"name": "mine"}
 
 
+# --- the READMEs' commands -------------------------------------------------
+
+#: The variable that names the broker of each broker engine (Pub/Sub has one address, Google's).
+BROKER_ADDRESS = {"pulsar": "PULSAR_CONNECTION", "redis": "REDIS_URL", "amqp": "AMQP_URL"}
+
+
+def readme_installs() -> list[tuple[str, list[str]]]:
+    """Each `helm install` of the READMEs' shell blocks: (where, the words after `helm install`)."""
+    found = []
+    for readme in (ROOT / "README.md", CHART / "README.md"):
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", readme.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.startswith("helm install "):
+                    words = shlex.split(line)[2:]
+                    found.append((f"{readme.relative_to(ROOT)}: {words[0]}", words))
+    return found
+
+
+def test_the_readmes_show_how_to_install() -> None:
+    where = [w for w, _ in readme_installs()]
+    assert "README.md: fleet" in where and "helm/minionize/README.md: fleet" in where, where
+
+
+@pytest.mark.parametrize(("where", "words"), readme_installs(), ids=[w for w, _ in readme_installs()])
+def test_a_readme_install_renders_a_fleet_that_would_work(
+    helm: str, kubernetes_validate: str, tmp_path: Path, where: str, words: list[str]
+) -> None:
+    release, chart, *flags = words
+    assert (ROOT / chart).resolve() == CHART.resolve(), "the chart's path, from the checkout's root"
+    done = subprocess.run([helm, "template", release, str(CHART), *flags], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    validate(kubernetes_validate, [d for d in docs if d["kind"] != "ServiceMonitor"], tmp_path)
+    minion, env = container(docs), env_of(docs)
+    # Something runs: the user's image with its CMD, or a program.
+    assert "args" in minion or not minion["image"].startswith("minionize/base:"), minion["image"]
+    # The broker is named, and is not the pod itself.
+    address = BROKER_ADDRESS.get(env["MINION_ENGINE"])
+    if address:
+        value = env[address]
+        assert isinstance(value, dict) or not re.search(r"//(localhost|127\.)", value), value
+
 # --- labels and notes ------------------------------------------------------
 
 
@@ -590,6 +664,14 @@ def test_notes_tell_how_to_watch(helm: str, tmp_path: Path) -> None:
     assert f"kubectl logs --namespace minions -l {selector}" in notes
     assert f"job/{FULLNAME}" in notes
     assert "-- minion-status" in notes and "/data/minion-report" in notes
+
+    # Pulsar cannot tell drained: the Job ends after minionize's batch idle time.
+    notes = render_notes(helm, case_values("pulsar", "job"), tmp_path / "1")
+    assert f"no parameter for {BATCH_IDLE_TIMEOUT:g}s (pulsar cannot tell that the queue is drained)" in notes
+    notes = render_notes(helm, merge(case_values("pulsar", "job"), {"minion": {"idleTimeout": 45}}), tmp_path / "3")
+    assert "no parameter for 45s" in notes
+    assert "completes when\n            the queue is drained\n" in render_notes(helm, case_values("redis", "job"),
+                                                                             tmp_path / "4")
 
     values = merge(case_values("pulsar", "deployment"), {"reporter": {"type": "json"}})
     notes = render_notes(helm, values, tmp_path / "2")
@@ -697,8 +779,21 @@ GUARDS = [
      "terminationGracePeriodSeconds (20) must be greater than minion.gracePeriod (25)"),
     (merge(ENGINES["execo"], {"terminationGracePeriodSeconds": 60, "minion": {"gracePeriod": 60}}),
      "terminationGracePeriodSeconds (60) must be greater than minion.gracePeriod (60)"),
-    (merge(ENGINES["pulsar"], {"mode": "job"}), "mode job with engine pulsar needs minion.idleTimeout"),
     (merge(ENGINES["amqp"], {"minion": {"idleTimeout": 30}}), "minion.idleTimeout is for mode job"),
+    (merge(ENGINES["redis"], {"extraEnv": [{"name": "MINION_BATCH", "value": "1"}]}),
+     "extraEnv sets MINION_BATCH, for minions that exit when the queue is drained or idle"),
+    (merge(ENGINES["google"], {"extraEnv": [{"name": "MINION_IDLE_TIMEOUT", "value": "60"}]}),
+     "extraEnv sets MINION_IDLE_TIMEOUT"),
+    # Nothing would run: the base image's CMD prints the help and exits 0.
+    (merge(ENGINES["redis"], {"image": {"repository": "minionize/base", "tag": ""}}),
+     "nothing would run: the image minionize/base only prints minionize's help. Set image.repository"),
+    (merge(ENGINES["pulsar"], {"image": {"repository": "registry.example/mirror/minionize/base"}}),
+     "nothing would run: the image registry.example/mirror/minionize/base"),
+    # A broker address left at the engine's default: localhost, the pod itself.
+    (merge(ENGINES["pulsar"], {"pulsar": {"connection": ""}}),
+     "engine pulsar needs pulsar.connection (PULSAR_CONNECTION)"),
+    (merge(ENGINES["redis"], {"redis": {"url": ""}}), "engine redis needs redis.url (REDIS_URL)"),
+    (merge(ENGINES["amqp"], {"amqp": {"urlSecret": {"existingSecret": ""}}}), "engine amqp needs amqp.url (AMQP_URL)"),
     (merge(ENGINES["amqp"], {"reporter": {"json": {"existingClaim": "reports"}}}),
      "reporter.json.existingClaim is set but reporter.type is not json"),
     (merge(ENGINES["execo"], {"keda": {"enabled": True}}), "keda.enabled with engine execo"),
@@ -708,7 +803,9 @@ GUARDS = [
      "keda.enabled with engine pulsar needs keda.pulsar.adminURL"),
     (merge(ENGINES["redis"], {"redis": {"url": "", "urlSecret": {"existingSecret": "u"}}, "keda": {"enabled": True}}),
      "keda.enabled with engine redis needs keda.redis.address"),
-    (merge(ENGINES["amqp"], {"amqp": {"urlSecret": {"existingSecret": ""}}, "keda": {"enabled": True}}),
+    # AMQP_URL in extraEnv serves the minions, not KEDA's trigger.
+    (merge(ENGINES["amqp"], {"amqp": {"urlSecret": {"existingSecret": ""}}, "keda": {"enabled": True},
+                             "extraEnv": [{"name": "AMQP_URL", "value": "amqp://rabbitmq"}]}),
      "keda.enabled with engine amqp needs amqp.url or amqp.urlSecret"),
     (merge(ENGINES["amqp"], {"keda": {"enabled": True, "minReplicaCount": 5, "maxReplicaCount": 2}}),
      "keda.minReplicaCount (5) is greater than keda.maxReplicaCount (2)"),
@@ -716,11 +813,16 @@ GUARDS = [
 
 
 @pytest.mark.parametrize(("values", "message"), GUARDS, ids=[m.split(":")[0][:60] for _, m in GUARDS])
-def test_fail_guard(helm: str, values: dict[str, Any], message: str) -> None:
+def test_fail_guard(helm: str, tmp_path: Path, values: dict[str, Any], message: str) -> None:
     done = helm_template(helm, values)
     assert done.returncode != 0, "rendered instead of failing"
     assert message in done.stderr, done.stderr
     assert "schema" not in done.stderr, "the schema, not the guard, refused it"
+    # helm lint must not pass on values that cannot render.
+    (tmp_path / "values.yaml").write_text(json.dumps(values))
+    linted = helm_lint(helm, "--values", str(tmp_path / "values.yaml"))
+    assert linted.returncode != 0, linted.stdout
+    assert "[ERROR]" in linted.stdout and message in linted.stdout, linted.stdout
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,11 @@ WORKLOAD_KINDS = ("Deployment", "Job")
 @pytest.fixture(scope="session")
 def chart_pod(helm: str) -> dict[str, Any]:
     """The Deployment the chart renders for the pulsar engine, as the reference."""
-    values = {"engine": "pulsar", "pulsar": {"topic": "t", "subscription": "s"}}
+    values = {
+        "engine": "pulsar",
+        "pulsar": {"connection": "pulsar://pulsar-broker:6650", "topic": "t", "subscription": "s"},
+        "image": {"repository": "registry.example/team/train"},
+    }
     done = subprocess.run(
         [str(helm), "template", "ref", str(CHART), "--values", "-"],
         input=json.dumps(values), capture_output=True, text=True, timeout=60,
@@ -126,15 +130,20 @@ def test_workload_hardening_matches_the_chart(chart_pod: dict[str, Any], name: s
 
 
 @pytest.mark.parametrize(("name", "doc"), workloads(), ids=[name for name, _ in workloads()])
-def test_jobs_drain_and_complete(name: str, doc: dict[str, Any]) -> None:
-    if doc["kind"] != "Job":
+def test_jobs_drain_and_complete_deployments_wait(name: str, doc: dict[str, Any]) -> None:
+    env = env_of(doc["spec"]["template"]["spec"])
+    if doc["kind"] == "Deployment":
+        # A Deployment's minions wait for work until they are stopped: one that exits is restarted.
+        assert "MINION_BATCH" not in env and "MINION_IDLE_TIMEOUT" not in env
         return
     spec = doc["spec"]
     assert spec["parallelism"] >= 1
     assert "completions" not in spec
     assert spec["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
-    # A broker never reports drained: minions stop when idle.
-    assert int(env_of(spec["template"]["spec"])["MINION_IDLE_TIMEOUT"]) > 0
+    # Batch mode: minions exit once the queue is drained, as the chart's Job mode sets it.
+    assert env["MINION_BATCH"] == "1"
+    # Pulsar and Pub/Sub cannot tell drained: minions in batch mode stop when idle.
+    assert int(env["MINION_IDLE_TIMEOUT"]) > 0
 
 
 def test_secrets_referenced_by_workloads_are_examples_here() -> None:

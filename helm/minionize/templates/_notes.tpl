@@ -34,8 +34,8 @@ minionize {{ .Chart.AppVersion }}: a fleet of minions fed by the {{ $v.engine }}
 {{- if $v.keda.enabled }}
   Workload: KEDA ScaledJob {{ $fullname }}: up to {{ $v.keda.maxReplicaCount }} Jobs of {{ $v.job.parallelism }} minion(s), started while the queue has a backlog
 {{- else }}
-  Workload: Job {{ $fullname }} with {{ $v.job.parallelism }} minion(s) in parallel; it completes when
-            {{ if include "minionize.isSet" $v.minion.idleTimeout }}the minions have had no parameter for {{ $v.minion.idleTimeout }}s{{ else }}the queue is drained{{ end }}
+  Workload: Job {{ $fullname }} with {{ $v.job.parallelism }} minion(s) in parallel, in batch mode; it completes when
+            {{ include "minionize.jobEnd" . }}
 {{- end }}
 {{- end }}
 
@@ -82,9 +82,25 @@ Look at one minion (port-forward runs until Ctrl-C: curl from another shell):
   curl -s http://127.0.0.1:{{ $port }}/metrics | grep '^minion_'
   curl -s http://127.0.0.1:{{ $port }}/readyz
 {{- end }}
-{{- if and (eq $v.mode "deployment") (eq $v.engine "execo") }}
+{{- if and (eq $v.mode "deployment") (has $v.engine (list "execo" "file")) }}
 
-Note: a minion exits 0 once the execo sweep is drained, and a Deployment
-restarts it; mode=job runs the sweep to completion instead.
+Note: a minion exits 0 once its {{ ternary "execo sweep" "file" (eq $v.engine "execo") }} is done, and a Deployment
+restarts it; mode=job runs it to completion instead.
+{{- end }}
+{{- end }}
+
+{{/*
+When a minion of the Job ends: once the queue is drained, or after an idle
+time where the engine cannot tell (minionize's BATCH_IDLE_TIMEOUT: 120 s).
+*/}}
+{{- define "minionize.jobEnd" -}}
+{{- $v := .Values -}}
+{{- $idle := include "minionize.isSet" $v.minion.idleTimeout }}
+{{- if has $v.engine (list "google" "pulsar") -}}
+the minions have had no parameter for {{ $v.minion.idleTimeout | default 120 }}s ({{ $v.engine }} cannot tell that the queue is drained)
+{{- else if $idle -}}
+the queue is drained, or the minions have had no parameter for {{ $v.minion.idleTimeout }}s
+{{- else -}}
+the queue is drained
 {{- end }}
 {{- end }}

@@ -87,6 +87,12 @@ runtime's, then extraEnv (last, so that it wins).
 {{- include "minionize.envVar" (list "MINION_ARGS" .args) }}
 {{- include "minionize.envVar" (list "MINION_LOG_LEVEL" .logLevel) }}
 {{- end }}
+{{- if eq $v.mode "job" }}
+# Batch mode: a minion exits 0 once the queue is drained, and the Job completes.
+# A Deployment's minions wait for work until they are stopped.
+- name: MINION_BATCH
+  value: "1"
+{{- end }}
 {{- include "minionize.envVar" (list "MINION_REPORTER" $v.reporter.type) }}
 {{- if eq $v.reporter.type "json" }}
 - name: REPORTER_JSON_DIRECTORY
