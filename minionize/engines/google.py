@@ -98,7 +98,7 @@ from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcT
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from .base import DECODERS, Engine, decode_into, encode, parse_count
+from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
 
 log = logging.getLogger("minionize")
 
@@ -154,6 +154,28 @@ def _batches(items: list[bytes]) -> Iterator[list[bytes]]:
 def _attempt_base(attributes: Any) -> int:
     # isdigit() alone lets "²" and 5,000 digits through to int(), which refuses them.
     return parse_count(attributes.get(_BASE))
+
+
+def _pulled(subscriber: SubscriberClient, subscription: str, timeout: float) -> Iterator[list[ReceivedMessage]]:
+    """Batches of what `subscription` holds, until it answers empty three times in a row
+    (return_immediately may answer empty once while some are there)."""
+    empty = 0
+    while empty < 3:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The return_immediately flag", DeprecationWarning)
+            request = {"subscription": subscription, "max_messages": 100, "return_immediately": True}
+            received = list(subscriber.pull(request=request, retry=None, timeout=timeout).received_messages)
+        if received:
+            empty = 0
+            yield received
+        else:
+            empty += 1
+            time.sleep(0.2)
+
+
+def _afresh(attributes: Any) -> dict[str, str]:
+    """A dead letter's attributes without minionize's own: the copy starts its attempts again."""
+    return {key: value for key, value in attributes.items() if not key.startswith("minion_")}
 
 
 def _encode(param: Any, decoder: str) -> bytes:
@@ -477,6 +499,36 @@ class GoogleEngine(Engine):
                 messages = [PubsubMessage(data=data) for data in batch]
                 publisher.publish(topic=self._topic_path, messages=messages, **self._call)
         return f"Pub/Sub topic {self._topic_path} (subscription {self.subscription})"
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return self._dead_letter_round(move=False)
+
+    def retry_failed(self) -> int:
+        return len(self._dead_letter_round(move=True))
+
+    def _dead_letter_round(self, move: bool) -> list[DeadLetter]:
+        """Pull every letter of the dead-letter topic's keeper subscription; with `move`, publish
+        each to the topic then acknowledge it, else give them all back once all are seen."""
+        self.open()
+        project, topic = self._dead_letter.split("/")[1::2]
+        keeper = SubscriberClient.subscription_path(project, f"{topic}-sub")  # made by _create_dead_letter
+        letters: list[DeadLetter] = []
+        held: list[str] = []
+        with self._starting():
+            subscriber, publisher = self._clients()
+            for batch in _pulled(subscriber, keeper, self.operation_timeout):
+                letters += [DeadLetter(raw_text(r.message.data), r.message.attributes.get("minion_reason", ""))
+                            for r in batch]
+                ack_ids = [r.ack_id for r in batch]
+                if not move:
+                    held += ack_ids
+                    continue
+                copies = [PubsubMessage(data=r.message.data, attributes=_afresh(r.message.attributes)) for r in batch]
+                publisher.publish(topic=self._topic_path, messages=copies, **self._call)
+                subscriber.acknowledge(subscription=keeper, ack_ids=ack_ids, **self._call)
+            if held:
+                subscriber.modify_ack_deadline(subscription=keeper, ack_ids=held, ack_deadline_seconds=0, **self._call)
+        return letters
 
     def close(self) -> None:
         self._disconnect()
