@@ -75,7 +75,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, MinionizeError, QueueUnreachable
 from ..message import Message
 from . import sweepfiles
-from .base import Engine, Pushed
+from .base import DeadLetter, Engine, Pushed
 
 # POSIX record locks are per process: threads of one process need this too.
 _PROCESS_LOCK = threading.RLock()
@@ -427,6 +427,17 @@ class ExecoEngine(Engine):
         pushed = Pushed(f"execo sweep {self.directory} ({len(merged)} parameters in the sweep)")
         pushed.new = new
         return pushed
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The parameters the journal records as failed, with their reasons (execo itself lists them as remaining)."""
+        self.open()
+        try:
+            with self._locked():
+                failed = dict(self._failed)
+        except OSError as exc:
+            raise _unusable(self.directory, exc) from None
+        text = [p if isinstance(p, str) else json.dumps(p, default=str) for p in failed]
+        return [DeadLetter(param, str(why)) for param, why in zip(text, failed.values(), strict=True)]
 
     def remaining(self) -> Optional[int]:
         return len(self._remaining) + sum(map(self._open, self._in_progress))

@@ -83,3 +83,11 @@ def test_engines_without_a_dead_letter_place_say_so(tmp_path: Path) -> None:
         result = command({"MINION_ENGINE": "memory"}, tmp_path, sys.executable, "-m", *argv)
         assert (result.returncode, result.stdout) == (2, "")
         assert "memory" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_execo_lists_its_failed_parameters_from_the_journal(tmp_path: Path) -> None:
+    env = {"MINION_ENGINE": "execo", "EXECO_PERSISTENCE_DIR": str(tmp_path / "sweeps")}
+    assert command(env, tmp_path, sys.executable, "-m", "minionize.push", "doomed", "fine").returncode == 0
+    ran = command({**env, "MINION_MAX_ATTEMPTS": "1"}, tmp_path, *minionize_cmd("test", "doomed", "!="))
+    assert "drained" in ran.stderr, ran.stderr
+    assert failed(env, tmp_path) == ["doomed\texit code 1 (attempt 1 of 1)"]
