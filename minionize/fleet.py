@@ -246,11 +246,16 @@ def minion_states(records: Iterable[Record]) -> dict[str, MinionState]:
 
 
 def fleet_totals(rows: Sequence[Record]) -> dict[str, int]:
-    """The sums over every minion, how many have not stopped, and how many of those are stale."""
-    totals = {"minions": len(rows), "active": sum(1 for row in rows if not row["stopped"]),
+    """The sums over every minion, how many are active (neither stopped nor stale), and how many stale.
+
+    A stale minion was most likely killed: its runs died with it and their
+    parameters come back to another minion, so they are not counted as running.
+    """
+    totals = {"minions": len(rows), "active": sum(1 for row in rows if not row["stopped"] and not row["stale"]),
               "stale": sum(1 for row in rows if row["stale"])}
-    for column in (*COUNTED.values(), "running"):
+    for column in COUNTED.values():
         totals[column] = sum(row[column] for row in rows)
+    totals["running"] = sum(row["running"] for row in rows if not row["stale"])
     return totals
 
 

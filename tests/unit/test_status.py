@@ -91,6 +91,9 @@ def test_a_silent_minion_is_stale_until_it_stops(fleet: Path) -> None:
     seen = max(row["last_seen"] for row in summary_of(fleet)["minions"])  # node-1's queue record
     early, late = summary_of(fleet, now=seen + 29), summary_of(fleet, now=seen + 31)
     assert early["totals"]["stale"] == 0 and late["totals"]["stale"] == 1
+    # Most likely SIGKILLed: not active, and its run died with it (another minion will run it).
+    assert (early["totals"]["active"], early["totals"]["running"]) == (1, 1)
+    assert (late["totals"]["active"], late["totals"]["running"]) == (0, 0)
     states = {row["minion"]: row["state"] for row in late["minions"]}
     assert states == {"node-1-100-aaaaaa": "stale", "node-2-200-bbbbbb": "stopped: drained"}
     assert "| 1 stale (silent for over 30s)" in status.render(late)
