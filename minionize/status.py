@@ -103,10 +103,12 @@ def render_throughput(summary: Record) -> list[str]:
     now = summary["generated"]
     buckets = rates["buckets"]
     top = max((b["completed"] for b in buckets), default=0) or 1
-    lines = [f"completed per minute (done + failed), last {len(buckets)} minute(s):"]
+    lines = [f"completed per minute (done + failed), last {len(buckets)} minute(s), each up to the time shown:"]
     for bucket in buckets:
         bar = "#" * math.ceil(40 * bucket["completed"] / top)
-        lines.append(f"  {clock(bucket['start'], now)}  {bucket['completed']:>5}  {bar}".rstrip())
+        # Labelled by its end: a run done at 10:00:30 shows under 10:00:59, never under 09:59:59.
+        end = bucket["start"] + rates["bucket_seconds"]
+        lines.append(f"  {clock(end, now)}  {bucket['completed']:>5}  {bar}".rstrip())
     recent, overall = (("-" if r is None else f"{r:.1f}")
                        for r in (rates["recent_per_minute"], rates["overall_per_minute"]))
     return [*lines, f"rate: {recent}/min recently, {overall}/min overall"]

@@ -144,8 +144,14 @@ def test_a_finished_campaign_shows_its_last_minutes() -> None:
         {"type": "end", "minion": "m", "verdict": "acked", "end": then + 90, "duration": 1},
         {"type": "stop", "minion": "m", "reason": "drained", "time": then + 91},
     ]
-    rates = status.summarize(records, buckets=3)["throughput"]
+    summary = status.summarize(records, buckets=3)
+    rates = summary["throughput"]
     assert [b["completed"] for b in rates["buckets"]] == [0, 1, 1]
+    # Each bar is labelled by its end: the last one ends with the campaign (its last record).
+    bars = [line.split() for line in status.render_throughput(summary)[1:4]]
+    assert [(label, count) for label, count, *_ in bars] == [
+        (status.clock(then + 91 - 60 * i, time.time()), n) for i, n in ((2, "0"), (1, "1"), (0, "1"))
+    ]
     assert rates["overall_per_minute"] == pytest.approx(2 * 60 / 90)
 
 
