@@ -68,6 +68,9 @@ class Minion:
     def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
+            code = self.process.poll()
+            # Looked at again: the minion may have got there just before it exited.
+            assert code is None or predicate(), f"{what}: the minion exited ({code})\n{self.log}"
             assert time.monotonic() < deadline, f"{what}: not in {timeout:g}s\n{self.log}"
             time.sleep(0.05)
 

@@ -351,7 +351,7 @@ def test_batch_mode_ends_a_minion_once_the_broker_is_drained() -> None:
     code = Worker(engine, FuncCallback(print), settings(batch=True), reporter).run()
     assert code == 0 and reporter.closed == "drained"
     assert sorted(m.param for m in engine.acked) == ["a", "b"]
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10
 
 
 def test_batch_mode_on_a_broker_that_cannot_tell_ends_after_the_batch_idle_time(
