@@ -141,7 +141,7 @@ def test_without_the_guard_a_broken_node_burns_the_sweep(
     sweep = BrokenSweep(backend, tmp_path, sizes, {"MINION_STRIKE_AFTER": "0"})
     sweep.run()
     figures.append(sweep.figures("broken node, guard off"))
-    assert sweep.broken_code == exitcodes.OK
+    assert sweep.broken_code == exitcodes.SET_ASIDE
     burnt = set_aside(backend, sweep.env)
     assert len(burnt) > len(sweep.params) // 10, f"only {len(burnt)} set aside"
     assert len(not_done(sweep.params, sweep.records)) == len(burnt)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from minionize import exitcodes
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
 from .backends import BACKENDS, Backend, load, with_capability
@@ -64,11 +65,11 @@ def two_minions(backend: Backend, env: dict[str, str], cwd: Path, *program: str,
     return [spawn(backend, env, cwd, *program, MINION_CONCURRENCY="2", **extra)]
 
 
-def finish(minions: list, timeout: float = 120) -> str:
+def finish(minions: list, timeout: float = 120, code: int = exitcodes.OK) -> str:
     errors = []
     for minion in minions:
         _, err = minion.communicate(timeout=timeout)
-        assert minion.returncode == 0, err
+        assert minion.returncode == code, err
         errors.append(err)
     return "\n".join(errors)
 
@@ -107,7 +108,7 @@ def test_dead_letter_after_max_attempts(backend: Backend, tmp_path: Path) -> Non
     env = backend.env(tmp_path)
     push(env, "doomed", "fine")
     program = ("test", "doomed", "!=")  # exits 1 for "doomed" only
-    finish([spawn(backend, env, tmp_path, *program, MINION_MAX_ATTEMPTS="2")])
+    finish([spawn(backend, env, tmp_path, *program, MINION_MAX_ATTEMPTS="2")], code=exitcodes.SET_ASIDE)
     letters = backend.dead_letters(env)
     assert [param for param, _ in letters] == ["doomed"]
     if backend.dead_letter_reason:

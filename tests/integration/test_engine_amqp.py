@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from minionize import exitcodes
 from minionize.engines.amqp import AmqpEngine
 from tests.conftest import ROOT, minion_env, minionize_cmd, run_minion
 
@@ -226,7 +227,7 @@ def test_dead_letters_keep_the_message_and_why_it_failed(env: dict[str, str], tm
     assert push(env, "doomed").returncode == 0
     program = (sys.executable, "-c", "import sys; sys.exit(3)")
     result = run_minion(*program, cwd=tmp_path, MINION_MAX_ATTEMPTS="2", **env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == exitcodes.SET_ASIDE, result.stderr
     assert read_queue(env["AMQP_QUEUE"]) == []
     [(_, properties, body)] = read_queue(f"{env['AMQP_QUEUE']}.dead")
     headers = properties.headers

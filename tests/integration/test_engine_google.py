@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from minionize import exitcodes
 from minionize.config import EnvReader
 from minionize.engines.google import GoogleEngine
 from minionize.errors import ConfigError
@@ -206,7 +207,7 @@ def test_json_decoder_sets_a_non_json_message_aside_with_the_reason(env: dict[st
     _, publisher = clients()
     publisher.publish(topic=topic, messages=[{"data": b"{not json", "attributes": {"origin": "test"}}])
     result = minion(*RECORD, str(tmp_path), "0", "0", cwd=tmp_path, **env, MINION_IDLE_TIMEOUT="3")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == exitcodes.SET_ASIDE, result.stderr
     assert not list(tmp_path.glob("*.start"))  # the program never ran
     [letter] = pull_all(keeper)
     assert letter.data == b"{not json"

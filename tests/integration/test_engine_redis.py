@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from minionize import exitcodes
 from minionize.config import EnvReader
 from minionize.engines.redis import RedisEngine
 from minionize.errors import ConfigError
@@ -251,7 +252,7 @@ def test_dead_letters_keep_the_parameter_reason_attempts_and_can_be_replayed(
     engine(server, stream).push(["doomed", "fine"])
     failing = spawn(env, tmp_path, "test", "doomed", "!=")
     failing.communicate(timeout=60)
-    assert failing.returncode == 0
+    assert failing.returncode == exitcodes.SET_ASIDE
     with client(server) as c:
         ((_, letter),) = c.xrange(dead)
         assert c.xlen(stream) == 0 and c.xpending(stream, "minionize")["pending"] == 0
@@ -264,7 +265,7 @@ def test_dead_letters_keep_the_parameter_reason_attempts_and_can_be_replayed(
     replay_env = minion_settings(server, dead, MINION_MAX_ATTEMPTS="1")
     replay = spawn(replay_env, tmp_path, *RECORD, str(tmp_path), "0", "3")
     replay.communicate(timeout=60)
-    assert replay.returncode == 0 and ends(tmp_path) == {"doomed": 1}
+    assert replay.returncode == exitcodes.SET_ASIDE and ends(tmp_path) == {"doomed": 1}
     with client(server) as c:
         ((_, flat),) = c.eval("return redis.call('XRANGE', KEYS[1], '-', '+')", 1, f"{dead}:dead")
     fields = flat[::2]

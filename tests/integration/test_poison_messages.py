@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from minionize import exitcodes
 from tests.conftest import ROOT, run_minion
 
 from .backends import BACKENDS, Backend, load
@@ -126,7 +127,7 @@ def test_poison_messages_are_set_aside_once_and_the_minion_goes_on(backend: Back
     extra = {} if backend.drains else {"MINION_IDLE_TIMEOUT": "4"}
     result = run_minion(*RECORD, str(tmp_path), "0", "0", cwd=tmp_path, timeout=120, **env, **extra)
 
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == exitcodes.SET_ASIDE, result.stderr[-3000:]  # drained, poison set aside
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert runs(tmp_path, "end") == {param: 1 for param in GOOD_BEFORE + GOOD_AFTER}
     # Set aside once each, at the first delivery: one log line per poison, never retried.
