@@ -224,7 +224,12 @@ class ExecoEngine(Engine):
             elif event == "fail":
                 self._failed[param] = detail
                 new_failed.append(param)
-        return new_failed
+            elif event == "retry" and self._failed.pop(param, None) is not None:
+                # minion-push --retry-failed: a new round, with all its attempts.
+                self._attempts.pop(param, None)
+                if self._open(param) and param not in self._in_progress:
+                    self._remaining.add(param)
+        return [param for param in new_failed if param in self._failed]
 
     def _settled(self, param: Any) -> bool:
         return param in self._done or param in self._failed
@@ -438,6 +443,19 @@ class ExecoEngine(Engine):
             raise _unusable(self.directory, exc) from None
         text = [p if isinstance(p, str) else json.dumps(p, default=str) for p in failed]
         return [DeadLetter(param, str(why)) for param, why in zip(text, failed.values(), strict=True)]
+
+    def retry_failed(self) -> int:
+        """Journal a new round for every failed parameter (execo itself never saw them as done)."""
+        self.open()
+        try:
+            with self._locked() as files:
+                failed = list(self._failed)
+                for param in failed:
+                    sweepfiles.append(files["journal"], ("retry", param, None))
+                self._read_journal(files)
+        except OSError as exc:
+            raise _unusable(self.directory, exc) from None
+        return len(failed)
 
     def remaining(self) -> Optional[int]:
         return len(self._remaining) + sum(map(self._open, self._in_progress))

@@ -85,9 +85,15 @@ def test_engines_without_a_dead_letter_place_say_so(tmp_path: Path) -> None:
         assert "memory" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_execo_lists_its_failed_parameters_from_the_journal(tmp_path: Path) -> None:
+def test_execo_lists_its_failed_parameters_from_the_journal_and_retries_them(tmp_path: Path) -> None:
     env = {"MINION_ENGINE": "execo", "EXECO_PERSISTENCE_DIR": str(tmp_path / "sweeps")}
     assert command(env, tmp_path, sys.executable, "-m", "minionize.push", "doomed", "fine").returncode == 0
     ran = command({**env, "MINION_MAX_ATTEMPTS": "1"}, tmp_path, *minionize_cmd("test", "doomed", "!="))
     assert "drained" in ran.stderr, ran.stderr
     assert failed(env, tmp_path) == ["doomed\texit code 1 (attempt 1 of 1)"]
+    retried = command(env, tmp_path, sys.executable, "-m", "minionize.push", "--retry-failed")
+    assert (retried.returncode, retried.stdout.split(" again")[0]) == (0, "queued 1 failed parameters"), retried
+    assert failed(env, tmp_path) == []
+    again = command(env, tmp_path, *minionize_cmd("test", "doomed", "="))
+    assert again.returncode == 0 and "drained (1 acked)" in again.stderr, again.stderr
+    assert command(env, tmp_path, *minionize_cmd("true")).stderr.count("nothing done") == 1  # all done now
