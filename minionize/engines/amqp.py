@@ -15,8 +15,9 @@ Environment
         broker; amqps:// for TLS, pika's options in the query string. The
         password is masked in logs and messages.
     AMQP_QUEUE (name, mandatory): the queue of parameters.
-    AMQP_DECODER (identity | json, default identity): the body as text, or
-        parsed as JSON (and `minion-push` then publishes JSON).
+    AMQP_DECODER (identity | json, default identity): the body as text (a
+        whole JSON object or array becomes that dict or list, as minion-push
+        writes them), or parsed as JSON (and `minion-push` then publishes JSON).
     AMQP_DEAD_LETTER_QUEUE (name, default `<queue>.dead`): failed parameters.
     AMQP_QUEUE_TYPE (quorum | classic, default quorum): classic for RabbitMQ
         < 3.8, or for an existing classic queue declared without arguments.

@@ -7,7 +7,9 @@ What it is
 Environment
     FILE_PATH (path, default: standard input): where the parameters are.
     FILE_DECODER (identity | json, default identity): identity passes the
-        line as text; json parses each line as a JSON document (JSON lines).
+        line as text (a whole JSON object or array becomes that dict or
+        list, as minion-push writes them); json parses each line as a JSON
+        document (JSON lines).
     FILE_DEAD_LETTER (path, default none): failed parameters are appended
         there, one raw line each, so that the file can be fed back later.
 

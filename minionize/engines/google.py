@@ -16,7 +16,8 @@ Environment
     GOOGLE_APPLICATION_CREDENTIALS (path, mandatory unless
         PUBSUB_EMULATOR_HOST is set): a JSON key file google-auth can load.
     GOOGLE_DECODER (identity | json, default identity): the message data as
-        text, or parsed as a JSON document.
+        text (a whole JSON object or array becomes that dict or list, as
+        minion-push writes them), or parsed as a JSON document.
     GOOGLE_ACK_DEADLINE (seconds, 10 to 600, default 60): the ack deadline of
         a subscription created here (an existing one keeps its own).
     GOOGLE_DEAD_LETTER_TOPIC (topic ID or projects/P/topics/T, default the

@@ -13,7 +13,9 @@ Environment
     PULSAR_TOPIC (topic name, mandatory): where the parameters are.
     PULSAR_SUBSCRIPTION (name, default `minionize`): shared by all minions.
     PULSAR_DECODER (identity | json, default identity): identity passes the
-        message body as text; json parses it as a JSON document.
+        message body as text (a whole JSON object or array becomes that dict
+        or list, as minion-push writes them); json parses it as a JSON
+        document.
     PULSAR_DEAD_LETTER_TOPIC (topic name, default
         `<PULSAR_TOPIC>-<PULSAR_SUBSCRIPTION>-DLQ`, Pulsar's own naming).
     PULSAR_NACK_DELAY (seconds, default 1): how long a failed message waits

@@ -23,7 +23,9 @@ Environment
     REDIS_CONSUMER (name, default `<host>:<pid>:<random>`): this minion in
         XINFO CONSUMERS and CLIENT LIST; unique per minion.
     REDIS_DECODER (identity | json, default identity): how the field becomes
-        a parameter (with json, minion-push writes JSON).
+        a parameter: identity passes it as text (a whole JSON object or array
+        becomes that dict or list, as minion-push writes them); json parses
+        it as a JSON document (with json, minion-push writes JSON).
     REDIS_FIELD (name, default `param`): the field holding the parameter.
     REDIS_CLAIM_IDLE (seconds >= 1, default 60): an entry left untouched
         that long by its minion is taken over by another. The same for all
