@@ -241,8 +241,10 @@ def test_render_validates(
     # A Deployment's minions wait for work until stopped; a Job's run in batch mode and end drained.
     if mode == "deployment":
         assert "MINION_BATCH" not in env and "MINION_IDLE_TIMEOUT" not in env
+        assert "MINION_FAILED_EXIT_CODE" not in env
     else:
-        assert env["MINION_BATCH"] == "1"
+        # A pod whose minion set parameters aside completes: they wait in the dead-letter place.
+        assert env["MINION_BATCH"] == "1" and env["MINION_FAILED_EXIT_CODE"] == "0"
 
 
 def check_keda(docs: list[dict[str, Any]], engine: str, mode: str) -> None:
@@ -402,6 +404,9 @@ def test_file_engine_is_a_single_minion(helm: str, kubernetes_validate: str, tmp
     assert "MINION_BATCH" not in env
     # Job mode sets batch mode for every engine, those whose input ends by itself too.
     assert env_of(render(helm, merge(values, {"mode": "job"})))["MINION_BATCH"] == "1"
+    # ... and a set-aside parameter does not fail the pod, unless extraEnv says so (it comes last).
+    told = merge(values, {"mode": "job", "extraEnv": [{"name": "MINION_FAILED_EXIT_CODE", "value": "123"}]})
+    assert env_of(render(helm, told))["MINION_FAILED_EXIT_CODE"] == "123"
 
 
 def test_execo_claim_and_shared_reports(helm: str) -> None:

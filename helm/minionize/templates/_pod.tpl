@@ -92,6 +92,11 @@ runtime's, then extraEnv (last, so that it wins).
 # A Deployment's minions wait for work until they are stopped.
 - name: MINION_BATCH
   value: "1"
+# A minion that set parameters aside still completes its pod: they wait in the
+# dead-letter place (minion-status --failed), and a pod that exits 123 would be
+# counted a failure and retried. extraEnv can set it back (it comes last).
+- name: MINION_FAILED_EXIT_CODE
+  value: "0"
 {{- end }}
 {{- include "minionize.envVar" (list "MINION_REPORTER" $v.reporter.type) }}
 {{- if eq $v.reporter.type "json" }}
