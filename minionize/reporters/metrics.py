@@ -44,6 +44,9 @@ class MetricsReporter(Reporter):
         self.nacked = counter("minion_messages_nacked", "Parameters given back for another attempt.")
         self.released = counter("minion_messages_released", "Parameters given back by a stop.")
         self.dead_lettered = counter("minion_messages_dead_lettered", "Parameters set aside as failed.")
+        self.unsettled = counter(
+            "minion_messages_unsettled", "Parameters whose ack, nack or dead letter the broker did not take."
+        )
         self.timed_out = counter("minion_runs_timed_out", "Runs killed by MINION_TIMEOUT.")
         self.reclaimed = counter("minion_messages_reclaimed", "Parameters taken back from a dead minion.")
         self.strikes = counter("minion_strikes", "Strikes: runs that all failed at once, as on a broken node.")
@@ -61,6 +64,7 @@ class MetricsReporter(Reporter):
             "retried": self.nacked,
             "released": self.released,
             "failed": self.dead_lettered,
+            "unsettled": self.unsettled,
         }
 
     def started(self, run: RunRecord) -> None:

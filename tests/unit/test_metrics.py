@@ -13,6 +13,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from minionize import FuncCallback
+from minionize.config import Settings
+from minionize.engines.memory import MemoryEngine
+from minionize.message import Message
+from minionize.reporters.metrics import MetricsReporter
+from minionize.worker import Worker
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
 RECORD = (sys.executable, str(ROOT / "tests" / "programs" / "record.py"))
@@ -115,3 +121,15 @@ def test_ipv6_address_serves_both_families() -> None:
         assert get(server.port, "/readyz")[0] == 200  # 127.0.0.1 through the dual-stack socket
     finally:
         server.stop()
+
+
+def test_a_settlement_the_broker_refused_is_counted_unsettled_not_acked() -> None:
+    class AckLost(MemoryEngine):
+        def ack(self, message: Message) -> None:
+            raise ConnectionError("broker gone")
+
+    metrics = MetricsReporter()
+    engine = AckLost(["x"])
+    Worker(engine, FuncCallback(lambda param: None), Settings(engine="memory", idle_timeout=0.5), metrics).run()
+    assert metrics.registry.get_sample_value("minion_messages_unsettled_total") == 1
+    assert metrics.registry.get_sample_value("minion_messages_acked_total") == 0
