@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from typing import Any, Callable, Optional
 
@@ -15,6 +16,7 @@ from .engines.base import Engine
 from .errors import ConfigError, MinionizeError, MissingExtra, QueueUnreachable
 from .message import Param
 from .reporters.base import FanOut, Reporter
+from .spelling import misspellings
 from .worker import Worker
 
 
@@ -94,6 +96,9 @@ class Minion:
         """Read the configuration (environment, `.env`, `.minionize.yml`) and build the worker."""
         settings = self.settings or config.load()
         configure_logging(settings)
+        if self.settings is None:  # read from the environment: a misspelled name is worth a word
+            for warning in misspellings(os.environ):
+                logging.getLogger("minionize").warning("%s", warning)
         return assemble(settings, self.callback, self.engine, self.reporter)
 
     def run(self) -> int:

@@ -86,3 +86,13 @@ def test_func_callback_in_process() -> None:
     engine = MemoryEngine(["a"])
     minionizer(FuncCallback(seen.append), engine=engine).run()
     assert seen == ["a"]
+
+
+def test_a_misspelled_variable_gets_a_warning_from_the_api_too(tmp_path: Path) -> None:
+    script = "import minionize\n@minionize.minion\ndef f(p):\n    pass\nf.run()\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env=minion_env(MINION_ENGINE="memory", MEMORY_PARAMS="[1]", MINION_CONCURENCY="2"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "MINION_CONCURENCY is not a minionize variable (ignored): did you mean MINION_CONCURRENCY?" in result.stderr
