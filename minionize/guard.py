@@ -86,13 +86,14 @@ def send(pids: Iterable[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def kill_marked(prefix: str, hard: bool = False, keep: Iterable[str] = ()) -> int:
-    """SIGTERM (SIGKILL when hard) every process marked with `prefix`, except the runs in `keep`;
+def kill_marked(prefix: str, hard: bool = False, keep: Iterable[str] = (), only: Optional[str] = None) -> int:
+    """SIGTERM (SIGKILL when hard) every process marked with `prefix`, except the runs in `keep`
+    (with `only`, the processes of that one run: run 1's mark is a prefix of run 10's);
     SIGKILL what is still there KILL_AFTER later. Returns how many processes were signalled."""
     kept = set(keep)
 
     def victims() -> set[int]:
-        return {pid for pid, run in marked(prefix).items() if run not in kept}
+        return {pid for pid, run in marked(prefix).items() if run not in kept and only in (None, run)}
 
     first = victims()
     if not first:

@@ -241,7 +241,8 @@ def kill_run(child: Child, mark: Optional[str], hard: bool) -> None:
     first = signal.SIGKILL if hard else signal.SIGTERM
 
     def members() -> set[int]:
-        return set(marked(mark)) if mark is not None else set()
+        # Exactly this run: its mark is a prefix of others' (run 1, run 10).
+        return {pid for pid, run in marked(mark).items() if run == mark} if mark is not None else set()
 
     _signal_group(child.pid, first)
     signalled = members()
@@ -257,7 +258,7 @@ def kill_run(child: Child, mark: Optional[str], hard: bool) -> None:
         time.sleep(0.05)
     _signal_group(child.pid, signal.SIGKILL)
     if mark is not None:
-        kill_marked(mark, hard=True)
+        kill_marked(mark, hard=True, only=mark)
 
 
 def kill_group(child: Child, hard: bool) -> None:

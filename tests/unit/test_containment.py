@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from minionize import exitcodes
-from minionize.callbacks.child import KILL_AFTER
+from minionize.callbacks.child import KILL_AFTER, kill_run, spawn
 from tests.conftest import minion_env, minionize_cmd, require, run_minion
 from tests.faults.harness import alive, wait_for
 
@@ -153,3 +153,20 @@ def test_as_pid_1_minionize_reaps_what_it_is_handed(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "21 acked" in result.stderr
     assert (tmp_path / "zombies").read_text().strip() == "0"
+
+
+def test_ending_one_run_spares_the_runs_whose_mark_it_prefixes() -> None:
+    """Run 1's MINION_RUN_ID is a prefix of run 10's: a timeout of run 1 must not touch run 10."""
+    env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    one = spawn(["sleep", "60"], sleep, {**env, b"MINION_RUN_ID": b"tok-1"})
+    ten = spawn(["sleep", "60"], sleep, {**env, b"MINION_RUN_ID": b"tok-10"})
+    try:
+        kill_run(one, "tok-1", hard=False)
+        assert one.wait() == -signal.SIGTERM
+        assert ten.poll() is None, "run 10 was killed with run 1"
+    finally:
+        kill_run(ten, "tok-10", hard=True)
+        for child in (one, ten):
+            os.close(child.stdout)
+            os.close(child.stderr)
