@@ -18,11 +18,15 @@ time of its oldest run (against MINION_TIMEOUT when the minion wrote it),
 done and failed counts, what it runs now, and the last stderr line of its last
 run. A minion is `stale` when it wrote nothing, not even a heartbeat, for
 `fleet.STALE_AFTER` seconds and did not say it stopped: it was killed, or its
-host or the shared file system is gone. Times come from the minions' clocks.
+host or the shared file system is gone; its runs no longer count as running.
+Times come from the minions' clocks. What the screen shows is in
+`minionize.mtopview`; a narrow terminal wraps the header and drops the least
+useful columns first.
 
-Keys: s next sort column, 1-9 sort by that column, r reverse, arrows, PgUp,
-PgDn, Home, End scroll, q quit. Exit codes: 0, 2 for a missing directory, a
-bad setting, or no terminal.
+mtop may start before the fleet: it waits for the directory to appear.
+Keys: ? lists them, s next sort column, 1-9 sort by that column, r reverse,
+arrows, PgUp, PgDn, Home, End scroll, q quit. Exit codes: 0, 2 for a path
+that is not a directory, a bad setting, or no terminal.
 """
 
 from __future__ import annotations
@@ -35,20 +39,19 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import __version__, exitcodes
 from .config import load_environment
 from .errors import MinionizeError
-from .fleet import COMPLETED, MinionState, Record, ReportReader, eta, number, record_time, report_directory
-from .status import clock, short, span
+from .fleet import COMPLETED, MinionState, Record, ReportReader, number, record_time, report_directory
+from .mtopview import View, handle_key, screen_lines
+
+__all__ = ["Live", "View", "handle_key", "main", "screen_lines"]
 
 #: Seconds of completions behind the "recent" throughput of the header.
 RATE_WINDOW = 300
-#: Lines above the table: three of header, a blank one, the column names.
-HEADER_LINES = 5
 MAX_PROBLEMS = 3
 
 
@@ -57,6 +60,8 @@ class Live:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        #: The directory is not there (yet): mtop was started before the fleet.
+        self.missing = False
         self._reset()
 
     def _reset(self) -> None:
@@ -73,6 +78,11 @@ class Live:
 
     def refresh(self) -> int:
         """Read what the minions appended since the last refresh; how many records that was."""
+        self.missing = not self.directory.exists()
+        if self.missing:
+            # Not created yet, or removed for a new campaign: wait for it, from nothing.
+            self._reset()
+            return 0
         try:
             records, problems = self.reader.poll()
         except OSError as exc:
@@ -125,173 +135,6 @@ class Live:
                 self.completed * 60 / elapsed if elapsed > 0 else None)
 
 
-# -- what the screen shows (pure) ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Column:
-    title: str
-    key: str
-    numeric: bool = False
-    #: Longest cell shown; 0 for the last two columns, which share the width left.
-    most: int = 24
-    #: The first direction of a sort on this column (r flips it): counts and times biggest first.
-    descending: bool = False
-
-
-COLUMNS = (
-    Column("HOST", "host"), Column("PID", "pid", True, 8), Column("JOB", "job_id", most=16),
-    Column("STATE", "state", most=20), Column("RUN", "running", True, 7, True),
-    Column("TRY", "attempt", True, 3, True), Column("ELAPSED", "elapsed", True, 15, True),
-    Column("DONE", "done", True, 7, True), Column("FAIL", "failed", True, 7, True),
-    Column("PARAM", "param", most=0), Column("LAST STDERR", "stderr", most=0),
-)
-#: The columns that keys 1-9 (and s, in turn) sort on.
-SORTABLE = COLUMNS[:9]
-
-
-@dataclass
-class View:
-    """What the user chose: the sort column, its direction, the first row shown."""
-
-    sort: int = 0
-    reverse: bool = False
-    top: int = 0
-
-
-def minion_row(state: MinionState, now: float) -> Record:
-    """The values of one row (sorted on), and how to show them."""
-    current = state.current()
-    oldest = current[0] if current else None
-    since = oldest["since"] if oldest else None
-    timeout = state.info.get("timeout")
-    return {
-        "minion": state.minion, "host": state.info.get("host") or state.minion, "pid": state.info.get("pid"),
-        "job_id": state.info.get("job_id"), "state": state.state(now),
-        "running": len(current), "concurrency": state.info.get("concurrency"),
-        "attempt": oldest["attempt"] if oldest else None,
-        "elapsed": None if since is None else max(0.0, now - since), "timeout": timeout,
-        "done": state.counts["done"], "failed": state.counts["failed"],
-        "param": " | ".join(short(run["param"], 80) for run in current), "stderr": state.last_stderr,
-    }
-
-
-def cell(row: Record, key: str) -> str:
-    value = row[key]
-    if key == "running":
-        return f"{value}/{row['concurrency']}" if row["concurrency"] else str(value)
-    if key == "elapsed":
-        if value is None:
-            return "-"
-        return span(value, precise=False) + (f"/{span(row['timeout'], precise=False)}" if row["timeout"] else "")
-    return "-" if value is None or value == "" else str(value)
-
-
-def sort_rows(rows: list[Record], view: View) -> list[Record]:
-    """In the column's first direction (r flips it), rows without a value last."""
-    column = SORTABLE[view.sort]
-    # Numbers come from JSON that any program may have written: a "pid" may be anything.
-    value: Callable[[Record], Any] = (lambda row: number(row[column.key])) if column.numeric else (
-        lambda row: None if row[column.key] is None else str(row[column.key]))
-    rows = sorted(rows, key=lambda row: (str(row["host"]), str(row["minion"])))
-    valued = [row for row in rows if value(row) is not None]
-    empty = [row for row in rows if value(row) is None]
-    return sorted(valued, key=value, reverse=column.descending != view.reverse) + empty
-
-
-def header(live: Live, view: View, now: float, rows: Sequence[Record], shown: int) -> list[str]:
-    """The three lines above the table; `shown` rows fit under it."""
-    states = live.minions.values()
-    stale = sum(1 for m in states if m.stale(now))
-    stopped = sum(1 for m in states if m.stopped)
-    done, failed = (sum(m.counts[k] for m in states) for k in ("done", "failed"))
-    recent, overall = (("-" if r is None else f"{r:.1f}/min") for r in live.rates(now))
-    first = (f"mtop  {live.directory}  {clock(now, now)}   minions: {len(rows)} "
-             f"({len(rows) - stopped - stale} live, {stale} stale, {stopped} stopped)   "
-             f"running: {sum(row['running'] for row in rows)}")
-    second = (f"throughput: {recent} recent, {overall} overall   ETA: {_eta(live, now)}   "
-              f"progress: {done} done, {failed} failed, {_remaining(live, done + failed, now)}")
-    column = SORTABLE[view.sort]
-    arrow = "v" if column.descending != view.reverse else "^"
-    last = min(view.top + shown, len(rows))
-    third = (f"sort: {column.title} {arrow}   (s next, 1-9 column, r reverse, arrows/PgUp/PgDn scroll, "
-             f"q quit)   rows {min(view.top + 1, last)}-{last} of {len(rows)}")
-    return [first, second, third]
-
-
-def _eta(live: Live, now: float) -> str:
-    if live.queue is None:
-        return "unknown (no queue size reported)"
-    remaining = live.queue["remaining"]
-    if remaining == 0:
-        return "done"
-    recent, overall = live.rates(now)
-    # The recent rate follows the fleet as it is now (minions come and go).
-    found = eta(remaining, live.queue["time"], recent or overall)
-    if found["eta_seconds"] is None:
-        return "unknown (nothing completed yet)"
-    return f"{span(found['eta_seconds'], precise=False)} (about {clock(found['eta_time'], now)})"
-
-
-def _remaining(live: Live, completed: int, now: float) -> str:
-    if live.queue is None:
-        return "remaining unknown"
-    remaining = live.queue["remaining"]
-    total = completed + remaining
-    percent = f"{100 * completed / total:.0f}% complete; " if total else ""
-    ago = span(max(0.0, now - live.queue["time"]), precise=False)
-    return f"{remaining} remaining ({percent}counted {ago} ago)"
-
-
-def widths(rows: Sequence[Record], width: int) -> list[int]:
-    """Each column fits its longest cell (capped); PARAM and LAST STDERR share what is left."""
-    fixed = [min(c.most, max((len(cell(row, c.key)) for row in rows), default=0)) for c in COLUMNS[:-2]]
-    fixed = [max(w, len(c.title)) for w, c in zip(fixed, COLUMNS, strict=False)]
-    left = max(0, width - sum(fixed) - 2 * len(COLUMNS))
-    param = max(len("PARAM"), left * 3 // 5)
-    return [*fixed, param, max(len("LAST STDERR"), left - param)]
-
-
-def fit(text: str, size: int) -> str:
-    return text.ljust(size) if len(text) <= size else text[: max(0, size - 1)] + "~"
-
-
-def screen_lines(live: Live, view: View, now: float, width: int, height: int) -> list[tuple[str, str]]:
-    """Every line of the screen with its style (title, head, stale, warn, problem or plain)."""
-    rows = sort_rows([minion_row(state, now) for state in live.minions.values()], view)
-    shown = max(1, height - HEADER_LINES - (1 if live.problems else 0))
-    view.top = max(0, min(view.top, len(rows) - shown))
-    sizes = widths(rows, width)
-    lines = [(text, "title") for text in header(live, view, now, rows, shown)]
-    lines.append(("", "plain"))
-    lines.append(("  ".join(fit(c.title, w) for c, w in zip(COLUMNS, sizes, strict=True)).rstrip(), "head"))
-    for row in rows[view.top:view.top + shown]:
-        text = "  ".join(fit(cell(row, c.key), w) for c, w in zip(COLUMNS, sizes, strict=True)).rstrip()
-        late = row["timeout"] and row["elapsed"] is not None and row["elapsed"] > 0.8 * row["timeout"]
-        lines.append((text, "stale" if row["state"] == "stale" else "warn" if late else "plain"))
-    if live.problems:
-        lines.append(("warning: " + live.problems[-1], "problem"))
-    # Never the last column: curses raises on writing the bottom-right cell.
-    return [(text[: max(0, width - 1)], style) for text, style in lines]
-
-
-def handle_key(view: View, key: int, page: int) -> bool:
-    """Apply one key press to `view`; False for q."""
-    if key in (ord("q"), ord("Q")):
-        return False
-    if key == ord("s"):
-        view.sort, view.reverse = (view.sort + 1) % len(SORTABLE), False
-    elif ord("1") <= key < ord("1") + len(SORTABLE):
-        view.sort, view.reverse = key - ord("1"), False
-    elif key == ord("r"):
-        view.reverse = not view.reverse
-    else:
-        moves = {curses.KEY_DOWN: 1, ord("j"): 1, curses.KEY_UP: -1, ord("k"): -1, curses.KEY_NPAGE: page,
-                 ord(" "): page, curses.KEY_PPAGE: -page, curses.KEY_HOME: -10**9, curses.KEY_END: 10**9}
-        view.top = max(0, view.top + moves.get(key, 0))
-    return True
-
-
 # -- the terminal --------------------------------------------------------------
 
 
@@ -331,7 +174,7 @@ def loop(screen: Any, live: Live, interval: float) -> None:
         draw(screen, screen_lines(live, view, time.time(), width, height), styles)
         screen.timeout(max(10, int((next_read - time.monotonic()) * 1000)))
         key = screen.getch()
-        if key != -1 and not handle_key(view, key, page=max(1, height - HEADER_LINES)):
+        if key != -1 and not handle_key(view, key):
             return
 
 
@@ -367,9 +210,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MinionizeError as exc:
         print(f"mtop: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
-    if not directory.is_dir():
-        print(f"mtop: no reports in {directory}: not an existing directory "
-              f"(is MINION_REPORTER=json set for the minions?)", file=sys.stderr)
+    if directory.exists() and not directory.is_dir():
+        # A missing one is fine: the fleet creates it once it starts.
+        print(f"mtop: no reports in {directory}: not a directory", file=sys.stderr)
         return exitcodes.CONFIG
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("mtop: needs a terminal (minion-status prints a summary anywhere)", file=sys.stderr)

@@ -33,12 +33,15 @@ BOOM = Outcome.failure("exit code 3", exit_code=3, stderr_tail="Traceback\nValue
 
 
 class Tmux:
-    """A tmux server of its own (-L) running `command` in a 200x50 terminal."""
+    """A tmux server of its own (-L) running `command` in a terminal of `size` (columns, lines)."""
 
-    def __init__(self, command: str, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, command: str, cwd: Path, env: dict[str, str], size: tuple[int, int] = (200, 50)) -> None:
         self.socket = f"minionize-test-{uuid.uuid4().hex[:8]}"
         self.env = env
-        started = self.tmux("new-session", "-d", "-x", "200", "-y", "50", "-c", str(cwd), command)
+        columns, lines = map(str, size)
+        # curses believes COLUMNS and LINES before the terminal: they must say the same.
+        command = f"env TERM=xterm COLUMNS={columns} LINES={lines} {command}"
+        started = self.tmux("new-session", "-d", "-x", columns, "-y", lines, "-c", str(cwd), command)
         assert started.returncode == 0, started.stderr
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,8 +70,8 @@ def terminal() -> Iterator[Callable[..., Tmux]]:
     require(shutil.which("tmux") is not None, "tmux")
     started: list[Tmux] = []
 
-    def start(*argv: str, cwd: Path) -> Tmux:
-        started.append(Tmux(shlex.join([sys.executable, *argv]), cwd, minion_env()))
+    def start(*argv: str, cwd: Path, size: tuple[int, int] = (200, 50)) -> Tmux:
+        started.append(Tmux(shlex.join([sys.executable, *argv]), cwd, minion_env(), size))
         return started[-1]
 
     yield start
@@ -86,7 +89,15 @@ def run(reporter: JsonReporter, param: Any, start: float, outcome: Outcome, verd
 @pytest.fixture
 def fleet_dir(tmp_path: Path) -> Iterator[tuple[Path, JsonReporter]]:
     """The fleet of the module docstring; node-a's reporter stays open so that a test can go on writing."""
-    directory, now = tmp_path / "minion-report", time.time()
+    directory = tmp_path / "minion-report"
+    a = write_fleet(directory)
+    yield directory, a
+    a.close("drained")
+
+
+def write_fleet(directory: Path) -> JsonReporter:
+    """The fleet of the module docstring, in `directory` (created); node-a's reporter, still open."""
+    now = time.time()
     a = JsonReporter(directory, timeout=60)
     a.open(MinionInfo("node-a-300-aaaaaa", "node-a", 300, "J1", "execo", 2, now - 200))
     for i in range(3):
@@ -104,8 +115,7 @@ def fleet_dir(tmp_path: Path) -> Iterator[tuple[Path, JsonReporter]]:
     for i in range(5):
         run(c, f"c{i}", now - 240 + 10 * i, Outcome.success(), "acked")
     c.close("drained")
-    yield directory, a
-    a.close("drained")
+    return a
 
 
 def table(screen: str) -> list[list[str]]:
@@ -128,7 +138,8 @@ def test_mtop_shows_the_fleet_follows_it_sorts_and_quits(
     directory, a = fleet_dir
     screen_of = terminal("-m", "minionize.mtop", "--dir", str(directory), "--interval", "0.2", cwd=directory.parent)
     screen = screen_of.wait_for(lambda s: "node-c" in s)
-    assert "minions: 3 (1 live, 1 stale, 1 stopped)   running: 2" in screen
+    # node-b's run is not counted: a stale minion was most likely killed, its run with it.
+    assert "minions: 3 (1 live, 1 stale, 1 stopped)   running: 1" in screen
     assert "progress: 9 done, 1 failed, 10 remaining (50% complete" in screen
     assert re.search(r"ETA: \d+m\d\ds \(about \d\d:\d\d:\d\d\)", screen), screen
     assert "sort: HOST ^" in screen
@@ -179,8 +190,11 @@ def test_mtop_refuses_what_it_cannot_show(tmp_path: Path) -> None:
         return subprocess.run([sys.executable, "-m", "minionize.mtop", *args], cwd=tmp_path,
                               env=minion_env(**env), capture_output=True, text=True, timeout=60)
 
-    missing = mtop_cli("--dir", "nowhere")
-    assert missing.returncode == 2 and "no reports in nowhere" in missing.stderr
+    (tmp_path / "a-file").write_text("")
+    not_a_directory = mtop_cli("--dir", "a-file")
+    assert not_a_directory.returncode == 2 and "no reports in a-file: not a directory" in not_a_directory.stderr
+    missing = mtop_cli("--dir", "nowhere")  # a directory still to come is fine, but this is no terminal
+    assert missing.returncode == 2 and "needs a terminal" in missing.stderr
     other = mtop_cli(MINION_REPORTER="stdout")
     assert other.returncode == 2 and "MINION_REPORTER='stdout'" in other.stderr
     (tmp_path / "minion-report").mkdir()
@@ -255,15 +269,86 @@ def test_the_screen_scrolls_and_clamps(fleet_dir: tuple[Path, JsonReporter]) -> 
     live = mtop.Live(fleet_dir[0])
     live.refresh()
     view = mtop.View()
-    height = mtop.HEADER_LINES + 2  # room for two rows
-    assert mtop.handle_key(view, mtop.curses.KEY_NPAGE, page=2)
-    lines = mtop.screen_lines(live, view, time.time(), 120, height)
-    assert [text.split()[0] for text, _ in lines[mtop.HEADER_LINES:]] == ["node-b", "node-c"]
+    # At 200 columns the header takes 3 lines, then a blank one and the column names: room for two rows.
+    height = 3 + 2 + 2
+    assert len(mtop.screen_lines(live, view, time.time(), 200, height)) == height and view.page == 2
+    assert mtop.handle_key(view, mtop.curses.KEY_NPAGE)
+    lines = mtop.screen_lines(live, view, time.time(), 200, height)
+    assert [text.split()[0] for text, _ in lines[5:]] == ["node-b", "node-c"]
     assert "rows 2-3 of 3" in lines[2][0] and view.top == 1  # clamped: no empty screen
-    assert all(len(text) < 120 for text, _ in lines)
+    assert all(len(text) < 200 for text, _ in lines)
     styles = [style for text, style in lines if text.startswith("node-b")]
     assert styles == ["stale"]
-    assert not mtop.handle_key(view, ord("q"), page=2)
+    assert not mtop.handle_key(view, ord("q"))
+
+
+def test_a_narrow_terminal_sheds_columns_before_the_parameter_and_stderr(
+    fleet_dir: tuple[Path, JsonReporter]
+) -> None:
+    live = mtop.Live(fleet_dir[0])
+    live.refresh()
+    for width in (60, 80, 100):
+        lines = [text for text, _ in mtop.screen_lines(live, mtop.View(), time.time(), width, 24)]
+        assert all(len(text) < width for text in lines)
+        node_a = next(line for line in lines if line.startswith("node-a"))
+        assert re.search(r'\{"x": "p-runn', node_a) and "ValueError: boo" in node_a, lines
+        # Header segments are whole: wrapped between them, never cut.
+        assert any(line.startswith("throughput: 2.0/min recent, 3.0/min overall") for line in lines), lines
+        assert any(re.match(r"progress: 9 done, 1 failed, 10 remaining( \(|$)", line) for line in lines), lines
+        assert any(re.search(r"ETA: \d+m\d\ds \(about \d\d:\d\d:\d\d\)", line) for line in lines), lines
+        assert any("? keys, q quit" in line for line in lines)
+
+
+# -- a fleet that is not there yet, the keys, a narrow terminal ---------------------
+
+
+def test_mtop_waits_for_the_fleet_then_follows_it_at_80_columns(
+    terminal: Callable[..., Tmux], tmp_path: Path
+) -> None:
+    directory = tmp_path / "minion-report"  # not there yet: the fleet starts after mtop
+    screen_of = terminal("-m", "minionize.mtop", "--interval", "0.2", cwd=tmp_path, size=(80, 24))
+    screen = screen_of.wait_for(lambda s: "waiting for" in s)
+    assert "waiting for minion-report to appear" in screen  # the default directory, as the fleet will see it
+    assert "minions: 0 (0 live, 0 stale, 0 stopped)" in screen
+    a = write_fleet(directory)
+    try:
+        screen = screen_of.wait_for(lambda s: "node-c" in s)
+    finally:
+        a.close("drained")
+    assert "waiting for" not in screen
+    lines = screen.splitlines()
+    assert all(len(line) < 80 for line in lines)
+    assert "running: 1" in screen
+    assert any(line.startswith("throughput: ") and "/min recent, " in line and "ETA: " in line for line in lines)
+    assert any(line.startswith("progress: 9 done, 1 failed, 10 remaining (50% complete;") for line in lines)
+    assert "sort: HOST ^   rows 1-3 of 3   ? keys, q quit" in screen
+    assert [cells[0] for cells in table(screen)] == ["node-a", "node-b", "node-c"]
+    # HOST STATE ELAPSED DONE FAIL PARAM LAST STDERR: the parameter and the error are still readable.
+    node_a = row(screen, "node-a")
+    assert node_a[1] == "running" and node_a[3:5] == ["3", "1"], node_a
+    assert node_a[5].startswith('{"x": "p-running') and node_a[6] == "ValueError: boom-a", node_a
+    assert row(screen, "node-c")[1] == "stopped"
+
+    screen_of.tmux("send-keys", "?")
+    screen = screen_of.wait_for(lambda s: "mtop keys" in s)
+    assert "node-a" not in screen
+    for keys, what in mtop_keys():
+        assert re.search(rf"^  {re.escape(keys)} +{re.escape(what)} *$", screen, re.M), (keys, screen)
+    assert "1 HOST  2 PID  3 JOB  4 STATE  5 RUN" in screen
+    screen_of.tmux("send-keys", "s")  # any key goes back, and does nothing else
+    screen = screen_of.wait_for(lambda s: "node-a" in s)
+    assert "sort: HOST ^" in screen and "mtop keys" not in screen
+    screen_of.tmux("send-keys", "q")
+    deadline = time.monotonic() + 10
+    while screen_of.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not screen_of.alive(), "mtop did not quit on q"
+
+
+def mtop_keys() -> list[tuple[str, str]]:
+    from minionize.mtopview import KEYS
+
+    return list(KEYS)
 
 
 # -- responsiveness ----------------------------------------------------------------
