@@ -10,8 +10,10 @@ row per minion, the throughput, the run durations, the remaining work with an
 ETA, and the failed parameters grouped by cause (exit code, signal, timeout,
 rejection reason). The work is done by pure functions (`load_records` ->
 `summarize` -> `render`, in `minionize.fleet` for the first two) that tests
-call directly. `--plot` draws the completions per minute and every run's
-duration against its end time, with matplotlib, imported only then.
+call directly. `--plot` draws the completion rate, in bins sized from the
+campaign's length (per second for a short one, per minute or hour for longer
+ones), and every run's duration against its end time, with matplotlib,
+imported only then.
 `mtop` shows the same directory live.
 
 Exit codes: 0 (also for a directory with no report yet), 2 for a missing
@@ -166,21 +168,54 @@ def render(summary: Record) -> str:
 # -- plotting ----------------------------------------------------------------
 
 
-def timeline(records: Sequence[Record], most: int = 400) -> Record:
-    """What `--plot` draws: completions per bucket (at most `most` buckets) and every run's duration."""
+#: Bin widths of the --plot throughput, in seconds: round ones, from a second to a day.
+BIN_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 3 * 3600, 6 * 3600,
+              12 * 3600, 86400)
+#: At most this many bins: the narrowest round width that fits gives from about 20 to this many.
+MOST_BINS = 60
+
+
+def bin_width(first: float, last: float, most: int = MOST_BINS) -> int:
+    """The narrowest round width whose bins, aligned on multiples of it, cover first..last in `most`."""
+    for width in BIN_WIDTHS:
+        if last // width - first // width < most:
+            return width
+    return 86400 * math.ceil((last - first + 86400) / (86400 * most))
+
+
+def rate_unit(width: int) -> tuple[str, int]:
+    """The unit a rate over bins of `width` seconds reads best in: per second, minute or hour."""
+    return ("second", 1) if width < 60 else ("minute", 60) if width < 3600 else ("hour", 3600)
+
+
+def timeline(records: Sequence[Record], most: int = MOST_BINS) -> Record:
+    """What `--plot` draws: completions per bin, bins sized from the campaign's length, each with its
+    rate per `rate_unit`; and every run's duration."""
     runs = [(t, r) for r in ends(records, ("acked", "failed", "retried")) if (t := record_time(r)) is not None]
     completed = sorted((t, r["verdict"]) for t, r in runs if r["verdict"] in ("acked", "failed"))
     points = [(t, float(r.get("duration") or 0.0), str(r["verdict"])) for t, r in runs]
+    size = bin_width(completed[0][0], completed[-1][0], most) if completed else 60
+    unit, unit_seconds = rate_unit(size)
+    data: Record = {"bucket_seconds": size, "rate_unit": unit, "unit_seconds": unit_seconds, "buckets": [],
+                    "points": points}
     if not completed:
-        return {"bucket_seconds": 60, "buckets": [], "points": points}
-    first = completed[0][0] // 60 * 60
-    # Whole minutes, enough of them per bucket that a week-long campaign still has readable bars.
-    size = 60 * max(1, math.ceil((completed[-1][0] - first) / (60 * most)))
-    count = int((completed[-1][0] - first) // size) + 1
+        return data
+    first = completed[0][0] // size * size
+    count = int(completed[-1][0] // size - first // size) + 1
     buckets = [{"start": first + i * size, "done": 0, "failed": 0} for i in range(count)]
     for moment, verdict in completed:
-        buckets[int((moment - first) // size)]["done" if verdict == "acked" else "failed"] += 1
-    return {"bucket_seconds": size, "buckets": buckets, "points": points}
+        buckets[int(moment // size - first // size)]["done" if verdict == "acked" else "failed"] += 1
+    for bucket in buckets:
+        bucket["rate"] = (bucket["done"] + bucket["failed"]) * unit_seconds / size
+    return {**data, "buckets": buckets}
+
+
+def width_text(seconds: int) -> str:
+    """A bin width: 5 s, 15 min, 3 h, 2 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def plot(records: Sequence[Record], path: Path, title: str) -> None:
@@ -204,17 +239,17 @@ def plot(records: Sequence[Record], path: Path, title: str) -> None:
 
 
 def _draw_throughput(axes: Any, data: Record) -> None:
-    """Completions per bucket as bars, the failed ones stacked in red on the done ones."""
+    """The completion rate per bin as bars, the failed share stacked in red on the done one."""
     import datetime
 
     width = datetime.timedelta(seconds=data["bucket_seconds"] * 0.9)
     starts = [datetime.datetime.fromtimestamp(b["start"]) for b in data["buckets"]]
-    done = [b["done"] for b in data["buckets"]]
+    scale = data["unit_seconds"] / data["bucket_seconds"]
+    done = [b["done"] * scale for b in data["buckets"]]
     axes.bar(starts, done, width=width, align="edge", color="tab:blue", label="done")
-    axes.bar(starts, [b["failed"] for b in data["buckets"]], width=width, align="edge", bottom=done,
+    axes.bar(starts, [b["failed"] * scale for b in data["buckets"]], width=width, align="edge", bottom=done,
              color="tab:red", label="failed")
-    minutes = data["bucket_seconds"] // 60
-    axes.set_ylabel(f"completed per {'minute' if minutes == 1 else f'{minutes} minutes'}")
+    axes.set_ylabel(f"completed per {data['rate_unit']}\n({width_text(data['bucket_seconds'])} bins)")
     axes.legend(loc="upper left")
 
 

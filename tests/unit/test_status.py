@@ -284,7 +284,7 @@ def test_empty_directory_is_no_work_yet_but_a_missing_one_is_an_error(tmp_path: 
 # -- --plot --------------------------------------------------------------------
 
 
-def test_timeline_counts_completions_per_minute_and_keeps_every_duration() -> None:
+def test_timeline_bins_follow_the_campaign_and_keep_every_duration() -> None:
     minute = 1_700_000_040.0  # a whole minute
     records = [
         {"type": "end", "verdict": "acked", "end": minute + 1, "duration": 2.0},
@@ -294,17 +294,52 @@ def test_timeline_counts_completions_per_minute_and_keeps_every_duration() -> No
         {"type": "end", "verdict": "acked", "end": minute + 185, "duration": 3.0},
     ]
     data = status.timeline(records)
-    assert data["bucket_seconds"] == 60
-    assert [(b["start"] - minute, b["done"], b["failed"]) for b in data["buckets"]] == [
-        (0, 1, 1), (60, 0, 0), (120, 0, 0), (180, 1, 0)
-    ]
+    # 3 minutes: 2 s bins would be 93 of them, 5 s bins are 38.
+    assert (data["bucket_seconds"], data["rate_unit"], len(data["buckets"])) == (5, "second", 38)
+    counted = [(b["start"] - minute, b["done"], b["failed"], b["rate"]) for b in data["buckets"] if b["rate"]]
+    assert counted == [(0, 1, 0, 0.2), (50, 0, 1, 0.2), (185, 1, 0, 0.2)]
     # A retried run took time too; a released one was cut short.
     assert sorted(d for _, d, _ in data["points"]) == [2.0, 3.0, 4.0, 9.0]
-    # A week: still at most 400 bars, of whole minutes.
+    # A week: 3-hour bins, at most 60 of them, a rate per hour.
     week = [{"type": "end", "verdict": "acked", "end": minute + i * 3600, "duration": 1} for i in range(168)]
     long = status.timeline(week)
-    assert long["bucket_seconds"] % 60 == 0 and len(long["buckets"]) <= 400
+    assert (long["bucket_seconds"], long["rate_unit"]) == (3 * 3600, "hour") and len(long["buckets"]) <= 60
     assert sum(b["done"] for b in long["buckets"]) == 168
+    assert max(b["rate"] for b in long["buckets"]) == pytest.approx(1.0)  # one an hour
+
+
+def campaign(seconds: float, runs: int, start: float = 1_699_920_000.0) -> list[dict[str, Any]]:
+    """`runs` completions evenly spread over `seconds` from `start` (midnight UTC), none on a bin's edge."""
+    step = seconds / runs
+    return [{"type": "end", "verdict": "acked" if i % 4 else "failed", "end": start + step * (i + 0.5),
+             "duration": 1.0} for i in range(runs)]
+
+
+def test_a_short_campaign_is_plotted_per_second_at_its_rate() -> None:
+    data = status.timeline(campaign(20, 40))
+    assert (data["bucket_seconds"], data["rate_unit"], data["unit_seconds"]) == (1, "second", 1)
+    assert len(data["buckets"]) == 20
+    assert [b["rate"] for b in data["buckets"]] == [2.0] * 20  # 40 runs in 20 s
+    assert sum(b["done"] + b["failed"] for b in data["buckets"]) == 40
+
+
+@pytest.mark.parametrize(("seconds", "runs", "width", "unit", "rate"), [
+    (60, 120, 1, "second", 2.0), (600, 1200, 10, "second", 2.0), (900, 900, 15, "second", 1.0),
+    (3600, 3600, 60, "minute", 60.0), (6 * 3600, 3600, 600, "minute", 10.0), (3 * 86400, 4320, 2 * 3600, "hour", 60.0),
+])
+def test_bins_are_round_and_20_to_60_for_any_campaign(seconds: float, runs: int, width: int, unit: str,
+                                                      rate: float) -> None:
+    data = status.timeline(campaign(seconds, runs))
+    assert (data["bucket_seconds"], data["rate_unit"]) == (width, unit)
+    assert 20 <= len(data["buckets"]) <= 60
+    assert [b["rate"] for b in data["buckets"]] == pytest.approx([rate] * len(data["buckets"]))
+
+
+def test_plot_of_a_short_campaign_is_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    status.plot(campaign(20, 40), tmp_path / "short.png", "20 s")
+    assert (tmp_path / "short.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert status.width_text(1) == "1 s" and status.width_text(900) == "15 min" and status.width_text(7200) == "2 h"
 
 
 def test_plot_draws_a_png(fleet: Path, tmp_path: Path) -> None:
