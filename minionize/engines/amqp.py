@@ -104,6 +104,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
+from .kit import Setting, read_settings
 
 log = logging.getLogger("minionize")
 
@@ -154,6 +155,21 @@ class _Delivery:
 
 class AmqpEngine(Engine):
     name = "amqp"
+    title = "RabbitMQ (pip install 'minionize[amqp]')"
+    settings = (
+        Setting("AMQP_URL", "url", "amqp:// or amqps:// (TLS); its password is masked", default=DEFAULT_URL,
+                secret=True),
+        Setting("AMQP_QUEUE", "text", "the queue of parameters", required=True),
+        Setting("AMQP_DECODER", "choice", "json: the body is a JSON document", default="identity", choices=DECODERS),
+        Setting("AMQP_QUEUE_TYPE", "choice", "classic: for RabbitMQ before 3.8", default="quorum",
+                choices=QUEUE_TYPES),
+        Setting("AMQP_DEAD_LETTER_QUEUE", "text", "default <queue>.dead"),
+        Setting("AMQP_HEARTBEAT", "integer", "whole seconds; 0 disables the heartbeat", default=60, minimum=0),
+        Setting("AMQP_PREFETCH", "integer", "N > 0: consume, RabbitMQ pushes up to N unacked messages", default=0,
+                minimum=0),
+        Setting("AMQP_OPERATION_TIMEOUT", "seconds", "seconds to connect (TCP and handshake), and for any call",
+                default=5.0, above=0),
+    )
     tells_drained = True  # nothing ready, no minion holding a message (drained())
 
     def __init__(
@@ -198,22 +214,17 @@ class AmqpEngine(Engine):
 
     @classmethod
     def from_env(cls, env: EnvReader) -> AmqpEngine:
-        url = env.get("AMQP_URL", DEFAULT_URL) or DEFAULT_URL
-        queue = env.required("AMQP_QUEUE", "the name of the queue of parameters")
-        decoder = env.choice("AMQP_DECODER", "identity", DECODERS)
-        dead = env.get("AMQP_DEAD_LETTER_QUEUE")
+        values = read_settings(env, cls.settings)
+        url, queue, dead = values["AMQP_URL"], values["AMQP_QUEUE"], values["AMQP_DEAD_LETTER_QUEUE"]
         if dead == queue:
             raise ConfigError("AMQP_DEAD_LETTER_QUEUE", dead, "expected a queue other than AMQP_QUEUE")
-        queue_type = env.choice("AMQP_QUEUE_TYPE", "quorum", QUEUE_TYPES)
-        heartbeat = env.integer("AMQP_HEARTBEAT", 60, minimum=0)
-        prefetch = env.integer("AMQP_PREFETCH", 0, minimum=0)
-        timeout = env.seconds("AMQP_OPERATION_TIMEOUT", 5.0) or 0.0
-        if timeout <= 0:
-            raise ConfigError("AMQP_OPERATION_TIMEOUT", env.raw("AMQP_OPERATION_TIMEOUT"), "expected seconds > 0")
         if urlsplit(url).scheme not in ("amqp", "amqps"):
             raise ConfigError("AMQP_URL", mask_url(url), "expected an amqp:// or amqps:// URL")
         try:
-            return cls(queue, url, decoder, dead, queue_type, heartbeat, prefetch, timeout)
+            return cls(
+                queue, url, values["AMQP_DECODER"], dead, values["AMQP_QUEUE_TYPE"], values["AMQP_HEARTBEAT"],
+                values["AMQP_PREFETCH"], values["AMQP_OPERATION_TIMEOUT"],
+            )
         except (ValueError, TypeError) as exc:  # pika checks ssl_options with the ssl module
             raise ConfigError("AMQP_URL", mask_url(url), f"not a valid AMQP URL ({scrub(str(exc), url)})") from None
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Optional
 from ..config import EnvReader
 from ..excerpt import excerpt, safe_text
 from ..message import Message
+from .kit import Setting
 
 DECODERS = ("identity", "json")
 #: The largest attempt count taken from a broker (more is nonsense: set aside at once anyway).
@@ -45,6 +46,10 @@ class Engine(abc.ABC):
 
     #: The MINION_ENGINE value.
     name: ClassVar[str]
+    #: How the README titles its variables ("Redis Streams (pip install 'minionize[redis]')").
+    title: ClassVar[str] = ""
+    #: Every variable the engine reads, declared once (see minionize.engines.kit).
+    settings: ClassVar[tuple[Setting, ...]] = ()
     #: How often (seconds) the worker calls `extend` for messages in flight;
     #: None when the engine needs no lease renewal.
     lease_interval: Optional[float] = None

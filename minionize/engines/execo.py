@@ -76,6 +76,7 @@ from ..errors import ConfigError, MinionizeError, QueueUnreachable
 from ..message import Message
 from . import sweepfiles
 from .base import DeadLetter, Engine, Pushed
+from .kit import Setting, read_settings
 
 # POSIX record locks are per process: threads of one process need this too.
 _PROCESS_LOCK = threading.RLock()
@@ -98,6 +99,12 @@ def _unusable(directory: Path, exc: OSError) -> MinionizeError:
 
 class ExecoEngine(Engine):
     name = "execo"
+    title = "Execo"
+    settings = (
+        Setting("EXECO_PERSISTENCE_DIR", "path", "the sweep's directory, shared by the minions", default="sweeps"),
+        Setting("MINION_LEASE_SECONDS", "seconds", "a dead minion's parameter comes back after it and a third more",
+                default=60.0, minimum=1, chart="leaseSeconds"),
+    )
     any_thread = True
     input_ends = tells_drained = True  # the sweep is done
 
@@ -127,13 +134,8 @@ class ExecoEngine(Engine):
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ExecoEngine:
-        directory = env.get("EXECO_PERSISTENCE_DIR", "sweeps") or "sweeps"
-        lease = env.seconds("MINION_LEASE_SECONDS", 60.0) or 0.0
-        if lease < 1:
-            raise ConfigError(
-                "MINION_LEASE_SECONDS", env.raw("MINION_LEASE_SECONDS"), "expected a number of seconds >= 1"
-            )
-        return cls(directory, lease)
+        values = read_settings(env, cls.settings)
+        return cls(values["EXECO_PERSISTENCE_DIR"], values["MINION_LEASE_SECONDS"])
 
     def describe(self) -> str:
         return f"execo sweep {self.directory}"

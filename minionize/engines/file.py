@@ -42,12 +42,19 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode
+from .kit import Setting, read_settings
 
 _CHUNK = 1 << 16
 
 
 class FileEngine(Engine):
     name = "file"
+    title = "File (one parameter per line; blank lines skipped)"
+    settings = (
+        Setting("FILE_PATH", "path", "default: standard input"),
+        Setting("FILE_DECODER", "choice", "json: one JSON document per line", default="identity", choices=DECODERS),
+        Setting("FILE_DEAD_LETTER", "path", "failed parameters are appended there"),
+    )
     any_thread = True
     input_ends = tells_drained = True  # end of file
 
@@ -69,8 +76,8 @@ class FileEngine(Engine):
 
     @classmethod
     def from_env(cls, env: EnvReader) -> FileEngine:
-        decoder = env.choice("FILE_DECODER", "identity", DECODERS)
-        return cls(env.get("FILE_PATH"), decoder, env.get("FILE_DEAD_LETTER"))
+        values = read_settings(env, cls.settings)
+        return cls(values["FILE_PATH"], values["FILE_DECODER"], values["FILE_DEAD_LETTER"])
 
     def open(self) -> None:
         if self.path is None:

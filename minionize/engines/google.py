@@ -100,6 +100,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
+from .kit import MANDATORY, Setting, read_settings
 
 log = logging.getLogger("minionize")
 
@@ -118,18 +119,11 @@ _BASE = "minion_attempt_base"
 _ORIGIN = "minion_id"
 
 
-def _resource_id(env: EnvReader, name: str, what: str) -> str:
-    value = env.required(name, what)
+def _resource_id(values: dict[str, Any], name: str) -> str:
+    value: str = values[name]
     if not _ID.fullmatch(value) or value.startswith("goog"):
         raise ConfigError(name, value, "expected 3 to 255 of A-Z a-z 0-9 -_.~+%, from a letter, not goog")
     return value
-
-
-def _operation_timeout(env: EnvReader) -> float:
-    timeout = env.seconds("GOOGLE_OPERATION_TIMEOUT", 5.0) or 0.0
-    if timeout <= 0:
-        raise ConfigError("GOOGLE_OPERATION_TIMEOUT", env.raw("GOOGLE_OPERATION_TIMEOUT"), "expected seconds > 0")
-    return timeout
 
 
 def _clip(text: str) -> str:
@@ -185,6 +179,23 @@ def _encode(param: Any, decoder: str) -> bytes:
 
 class GoogleEngine(Engine):
     name = "google"
+    title = "Google Pub/Sub (pip install 'minionize[google]')"
+    settings = (
+        Setting("GOOGLE_PROJECT_ID", "text", "the ID of the Google Cloud project", required=True),
+        Setting("GOOGLE_TOPIC_ID", "text", "the ID of the topic parameters are published to", required=True),
+        Setting("GOOGLE_SUBSCRIPTION", "text", "the ID of the subscription the minions share", required=True),
+        Setting("GOOGLE_APPLICATION_CREDENTIALS", "path", "a JSON key file, unless PUBSUB_EMULATOR_HOST is set",
+                secret=True, shown=MANDATORY, chart="file:credentials"),
+        Setting("GOOGLE_DECODER", "choice", "json: the data is a JSON document", default="identity",
+                choices=DECODERS),
+        Setting("GOOGLE_ACK_DEADLINE", "seconds", "for a subscription created by minionize", default=60.0,
+                minimum=10, maximum=600),
+        Setting("GOOGLE_DEAD_LETTER_TOPIC", "text", "default <topic>-dead-letter"),
+        Setting("PUBSUB_EMULATOR_HOST", "text", "host:port of the Pub/Sub emulator, instead of Google",
+                chart="emulatorHost"),
+        Setting("GOOGLE_OPERATION_TIMEOUT", "seconds", "seconds any call may take, retries included", default=5.0,
+                above=0),
+    )
     tells_drained = False  # Pub/Sub has no cheap queue size
 
     def __init__(
@@ -227,22 +238,19 @@ class GoogleEngine(Engine):
 
     @classmethod
     def from_env(cls, env: EnvReader) -> GoogleEngine:
-        project = env.required("GOOGLE_PROJECT_ID", "the ID of the Google Cloud project")
+        values = read_settings(env, cls.settings)
+        project = values["GOOGLE_PROJECT_ID"]
         if not _PROJECT.fullmatch(project):
             raise ConfigError("GOOGLE_PROJECT_ID", project, "expected a project ID such as my-project-123")
-        topic = _resource_id(env, "GOOGLE_TOPIC_ID", "the ID of the topic parameters are published to")
-        subscription = _resource_id(env, "GOOGLE_SUBSCRIPTION", "the ID of the subscription minions share")
-        emulator = env.get("PUBSUB_EMULATOR_HOST")
+        topic, subscription = _resource_id(values, "GOOGLE_TOPIC_ID"), _resource_id(values, "GOOGLE_SUBSCRIPTION")
+        emulator = values["PUBSUB_EMULATOR_HOST"]
         if emulator is not None and not re.fullmatch(r"\[?[^/\s@]+\]?:\d+", emulator):
             shown = "***@" + emulator.rpartition("@")[2] if "@" in emulator else emulator  # user:password@?
             raise ConfigError("PUBSUB_EMULATOR_HOST", shown, "expected host:port, e.g. 127.0.0.1:8085")
-        credentials = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+        credentials = values["GOOGLE_APPLICATION_CREDENTIALS"]
         if credentials is None and emulator is None:
             env.required("GOOGLE_APPLICATION_CREDENTIALS", "the path of a JSON key file (or set PUBSUB_EMULATOR_HOST)")
-        deadline = env.seconds("GOOGLE_ACK_DEADLINE", 60.0) or 0.0
-        if not 10 <= deadline <= 600:
-            raise ConfigError("GOOGLE_ACK_DEADLINE", env.raw("GOOGLE_ACK_DEADLINE"), "expected 10 to 600 seconds")
-        dead_letter = env.get("GOOGLE_DEAD_LETTER_TOPIC")
+        dead_letter = values["GOOGLE_DEAD_LETTER_TOPIC"]
         if dead_letter is not None and not (_ID.fullmatch(dead_letter) or _TOPIC_PATH.fullmatch(dead_letter)):
             raise ConfigError("GOOGLE_DEAD_LETTER_TOPIC", dead_letter, "expected a topic ID or projects/P/topics/T")
         return cls(
@@ -251,11 +259,11 @@ class GoogleEngine(Engine):
             subscription,
             credentials=credentials,
             emulator=emulator,
-            decoder=env.choice("GOOGLE_DECODER", "identity", DECODERS),
-            ack_deadline=int(deadline),
+            decoder=values["GOOGLE_DECODER"],
+            ack_deadline=int(values["GOOGLE_ACK_DEADLINE"]),
             dead_letter_topic=dead_letter,
             max_attempts=env.integer("MINION_MAX_ATTEMPTS", 3, minimum=1),
-            operation_timeout=_operation_timeout(env),
+            operation_timeout=values["GOOGLE_OPERATION_TIMEOUT"],
         )
 
     def describe(self) -> str:

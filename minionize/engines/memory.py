@@ -29,10 +29,16 @@ from ..config import EnvReader
 from ..errors import ConfigError
 from ..message import Message
 from .base import Engine
+from .kit import Setting, read_settings
 
 
 class MemoryEngine(Engine):
     name = "memory"
+    title = "Memory (tests, examples)"
+    settings = (
+        Setting("MEMORY_PARAMS", "text", "a JSON list of parameters, e.g. '[1, 2, 3]'", default="[]", chart="",
+                chart_why="the queue lives in the minion's process: not for a fleet"),
+    )
     any_thread = True
     input_ends = tells_drained = True  # the list is done
 
@@ -49,7 +55,7 @@ class MemoryEngine(Engine):
 
     @classmethod
     def from_env(cls, env: EnvReader) -> MemoryEngine:
-        raw = env.get("MEMORY_PARAMS", "[]") or "[]"
+        raw = read_settings(env, cls.settings)["MEMORY_PARAMS"]
         try:
             params = json.loads(raw)
         except (ValueError, RecursionError):  # not JSON, nested too deeply, a 4,300-digit integer

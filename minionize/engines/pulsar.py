@@ -88,6 +88,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, raw_text
+from .kit import Setting, read_settings
 
 log = logging.getLogger("minionize.pulsar")
 
@@ -100,6 +101,35 @@ _LOG_PIPE_LOCK = threading.Lock()
 #: client's complaints (one per attempt) go at DEBUG, and a failure is said
 #: once, in the error. A failed start-up ends the minion, so it stays set.
 _CONNECTING = threading.Event()
+
+
+#: Every variable of the engine (see minionize.engines.kit).
+SETTINGS = (
+    Setting("PULSAR_CONNECTION", "url", "pulsar:// or pulsar+ssl:// (TLS)", default="pulsar://localhost:6650",
+            secret=True),
+    Setting("PULSAR_TOPIC", "text", "the topic that holds the parameters", required=True),
+    Setting("PULSAR_SUBSCRIPTION", "text", "the Shared subscription the minions share", default="minionize"),
+    Setting("PULSAR_DECODER", "choice", "json: the payload is a JSON document", default="identity",
+            choices=DECODERS),
+    Setting("PULSAR_DEAD_LETTER_TOPIC", "text", "default <topic>-<subscription>-DLQ"),
+    Setting("PULSAR_NACK_DELAY", "seconds", "how long a given-back message waits before redelivery", default=1.0),
+    Setting("PULSAR_RECEIVER_QUEUE_SIZE", "integer", "messages the client fetches ahead", default=1, minimum=1),
+    Setting("PULSAR_OPERATION_TIMEOUT", "seconds", "seconds to connect, and for any operation (1 at least)",
+            default=5.0),
+    Setting("PULSAR_TOKEN", "text", "a JWT, or PULSAR_TOKEN_FILE: a file re-read at each connection", secret=True,
+            chart="secret:token"),
+    Setting("PULSAR_TOKEN_FILE", "path", "a file holding the JWT, instead of PULSAR_TOKEN", secret=True, chart="",
+            chart_why="the chart passes the token from a Secret as PULSAR_TOKEN (pulsar.token)"),
+    Setting("PULSAR_TLS_TRUST_CERTS_FILE", "path", "the CA bundle; default: certifi's",
+            chart="file:tls.trustCerts"),
+    Setting("PULSAR_TLS_ALLOW_INSECURE", "flag", "1: accept any broker certificate", default=False,
+            chart="tls.allowInsecure"),
+    Setting("PULSAR_TLS_VALIDATE_HOSTNAME", "flag", "1: check the certificate's host name", default=False,
+            chart="tls.validateHostname"),
+    Setting("PULSAR_TLS_CERT_FILE", "path", "a client certificate (with PULSAR_TLS_KEY_FILE)",
+            chart="file:tls.clientCert"),
+    Setting("PULSAR_TLS_KEY_FILE", "path", "the client certificate's key", secret=True, chart="file:tls.clientCert"),
+)
 
 
 @dataclass(frozen=True)
@@ -124,33 +154,33 @@ class PulsarSettings:
 
     @classmethod
     def from_env(cls, env: EnvReader) -> PulsarSettings:
-        connection = env.get("PULSAR_CONNECTION", "pulsar://localhost:6650") or ""
+        values = read_settings(env, SETTINGS)
+        connection, topic = values["PULSAR_CONNECTION"], values["PULSAR_TOPIC"]
         if not connection.startswith(_SCHEMES):
             raise ConfigError("PULSAR_CONNECTION", mask_url(connection), "expected a pulsar:// or pulsar+ssl:// URL")
-        topic = env.required("PULSAR_TOPIC", "the topic that holds the parameters")
-        subscription = env.get("PULSAR_SUBSCRIPTION", "minionize") or "minionize"
-        if env.raw("PULSAR_TOKEN") and env.raw("PULSAR_TOKEN_FILE"):
+        if values["PULSAR_TOKEN"] and values["PULSAR_TOKEN_FILE"]:
             raise ConfigError("PULSAR_TOKEN", "***", "set PULSAR_TOKEN or PULSAR_TOKEN_FILE, not both")
-        if bool(env.raw("PULSAR_TLS_CERT_FILE")) != bool(env.raw("PULSAR_TLS_KEY_FILE")):
+        if bool(values["PULSAR_TLS_CERT_FILE"]) != bool(values["PULSAR_TLS_KEY_FILE"]):
             raise ConfigError(
-                "PULSAR_TLS_CERT_FILE", env.raw("PULSAR_TLS_CERT_FILE"), "set it with PULSAR_TLS_KEY_FILE, or neither"
+                "PULSAR_TLS_CERT_FILE", values["PULSAR_TLS_CERT_FILE"], "set it with PULSAR_TLS_KEY_FILE, or neither"
             )
+        subscription = values["PULSAR_SUBSCRIPTION"]
         return cls(
             connection=connection,
             topic=topic,
             subscription=subscription,
-            decoder=env.choice("PULSAR_DECODER", "identity", DECODERS),
-            dead_letter_topic=env.get("PULSAR_DEAD_LETTER_TOPIC") or f"{topic}-{subscription}-DLQ",
-            nack_delay=env.seconds("PULSAR_NACK_DELAY", 1.0) or 0.0,
-            receiver_queue_size=env.integer("PULSAR_RECEIVER_QUEUE_SIZE", 1, minimum=1),
-            operation_timeout=max(1.0, env.seconds("PULSAR_OPERATION_TIMEOUT", 5.0) or 1.0),
-            token=env.raw("PULSAR_TOKEN"),
-            token_file=env.raw("PULSAR_TOKEN_FILE"),
-            tls_trust_certs_file=env.raw("PULSAR_TLS_TRUST_CERTS_FILE"),
-            tls_allow_insecure=env.flag("PULSAR_TLS_ALLOW_INSECURE", False),
-            tls_validate_hostname=env.flag("PULSAR_TLS_VALIDATE_HOSTNAME", False),
-            tls_cert_file=env.raw("PULSAR_TLS_CERT_FILE"),
-            tls_key_file=env.raw("PULSAR_TLS_KEY_FILE"),
+            decoder=values["PULSAR_DECODER"],
+            dead_letter_topic=values["PULSAR_DEAD_LETTER_TOPIC"] or f"{topic}-{subscription}-DLQ",
+            nack_delay=values["PULSAR_NACK_DELAY"],
+            receiver_queue_size=values["PULSAR_RECEIVER_QUEUE_SIZE"],
+            operation_timeout=max(1.0, values["PULSAR_OPERATION_TIMEOUT"]),
+            token=values["PULSAR_TOKEN"],
+            token_file=values["PULSAR_TOKEN_FILE"],
+            tls_trust_certs_file=values["PULSAR_TLS_TRUST_CERTS_FILE"],
+            tls_allow_insecure=values["PULSAR_TLS_ALLOW_INSECURE"],
+            tls_validate_hostname=values["PULSAR_TLS_VALIDATE_HOSTNAME"],
+            tls_cert_file=values["PULSAR_TLS_CERT_FILE"],
+            tls_key_file=values["PULSAR_TLS_KEY_FILE"],
         )
 
     def check_files(self) -> None:
@@ -253,10 +283,12 @@ def _unreachable(settings: PulsarSettings, exc: object) -> QueueUnreachable:
 
 class PulsarEngine(Engine):
     name = "pulsar"
+    title = "Pulsar (pip install 'minionize[pulsar]')"
+    settings = SETTINGS
     tells_drained = False  # Pulsar cannot tell that a topic will stay empty
 
     def __init__(self, settings: PulsarSettings) -> None:
-        self.settings = settings
+        self.config = settings
         self._client: Optional[pulsar.Client] = None
         self._consumer: Optional[pulsar.Consumer] = None
         self._dead_letters: Optional[pulsar.Producer] = None
@@ -267,25 +299,25 @@ class PulsarEngine(Engine):
         return cls(PulsarSettings.from_env(env))
 
     def describe(self) -> str:
-        s = self.settings
+        s = self.config
         auth = ", token" if s.token or s.token_file else ""
         return f"pulsar {mask_url(s.connection)} topic {s.topic} subscription {s.subscription} ({s.decoder}{auth})"
 
     def _connect(self) -> pulsar.Client:
-        self.settings.check_files()
+        self.config.check_files()
         _CONNECTING.set()
-        self._client = self.settings.client()
+        self._client = self.config.client()
         return self._client
 
     def open(self) -> None:
         client = self._connect()
         try:
-            self._consumer = self.settings.subscribe(client, self.settings.topic)
+            self._consumer = self.config.subscribe(client, self.config.topic)
         except pulsar.PulsarException as exc:
             self.close()  # the worker closes only what opened
             if isinstance(exc, pulsar.InvalidTopicName):
-                raise ConfigError("PULSAR_TOPIC", self.settings.topic, "not a valid Pulsar topic name") from None
-            raise _unreachable(self.settings, exc) from None
+                raise ConfigError("PULSAR_TOPIC", self.config.topic, "not a valid Pulsar topic name") from None
+            raise _unreachable(self.config, exc) from None
         _CONNECTING.clear()
 
     def _subscribed(self) -> pulsar.Consumer:
@@ -293,10 +325,10 @@ class PulsarEngine(Engine):
         if self._consumer is None:
             assert self._client is not None, "open() first"
             try:
-                self._consumer = self.settings.subscribe(self._client, self.settings.topic)
+                self._consumer = self.config.subscribe(self._client, self.config.topic)
             except pulsar.PulsarException as exc:
-                raise ConnectionError(f"cannot subscribe to {self.settings.topic}: {exc}") from None
-            log.warning("subscribed again to %s", self.settings.topic)
+                raise ConnectionError(f"cannot subscribe to {self.config.topic}: {exc}") from None
+            log.warning("subscribed again to %s", self.config.topic)
         return self._consumer
 
     def next(self, timeout: float) -> Optional[Message]:
@@ -314,7 +346,7 @@ class PulsarEngine(Engine):
         message = Message(
             id=str(received.message_id()), param=None, attempt=received.redelivery_count() + 1, handle=received
         )
-        return decode_into(message, received.data(), self.settings.decoder)
+        return decode_into(message, received.data(), self.config.decoder)
 
     def _watch_connection(self, consumer: pulsar.Consumer) -> None:
         """Log when the client loses the broker, and when it is back (it reconnects by itself)."""
@@ -323,9 +355,9 @@ class PulsarEngine(Engine):
             return
         self._connected = connected
         if connected:
-            log.warning("reconnected to Pulsar at %s", mask_url(self.settings.connection))
+            log.warning("reconnected to Pulsar at %s", mask_url(self.config.connection))
         else:
-            log.warning("lost the connection to Pulsar at %s; reconnecting", mask_url(self.settings.connection))
+            log.warning("lost the connection to Pulsar at %s; reconnecting", mask_url(self.config.connection))
 
     def ack(self, message: Message) -> None:
         try:
@@ -355,21 +387,21 @@ class PulsarEngine(Engine):
         except pulsar.PulsarException as exc:
             # Never leave it unacknowledged in a live consumer: it would stay there.
             self.nack(message)
-            raise ConnectionError(f"cannot publish to {self.settings.dead_letter_topic}: {exc}") from None
+            raise ConnectionError(f"cannot publish to {self.config.dead_letter_topic}: {exc}") from None
         self.ack(message)
 
     def _dead_letter_producer(self) -> pulsar.Producer:
         if self._dead_letters is None:
             assert self._client is not None, "open() first"
-            topic = self.settings.dead_letter_topic
+            topic = self.config.dead_letter_topic
             # Pulsar drops what a topic without subscription receives.
-            self.settings.create_subscription(self._client, topic)
-            self._dead_letters = self.settings.producer(self._client, topic)
+            self.config.create_subscription(self._client, topic)
+            self._dead_letters = self.config.producer(self._client, topic)
         return self._dead_letters
 
     def push(self, params: list[Any]) -> str:
         client = self._connect()
-        s = self.settings
+        s = self.config
         failures: list[str] = []
 
         def sent(result: Any, _message_id: Any) -> None:
@@ -400,11 +432,11 @@ class PulsarEngine(Engine):
         return self._dead_letter_round(move_to=None)
 
     def retry_failed(self) -> int:
-        return len(self._dead_letter_round(move_to=self.settings.topic))
+        return len(self._dead_letter_round(move_to=self.config.topic))
 
     def _dead_letter_round(self, move_to: Optional[str]) -> list[DeadLetter]:
         """Receive the whole dead-letter topic; with `move_to`, publish each message there, then acknowledge it."""
-        s = self.settings
+        s = self.config
         letters: list[DeadLetter] = []
         try:
             client = self._connect()

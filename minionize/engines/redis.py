@@ -85,6 +85,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode
+from .kit import Setting, read_settings
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,28 @@ def _reconnecting(method: _Method) -> _Method:
 
 class RedisEngine(Engine):
     name = "redis"
+    title = "Redis Streams (pip install 'minionize[redis]')"
+    settings = (
+        Setting("REDIS_URL", "url", "redis://, rediss:// (TLS) or unix://", default="redis://localhost:6379/0",
+                secret=True),
+        Setting("REDIS_PASSWORD", "text", "used when the URL has none", secret=True, chart="secret:passwordSecret"),
+        Setting("REDIS_STREAM", "text", "the stream of parameters", required=True),
+        Setting("REDIS_GROUP", "text", "the consumer group the minions share", default="minionize"),
+        Setting("REDIS_CONSUMER", "text", "this minion's name in the group; unique per minion",
+                shown="", chart="",
+                chart_why="each minion names itself (<host>:<pid>:<random>): one name for a fleet would mix "
+                          "its minions' entries"),
+        Setting("REDIS_DECODER", "choice", "json: the field is a JSON document", default="identity",
+                choices=DECODERS),
+        Setting("REDIS_FIELD", "text", "the entry's field that holds the parameter", default="param"),
+        Setting("REDIS_CLAIM_IDLE", "seconds", "a dead minion's entry is claimed after this", default=60.0,
+                minimum=1),
+        Setting("REDIS_DEAD_LETTER_STREAM", "text", "default <stream>:dead"),
+        Setting("REDIS_DELETE_ACKED", "flag", "XDEL settled entries; 0 when other groups read the stream",
+                default=True),
+        Setting("REDIS_OPERATION_TIMEOUT", "seconds", "seconds to connect, and for any command", default=5.0,
+                above=0),
+    )
     tells_drained = True  # nothing pending and the last entry delivered (drained())
 
     def __init__(
@@ -242,29 +265,23 @@ class RedisEngine(Engine):
 
     @classmethod
     def from_env(cls, env: EnvReader) -> RedisEngine:
-        url = env.get("REDIS_URL", "redis://localhost:6379/0") or ""
+        values = read_settings(env, cls.settings)
+        url, field = values["REDIS_URL"], values["REDIS_FIELD"]
         _check_url(url)
-        claim_idle = env.seconds("REDIS_CLAIM_IDLE", 60.0) or 0.0
-        if claim_idle < 1:
-            raise ConfigError("REDIS_CLAIM_IDLE", env.raw("REDIS_CLAIM_IDLE"), "expected a number of seconds >= 1")
-        timeout = env.seconds("REDIS_OPERATION_TIMEOUT", 5.0) or 0.0
-        if timeout <= 0:
-            raise ConfigError("REDIS_OPERATION_TIMEOUT", env.raw("REDIS_OPERATION_TIMEOUT"), "expected seconds > 0")
-        field = env.get("REDIS_FIELD", "param") or "param"
         if field in _DEAD_LETTER_FIELDS:
             raise ConfigError("REDIS_FIELD", field, f"expected a name other than {', '.join(_DEAD_LETTER_FIELDS)}")
         return cls(
-            env.required("REDIS_STREAM", "the key of the stream of parameters"),
+            values["REDIS_STREAM"],
             url,
-            env.get("REDIS_GROUP", "minionize") or "minionize",
-            env.choice("REDIS_DECODER", "identity", DECODERS),
-            claim_idle,
-            env.get("REDIS_DEAD_LETTER_STREAM"),
-            consumer=env.get("REDIS_CONSUMER"),
+            values["REDIS_GROUP"],
+            values["REDIS_DECODER"],
+            values["REDIS_CLAIM_IDLE"],
+            values["REDIS_DEAD_LETTER_STREAM"],
+            consumer=values["REDIS_CONSUMER"],
             field=field,
-            delete_acked=env.flag("REDIS_DELETE_ACKED", True),
-            password=env.get("REDIS_PASSWORD"),
-            operation_timeout=timeout,
+            delete_acked=values["REDIS_DELETE_ACKED"],
+            password=values["REDIS_PASSWORD"],
+            operation_timeout=values["REDIS_OPERATION_TIMEOUT"],
         )
 
     def describe(self) -> str:

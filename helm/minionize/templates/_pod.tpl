@@ -22,6 +22,7 @@ runtime's, then extraEnv (last, so that it wins).
 {{- include "minionize.envVar" (list "GOOGLE_ACK_DEADLINE" $v.google.ackDeadline) }}
 {{- include "minionize.envVar" (list "GOOGLE_DEAD_LETTER_TOPIC" $v.google.deadLetterTopic) }}
 {{- include "minionize.envVar" (list "PUBSUB_EMULATOR_HOST" $v.google.emulatorHost) }}
+{{- include "minionize.envVar" (list "GOOGLE_OPERATION_TIMEOUT" $v.google.operationTimeout) }}
 {{- with $v.google.credentials }}
 {{- if .existingSecret }}
 - name: GOOGLE_APPLICATION_CREDENTIALS
@@ -34,6 +35,9 @@ runtime's, then extraEnv (last, so that it wins).
 {{- include "minionize.envVar" (list "PULSAR_SUBSCRIPTION" $v.pulsar.subscription) }}
 {{- include "minionize.envVar" (list "PULSAR_DECODER" $v.pulsar.decoder) }}
 {{- include "minionize.envVar" (list "PULSAR_DEAD_LETTER_TOPIC" $v.pulsar.deadLetterTopic) }}
+{{- include "minionize.envVar" (list "PULSAR_NACK_DELAY" $v.pulsar.nackDelay) }}
+{{- include "minionize.envVar" (list "PULSAR_RECEIVER_QUEUE_SIZE" $v.pulsar.receiverQueueSize) }}
+{{- include "minionize.envVar" (list "PULSAR_OPERATION_TIMEOUT" $v.pulsar.operationTimeout) }}
 {{- if $v.pulsar.token.existingSecret }}
 {{- include "minionize.envSecret" (list "PULSAR_TOKEN" $v.pulsar.token) | nindent 0 }}
 {{- end }}
@@ -67,6 +71,9 @@ runtime's, then extraEnv (last, so that it wins).
 {{- include "minionize.envVar" (list "REDIS_DECODER" $v.redis.decoder) }}
 {{- include "minionize.envVar" (list "REDIS_CLAIM_IDLE" $v.redis.claimIdle) }}
 {{- include "minionize.envVar" (list "REDIS_DEAD_LETTER_STREAM" $v.redis.deadLetterStream) }}
+{{- include "minionize.envVar" (list "REDIS_FIELD" $v.redis.field) }}
+{{- include "minionize.envVar" (list "REDIS_DELETE_ACKED" $v.redis.deleteAcked) }}
+{{- include "minionize.envVar" (list "REDIS_OPERATION_TIMEOUT" $v.redis.operationTimeout) }}
 {{- else if eq $v.engine "amqp" }}
 {{- if $v.amqp.urlSecret.existingSecret }}
 {{- include "minionize.envSecret" (list "AMQP_URL" $v.amqp.urlSecret) | nindent 0 }}
@@ -77,6 +84,9 @@ runtime's, then extraEnv (last, so that it wins).
 {{- include "minionize.envVar" (list "AMQP_DECODER" $v.amqp.decoder) }}
 {{- include "minionize.envVar" (list "AMQP_QUEUE_TYPE" $v.amqp.queueType) }}
 {{- include "minionize.envVar" (list "AMQP_DEAD_LETTER_QUEUE" $v.amqp.deadLetterQueue) }}
+{{- include "minionize.envVar" (list "AMQP_HEARTBEAT" $v.amqp.heartbeat) }}
+{{- include "minionize.envVar" (list "AMQP_PREFETCH" $v.amqp.prefetch) }}
+{{- include "minionize.envVar" (list "AMQP_OPERATION_TIMEOUT" $v.amqp.operationTimeout) }}
 {{- end }}
 {{- with $v.minion }}
 {{- include "minionize.envVar" (list "MINION_CONCURRENCY" .concurrency) }}
