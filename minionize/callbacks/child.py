@@ -23,14 +23,13 @@ from __future__ import annotations
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Optional
 
 from ..guard import KILL_AFTER, kill_marked, marked, send
 from .base import RunContext
-from .output import OutputStream
+from .output import PLAIN, OutputStream, RunOutput
 
 if TYPE_CHECKING:
     from subprocess import Popen
@@ -158,7 +157,7 @@ def _popen(argv: list[str], executable: str, env: Mapping[bytes, bytes], cwd: Op
 
 
 def supervise(
-    child: Child, context: RunContext, mark: Optional[str] = None
+    child: Child, context: RunContext, mark: Optional[str] = None, output: RunOutput = PLAIN
 ) -> tuple[Optional[str], OutputStream, OutputStream]:
     """Wait for the run to end, forwarding its output; returns (why it was stopped, stdout, stderr).
 
@@ -167,9 +166,9 @@ def supervise(
     happened to its pipes (a run may close or redirect them at once): the
     timeout and the stops apply to it until then. `mark` is the run's
     MINION_RUN_ID: a stop or a timeout also ends the processes that left
-    the run's process group.
+    the run's process group. `output` tags and copies what the run writes.
     """
-    stdout, stderr = OutputStream(sys.stdout.buffer), OutputStream(sys.stderr.buffer)
+    stdout, stderr = output.streams()
     streams = {child.stdout: stdout, child.stderr: stderr}
     poller = select.poll()
     for fd in streams:

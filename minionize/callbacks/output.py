@@ -2,13 +2,14 @@
 
 With MINION_TAG each forwarded line starts with the run's parameter and a tab
 (GNU parallel's --tag); with MINION_RESULTS all of a run's output is also kept
-in files (GNU parallel's --results): `run_output` says so for the runs of the
-thread that enters it, since the streams are made where the child is supervised.
+in files (GNU parallel's --results). `run_output` makes a run's `RunOutput`,
+which the supervisor of the child turns into its two streams.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import sys
@@ -25,8 +26,6 @@ LONG_LINE = 65536
 #: The longest directory name a parameter gets under MINION_RESULTS (file systems allow 255 bytes).
 NAME_MAX = 120
 _OUTPUT_LOCK = threading.Lock()
-#: The tag and the result files of the run that the current thread supervises.
-_RUN = threading.local()
 
 
 def emit(out: IO[bytes], data: bytes) -> None:
@@ -57,32 +56,47 @@ def result_name(param: Any) -> str:
     return name
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOutput:
+    """Where one run's output goes besides the minion's own stdout and stderr."""
+
+    #: What starts each forwarded line (MINION_TAG): the parameter and a tab, or nothing.
+    tag: bytes = b""
+    #: Files that get a copy of everything the run writes (MINION_RESULTS).
+    stdout_copy: Optional[IO[bytes]] = None
+    stderr_copy: Optional[IO[bytes]] = None
+
+    def streams(self) -> tuple[OutputStream, OutputStream]:
+        """The run's stdout and stderr streams, forwarded to the minion's own."""
+        return (OutputStream(sys.stdout.buffer, self.tag, self.stdout_copy),
+                OutputStream(sys.stderr.buffer, self.tag, self.stderr_copy))
+
+
+#: A run whose output is only forwarded.
+PLAIN = RunOutput()
+
+
 @contextlib.contextmanager
-def run_output(tag: Optional[str], results: Optional[Path]) -> Iterator[None]:
-    """The output streams made by this thread meanwhile tag their lines and copy them to `results`."""
-    files = {}
-    if results is not None:
-        results.mkdir(parents=True, exist_ok=True)
-        files = {id(sys.stdout.buffer): open(results / "stdout", "wb"),  # noqa: SIM115 - closed below
-                 id(sys.stderr.buffer): open(results / "stderr", "wb")}  # noqa: SIM115
-    _RUN.tag, _RUN.files = (tag.encode("utf-8", "backslashreplace") + b"\t" if tag is not None else b""), files
-    try:
-        yield
-    finally:
-        _RUN.tag, _RUN.files = b"", {}
-        for handle in files.values():
-            handle.close()
+def run_output(tag: Optional[str], results: Optional[Path]) -> Iterator[RunOutput]:
+    """A run's output tagged with `tag` and copied into `results`/stdout and stderr, for the `with` block."""
+    prefix = tag.encode("utf-8", "backslashreplace") + b"\t" if tag is not None else b""
+    if results is None:
+        yield RunOutput(prefix)
+        return
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / "stdout", "wb") as stdout, open(results / "stderr", "wb") as stderr:
+        yield RunOutput(prefix, stdout, stderr)
 
 
 class OutputStream:
     """Forwards one output stream line by line and keeps its tail for the reports."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], tag: bytes = b"", copy: Optional[IO[bytes]] = None) -> None:
         self.out = out
         self.partial = b""
         self.tail = bytearray()
-        self.tag: bytes = getattr(_RUN, "tag", b"")
-        self.copy: Optional[IO[bytes]] = getattr(_RUN, "files", {}).get(id(out))
+        self.tag = tag
+        self.copy = copy
 
     def feed(self, data: bytes) -> None:
         self.tail += data

@@ -26,7 +26,7 @@ from ..guard import MARK, Guard
 from ..message import Message, Outcome, Param
 from .base import Callback, RunContext, param_env
 from .child import spawn, supervise, which
-from .output import OutputStream, emit, param_text, result_name, run_output
+from .output import PLAIN, OutputStream, RunOutput, emit, param_text, result_name, run_output
 from .params import ARG_MAX_BYTES, BadParam, param_args
 
 #: Larger MINION_PARAM values go to MINION_PARAM_FILE instead.
@@ -99,21 +99,21 @@ class ProcessCallback(Callback):
         self._guard.started(seq)
         try:
             env = self._environment(variables)
-            return self._kept(message, lambda: self._start(command, env, context, variables[MARK]))
+            return self._kept(message, lambda output: self._start(command, env, context, variables[MARK], output))
         finally:
             self._guard.ended(seq)
             if spilled:
                 os.unlink(spilled)
 
-    def _kept(self, message: Message, start: Callable[[], Outcome]) -> Outcome:
+    def _kept(self, message: Message, start: Callable[[RunOutput], Outcome]) -> Outcome:
         """The run, its lines tagged (MINION_TAG) and its output, exit code and parameter kept
         in MINION_RESULTS/<parameter>/ when asked; a later attempt replaces them."""
         if not self._tag and self._results is None:
-            return start()
+            return start(PLAIN)
         tag = param_text(message.param) if self._tag else None
         directory = self._results / result_name(message.param) if self._results is not None else None
-        with run_output(tag, directory):
-            outcome = start()
+        with run_output(tag, directory) as output:
+            outcome = start(output)
         if directory is not None:
             ended = "" if outcome.exit_code is None else str(outcome.exit_code)
             if outcome.signal is not None:
@@ -146,7 +146,9 @@ class ProcessCallback(Callback):
             self._executables[program] = found
         return found
 
-    def _start(self, command: Command, env: dict[bytes, bytes], context: RunContext, mark: str) -> Outcome:
+    def _start(
+        self, command: Command, env: dict[bytes, bytes], context: RunContext, mark: str, output: RunOutput
+    ) -> Outcome:
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         try:
             child = spawn(argv, self._executable(argv), env, self.cwd)
@@ -163,7 +165,7 @@ class ProcessCallback(Callback):
             self._executables.pop(argv[0], None)  # removed or moved since: look again next time
             name = command if isinstance(command, str) else command[0]
             return Outcome.failure(f"cannot start {name!r}: {exc.strerror}", exit_code=127)
-        stopped, out, err = supervise(child, context, mark)
+        stopped, out, err = supervise(child, context, mark, output)
         return _outcome(child.wait(), stopped, context, out, err)
 
 
