@@ -202,6 +202,8 @@ class Settings:
     log_level: str = "INFO"
     #: minionize's credential variables that the wrapped program may see all the same (MINION_PASS_ENV).
     pass_env: tuple[str, ...] = ()
+    #: The chosen engine's secret variables (its declaration), kept from the program like the known ones.
+    engine_secrets: frozenset[str] = frozenset()
     #: The exit code of a minion that set parameters aside and otherwise ended
     #: normally (MINION_FAILED_EXIT_CODE; 0: exit 0 all the same), as xargs's 123.
     failed_exit_code: int = exitcodes.SET_ASIDE
@@ -220,7 +222,7 @@ class Settings:
         if template is not None:
             _check_template(template)
         return cls(
-            engine=(reader.get("MINION_ENGINE") or reader.get("EP") or "execo").lower(),
+            engine=_engine_name(reader.get("MINION_ENGINE") or reader.get("EP") or "execo"),
             reporter=(reader.get("MINION_REPORTER") or "null").lower(),
             max_attempts=reader.integer("MINION_MAX_ATTEMPTS", 3, minimum=1),
             timeout=reader.seconds("MINION_TIMEOUT", None),
@@ -254,6 +256,11 @@ class Settings:
             command=tuple(command),
             env=reader,
         )
+
+
+def _engine_name(value: str) -> str:
+    """An engine's name, in any case (`Redis`); a `module:Class` keeps its case."""
+    return value if ":" in value else value.lower()
 
 
 def _port(reader: EnvReader, name: str) -> Optional[int]:

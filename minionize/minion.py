@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -13,6 +14,7 @@ from .callbacks.base import Callback
 from .callbacks.function import FuncCallback
 from .config import Settings
 from .engines.base import Engine
+from .engines.kit import secret_names
 from .errors import ConfigError, MinionizeError, MissingExtra, QueueUnreachable
 from .message import Param
 from .reporters.base import FanOut, Reporter
@@ -51,6 +53,8 @@ def assemble(
     """The worker for `callback`, with what the settings choose for the rest."""
     engine = engine or build_engine(settings)
     reporter = reporter or build_reporter(settings)
+    # An out-of-tree engine's secrets are kept from the program too.
+    settings = dataclasses.replace(settings, engine_secrets=secret_names(getattr(engine, "settings", ())))
     if settings.metrics_port is None:
         return Worker(engine, callback, settings, reporter)
     try:

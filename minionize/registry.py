@@ -3,6 +3,11 @@
 Choosing the execo engine therefore never imports grpc, google-cloud or the
 pulsar client. An unknown name gets a "did you mean"; an optional package
 that is missing names the extra that installs it.
+
+Engines from outside this project need no fork: `MINION_ENGINE` may name a
+class (`mylab.queues:LabEngine`), or a name that an installed package
+declares in the `minionize.engines` entry-point group
+(`[project.entry-points."minionize.engines"] lab = "mylab.queues:LabEngine"`).
 """
 
 from __future__ import annotations
@@ -43,24 +48,63 @@ EXTRAS = {
 }
 
 
+#: The entry-point group through which installed packages add engines.
+ENGINE_ENTRY_POINTS = "minionize.engines"
+
+
 def load(registry: dict[str, str], variable: str, name: str) -> Any:
     """Import and return the class registered under `name`."""
     target = registry.get(name)
     if target is None:
         raise ConfigError(variable, name, did_you_mean(name, list(registry)))
+    return _import(variable, name, target, ours=True)
+
+
+def _import(variable: str, name: str, target: str, ours: bool = False) -> Any:
+    """Import "module:Class"; what fails in a module of the user's is a configuration error."""
     module_name, _, attribute = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
-        if missing in EXTRAS:
+        if ours and missing in EXTRAS:
             raise MissingExtra(variable, name, EXTRAS[missing], exc.name or missing) from None
-        raise
-    return getattr(module, attribute)
+        if ours:
+            raise
+        raise ConfigError(variable, name, f"cannot import {module_name} ({exc})") from None
+    except Exception as exc:
+        if ours:
+            raise
+        raise ConfigError(variable, name, f"importing {module_name} failed ({type(exc).__name__}: {exc})") from None
+    found = getattr(module, attribute, None) if attribute else None
+    if found is None:
+        raise ConfigError(variable, name, f"{module_name} has no class {attribute or '(none named)'}")
+    return found
 
 
 def engine_class(name: str) -> Any:
-    return load(ENGINES, "MINION_ENGINE", name)
+    """The engine class of a MINION_ENGINE value: a name of ours, `module:Class`, or an entry point's name."""
+    from .engines.base import Engine
+
+    if name in ENGINES:
+        return load(ENGINES, "MINION_ENGINE", name)
+    if ":" in name:
+        found = _import("MINION_ENGINE", name, name)
+    else:
+        plugins = installed_engines()
+        if name not in plugins:
+            raise ConfigError("MINION_ENGINE", name, did_you_mean(name, [*ENGINES, *plugins]))
+        found = _import("MINION_ENGINE", name, plugins[name])
+    if not (isinstance(found, type) and issubclass(found, Engine)):
+        raise ConfigError("MINION_ENGINE", name, "expected a subclass of minionize.engines.base.Engine")
+    return found
+
+
+def installed_engines() -> dict[str, str]:
+    """name -> "module:Class" of the engines that installed packages declare (entry points)."""
+    from importlib.metadata import entry_points
+
+    return {point.name: point.value for point in entry_points(group=ENGINE_ENTRY_POINTS)}
 
 
 def reporter_class(name: str) -> Any:

@@ -57,6 +57,7 @@ class ProcessCallback(Callback):
         self._executables: dict[str, str] = {}
         self._guard = Guard()
         self._pass_env: tuple[str, ...] = ()
+        self._hidden: frozenset[str] = frozenset()
         self._tag = False
         self._results: Optional[Path] = None
 
@@ -64,6 +65,7 @@ class ProcessCallback(Callback):
         if self.args_template is None:
             self.args_template = settings.args_template
         self._pass_env = settings.pass_env
+        self._hidden = settings.engine_secrets
         self._tag = settings.tag
         if settings.results is not None:
             self._results = Path(settings.results)
@@ -126,7 +128,7 @@ class ProcessCallback(Callback):
         """The run's environment: the minion's own but its credentials, read and encoded once,
         plus the run's MINION_*."""
         if self._base_env is None:
-            inherited = child_environment(os.environ, self._pass_env)
+            inherited = child_environment(os.environ, self._pass_env, self._hidden)
             self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in {**inherited, **self.env}.items()}
         env = dict(self._base_env)
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in variables.items())
@@ -185,11 +187,16 @@ def is_credential(name: str) -> bool:
     return name in CREDENTIAL_VARIABLES or (name.startswith(_OWN_PREFIXES) and name.endswith(_SECRET_ENDINGS))
 
 
-def child_environment(environ: Mapping[str, str], passed: Iterable[str] = ()) -> dict[str, str]:
-    """The environment a run inherits: the minion's, less its credentials, except those in `passed`
-    (MINION_PASS_ENV)."""
-    kept = set(passed)
-    return {name: value for name, value in environ.items() if name in kept or not is_credential(name)}
+def child_environment(
+    environ: Mapping[str, str], passed: Iterable[str] = (), hidden: Iterable[str] = ()
+) -> dict[str, str]:
+    """The environment a run inherits: the minion's, less its credentials (and the `hidden`
+    secrets an engine declares), except those in `passed` (MINION_PASS_ENV)."""
+    kept, hidden = set(passed), set(hidden)
+    return {
+        name: value for name, value in environ.items()
+        if name in kept or not (is_credential(name) or name in hidden)
+    }
 
 
 def _spill_large(variables: dict[str, str]) -> Optional[str]:
