@@ -41,7 +41,7 @@ from typing import IO, Any, Optional
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from .base import DECODERS, DeadLetter, Engine, decode_into, encode
+from .base import DECODERS, DeadLetter, Engine, decode_into, encode, raw_text
 from .kit import Setting, read_settings
 
 _CHUNK = 1 << 16
@@ -185,7 +185,9 @@ class FileEngine(Engine):
         return f"file {self.path}"
 
     def dead_letters(self) -> list[DeadLetter]:
-        return [DeadLetter(line, "") for line in self._dead_lines()[1]]
+        # Shown as the brokers' engines show a body (raw_text): bytes that are not UTF-8
+        # as escapes, never as the lone surrogates that would make printing them fail.
+        return [DeadLetter(raw_text(line.encode("utf-8", "surrogateescape")), "") for line in self._dead_lines()[1]]
 
     def retry_failed(self) -> int:
         dead, lines = self._dead_lines()
