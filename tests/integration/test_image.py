@@ -12,7 +12,6 @@ so does every container (docker-py and testcontainers pull a missing image).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import pytest
 
 from tests.conftest import ROOT, minion_env, require, run_minion
 
-from .conftest import DOCKERD_SCRIPT, DockerEngine
+from .conftest import DOCKERD_SCRIPT, BuiltImages, DockerEngine
 
 try:
     from testcontainers.core.config import testcontainers_config
@@ -41,15 +40,9 @@ except ImportError:  # pragma: no cover - reported by the `images` fixture
 # never made the Python base image, seconds once it and the layers exist.
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.timeout(1200)]
 
-PYTHON_IMAGE = "minionize-test/python:bookworm"
-MINIONIZE_IMAGE = "minionize-test/base:latest"
-EXAMPLE_IMAGE = "minionize-test/collatz:latest"
 DOCKERFILES = (ROOT / "docker" / "Dockerfile", ROOT / "examples" / "docker" / "Dockerfile")
 SCRIPTS = (ROOT / "docker" / "entrypoint.sh", DOCKERD_SCRIPT)
 REDIS_URL = "redis://127.0.0.1:6379/0"
-#: debootstrap on a machine that has never made the Python base image.
-PYTHON_BASE_TIMEOUT = 900
-BUILD_TIMEOUT = 900
 #: How long a container of these tests may run before it is a failure.
 RUN_TIMEOUT = 60
 #: The parameters of the example image and what its program prints for them.
@@ -108,67 +101,13 @@ class Images:
         )
 
 
-def _docker_env(engine: DockerEngine) -> dict[str, str]:
-    """The environment of the docker command: the test engine and the classic builder.
-
-    The classic builder takes a FROM image that is local as it is and never
-    asks a registry about it (and the CLI here has no buildx for BuildKit).
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    return {**env, "DOCKER_HOST": engine.host, "DOCKER_BUILDKIT": "0"}
-
-
-def _make_python_base(engine: DockerEngine) -> None:
-    try:
-        done = subprocess.run(
-            ["sh", str(DOCKERD_SCRIPT), "python-base"],
-            capture_output=True, text=True, timeout=PYTHON_BASE_TIMEOUT, env=_docker_env(engine),
-        )
-    except subprocess.TimeoutExpired:
-        require(False, f"{DOCKERD_SCRIPT.name} python-base did not finish within {PYTHON_BASE_TIMEOUT}s")
-    last = " | ".join(done.stderr.strip().splitlines()[-5:])
-    require(done.returncode == 0, f"{DOCKERD_SCRIPT.name} python-base failed (exit {done.returncode}): {last}")
-
-
-def _build(engine: DockerEngine, dockerfile: Path, context: Path, tag: str, **args: str) -> None:
-    """`docker build` with the CLI, as a user would; FROM images must already be local."""
-    for parent in args.values():
-        engine.client.images.get(parent)
-    # --force-rm: a failed build leaves no container behind either.
-    command = ["docker", "build", "--network=host", "--force-rm", "-f", str(dockerfile), "-t", tag]
-    for name, value in args.items():
-        command += ["--build-arg", f"{name}={value}"]
-    done = subprocess.run(
-        [*command, str(context)], capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=_docker_env(engine)
-    )
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-
-
 @pytest.fixture(scope="session")
-def images(docker_engine: DockerEngine, request: pytest.FixtureRequest) -> Images:
-    """The base image and the example image, built (or found in the layer cache) once."""
+def images(built_images: BuiltImages) -> Images:
+    """The base image and the example image (built once per session by the conftest)."""
     require(DockerContainer is not None, "testcontainers is missing: pip install testcontainers")
-    require(shutil.which("docker") is not None, "the docker command is missing (scripts/dockerd.sh installs it)")
     # Ryuk, testcontainers' reaper, is an image to pull: each test removes its containers itself.
     testcontainers_config.ryuk_disabled = True
-    times = []
-    started = time.monotonic()
-    _make_python_base(docker_engine)
-    times.append(f"python-base {time.monotonic() - started:.1f}s")
-    started = time.monotonic()
-    _build(docker_engine, ROOT / "docker" / "Dockerfile", ROOT, MINIONIZE_IMAGE, BASE_IMAGE=PYTHON_IMAGE)
-    times.append(f"base {time.monotonic() - started:.1f}s")
-    started = time.monotonic()
-    example = ROOT / "examples" / "docker"
-    _build(docker_engine, example / "Dockerfile", example, EXAMPLE_IMAGE, MINIONIZE_BASE=MINIONIZE_IMAGE)
-    times.append(f"example {time.monotonic() - started:.1f}s")
-    # Shown even with output captured: the build times are worth watching.
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\ntest_image: images made in {', '.join(times)}")
-    return Images(docker_engine, MINIONIZE_IMAGE, EXAMPLE_IMAGE)
+    return Images(built_images.engine, built_images.base, built_images.example)
 
 
 @pytest.fixture
