@@ -19,8 +19,10 @@ Ack and nack
     `inprogress` (execo's `cancel`) and counts the attempt in the journal, so
     that any minion picks it up again; a release (a stopped minion) does the
     same without counting an attempt, so that preemptions never set a
-    parameter aside. Fail sets it aside (execo's `skip`),
-    recorded in the journal with the reason, so that no minion takes it again.
+    parameter aside. Fail sets it aside: it leaves `inprogress` and the
+    journal records it with the reason, so that no minion takes it again;
+    plain execo, which does not read the journal, still counts it as
+    remaining (`minion-status --failed` lists it).
 
 A crashed minion
     A minion renews the lease of each parameter it runs every third of
