@@ -41,8 +41,8 @@ Ack and nack
     nothing: there a nack publishes a copy carrying `x-minion-prior-attempts`
     and acks the original. A release (a stop, a dry run) does so on both,
     so that it costs no attempt. Fail publishes a copy to the dead-letter
-    queue with the headers `x-minion-reason`, `x-minion-attempts` and
-    `x-minion-queue`, and acks the original. Copies wait for the broker's
+    queue with the headers `minion_reason`, `minion_attempts` and
+    `minion_source` (the queue), and acks the original. Copies wait for the broker's
     confirm: a refused one leaves the original in the queue. A quorum queue
     also dead-letters there what the broker drops by itself (from RabbitMQ
     4.0 on, after 20 deliveries), with an `x-death` header.
@@ -104,7 +104,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
-from .kit import Setting, read_settings
+from .kit import DEAD_REASON, Setting, dead_letter_metadata, read_settings
 
 log = logging.getLogger("minionize")
 
@@ -122,7 +122,7 @@ _NETWORK_ERRORS = (pika.exceptions.AMQPError, OSError, AMQPConnectorException)
 def _reason(properties: Any) -> str:
     """Why a message is in the dead-letter queue: minionize's header, or the broker's x-death."""
     headers = properties.headers or {}
-    reason = headers.get("x-minion-reason")
+    reason = headers.get(DEAD_REASON, headers.get("x-minion-reason"))  # minionize 1.0's name
     if reason is None and headers.get("x-death"):
         reason = f"dropped by RabbitMQ ({raw_text(headers['x-death'][0].get('reason', ''))})"
     return raw_text(reason) if isinstance(reason, (bytes, str)) else ""
@@ -478,8 +478,7 @@ class AmqpEngine(Engine):
         self._forward(message, self.queue, {PRIOR: message.attempt - 1})
 
     def fail(self, message: Message, reason: str) -> None:
-        why = {"x-minion-reason": reason, "x-minion-attempts": message.attempt, "x-minion-queue": self.queue}
-        self._forward(message, self.dead_letter_queue, why)
+        self._forward(message, self.dead_letter_queue, dead_letter_metadata(reason, message.attempt, self.queue))
 
     def _settle(self, message: Message, action: str, settle: Callable[[_Delivery], None]) -> None:
         """Settle `message` if it came on the current channel; a lost one gives it back by itself."""

@@ -41,8 +41,8 @@ Ack and nack
     the message with the attribute `minion_attempt_base` and acks the
     original, so that a stopped minion never costs an attempt. Fail
     publishes the message to the dead-letter topic with its attributes plus
-    `minion_reason`, `minion_attempts`, `minion_subscription` and
-    `minion_message_id`, then acks the original.
+    `minion_reason`, `minion_attempts`, `minion_source` (the subscription)
+    and `minion_message_id`, then acks the original.
 
     Pub/Sub gives delivery_attempt only to a subscription with a dead-letter
     policy, so one created here has a policy pointing to the dead-letter
@@ -100,7 +100,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
-from .kit import MANDATORY, Setting, read_settings
+from .kit import DEAD_REASON, MANDATORY, Setting, dead_letter_metadata, read_settings
 
 log = logging.getLogger("minionize")
 
@@ -485,12 +485,8 @@ class GoogleEngine(Engine):
     def fail(self, message: Message, reason: str) -> None:
         original = message.handle.message
         attributes = {key: value for key, value in original.attributes.items() if key != _BASE}
-        attributes.update(
-            minion_reason=_clip(reason),
-            minion_attempts=str(message.attempt),
-            minion_subscription=self._sub_path,
-            minion_message_id=message.id,
-        )
+        attributes.update(dead_letter_metadata(_clip(reason), message.attempt, self._sub_path))
+        attributes["minion_message_id"] = message.id
         letter = PubsubMessage(data=original.data, attributes=attributes)
         with self._running("dead letter"):
             subscriber, publisher = self._clients()
@@ -526,7 +522,7 @@ class GoogleEngine(Engine):
         with self._starting():
             subscriber, publisher = self._clients()
             for batch in _pulled(subscriber, keeper, self.operation_timeout):
-                letters += [DeadLetter(raw_text(r.message.data), r.message.attributes.get("minion_reason", ""))
+                letters += [DeadLetter(raw_text(r.message.data), r.message.attributes.get(DEAD_REASON, ""))
                             for r in batch]
                 ack_ids = [r.ack_id for r in batch]
                 if not move:

@@ -131,6 +131,20 @@ def secret_names(settings: Iterable[Setting]) -> frozenset[str]:
     return frozenset(setting.name for setting in settings if setting.secret)
 
 
+# --- the dead-letter metadata ---------------------------------------------
+
+#: Why a parameter was set aside, its attempt count (decimal text), and the
+#: queue it came from: under these names on every broker, whether the broker
+#: calls them headers (RabbitMQ), attributes (Pub/Sub), properties (Pulsar)
+#: or fields (a Redis stream entry).
+DEAD_REASON, DEAD_ATTEMPTS, DEAD_SOURCE = "minion_reason", "minion_attempts", "minion_source"
+
+
+def dead_letter_metadata(reason: str, attempts: int, source: str) -> dict[str, str]:
+    """What a dead letter carries besides the parameter, on every broker."""
+    return {DEAD_REASON: reason, DEAD_ATTEMPTS: str(attempts), DEAD_SOURCE: source}
+
+
 # --- the README's variable block ------------------------------------------
 
 #: The column where the README's comments start.

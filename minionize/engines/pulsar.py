@@ -42,8 +42,9 @@ Ack and nack
     its redelivery count increased; the attempt number is that count + 1.
     A release (a stopped minion) is a nack: Pulsar counts every redelivery.
     Fail publishes the message to the dead-letter topic, with its
-    properties plus `minion_reason` (why it failed), `minion_attempt`,
-    `REAL_TOPIC` and `ORIGIN_MESSAGE_ID`, then acknowledges the original.
+    properties plus `minion_reason` (why it failed), `minion_attempts`,
+    `minion_source` (the topic), `REAL_TOPIC` and `ORIGIN_MESSAGE_ID` (the
+    names of Pulsar's own dead-letter policy), then acknowledges the original.
     The dead-letter topic has a subscription named PULSAR_SUBSCRIPTION,
     created before the first publication, so Pulsar keeps its messages
     (and a minion pointed at that topic can replay them).
@@ -88,7 +89,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, raw_text
-from .kit import Setting, read_settings
+from .kit import DEAD_REASON, Setting, dead_letter_metadata, read_settings
 
 log = logging.getLogger("minionize.pulsar")
 
@@ -377,8 +378,7 @@ class PulsarEngine(Engine):
         original, key = _original_properties(received)
         properties = {
             **original,
-            "minion_reason": reason,
-            "minion_attempt": str(message.attempt),
+            **dead_letter_metadata(reason, message.attempt, self.config.topic),
             "REAL_TOPIC": received.topic_name(),
             "ORIGIN_MESSAGE_ID": str(received.message_id()),
         }
@@ -448,7 +448,7 @@ class PulsarEngine(Engine):
                         received = consumer.receive(timeout_millis=2000)
                     except pulsar.Timeout:
                         return letters
-                    reason = received.properties().get("minion_reason", "")
+                    reason = received.properties().get(DEAD_REASON, "")
                     letters.append(DeadLetter(raw_text(received.data()), reason))
                     if producer is not None:
                         producer.send(received.data())  # waits for the broker: acknowledged only once it is back

@@ -42,7 +42,8 @@ Ack and nack
     Redis, is the attempt number; as the entry is never copied, no command
     boundary can lose or double it. A release also lowers the count by one
     (RETRYCOUNT), so the next claim gives the same attempt. Fail copies the
-    entry's fields, with `reason`, `attempts` and `original_id`, to the
+    entry's fields, with `minion_reason`, `minion_attempts`, `minion_source`
+    (the stream) and `minion_original_id`, to the
     dead-letter stream, then XACKs (and XDELs) it, in one Lua script; a
     minion pointed at the dead-letter stream replays them. Nack, release,
     fail and renewals touch only an entry this minion still holds. What a
@@ -85,11 +86,13 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode
-from .kit import Setting, read_settings
+from .kit import DEAD_ATTEMPTS, DEAD_REASON, DEAD_SOURCE, Setting, dead_letter_metadata, read_settings
 
 log = logging.getLogger(__name__)
 
-_DEAD_LETTER_FIELDS = ("reason", "attempts", "original_id")
+_DEAD_LETTER_FIELDS = (DEAD_REASON, DEAD_ATTEMPTS, DEAD_SOURCE, "minion_original_id")
+#: Where minionize 1.0 kept the reason of a dead letter.
+_OLD_REASON = b"reason"
 #: How long ago a given-back entry pretends it was delivered: longer than any
 #: sane REDIS_CLAIM_IDLE, so that every minion takes it at once.
 _GIVEN_BACK_IDLE_MS = 365 * 24 * 3600 * 1000
@@ -502,7 +505,8 @@ class RedisEngine(Engine):
     def fail(self, message: Message, reason: str) -> None:
         fields: dict[Any, Any] = dict(message.handle or {})
         # Bytes keys, as read: a replayed dead letter gets its fields replaced, not doubled.
-        fields.update({b"reason": reason, b"attempts": message.attempt, b"original_id": message.id})
+        metadata = {**dead_letter_metadata(reason, message.attempt, self.stream), "minion_original_id": message.id}
+        fields.update((key.encode(), value) for key, value in metadata.items())
         self._settle(self._fail, message.id, [item for pair in fields.items() for item in pair])
 
     def _fail(self, entry_id: str, flat: list[Any]) -> None:
@@ -526,7 +530,11 @@ class RedisEngine(Engine):
 
     def dead_letters(self) -> list[DeadLetter]:
         field = self.field.encode()
-        return [DeadLetter(_text(f.get(field, b"")), _text(f.get(b"reason", b""))) for _, f in self._dead_entries()]
+        reason = DEAD_REASON.encode()
+        return [
+            DeadLetter(_text(f.get(field, b"")), _text(f.get(reason, f.get(_OLD_REASON, b""))))
+            for _, f in self._dead_entries()
+        ]
 
     def retry_failed(self) -> int:
         entries = self._dead_entries()

@@ -232,9 +232,9 @@ def test_dead_letters_keep_the_message_and_why_it_failed(env: dict[str, str], tm
     [(_, properties, body)] = read_queue(f"{env['AMQP_QUEUE']}.dead")
     headers = properties.headers
     assert body == b'"doomed"'
-    assert "exit code 3" in headers["x-minion-reason"] and "attempt 2 of 2" in headers["x-minion-reason"]
-    assert headers["x-minion-attempts"] == 2
-    assert headers["x-minion-queue"] == env["AMQP_QUEUE"]
+    assert "exit code 3" in headers["minion_reason"] and "attempt 2 of 2" in headers["minion_reason"]
+    assert headers["minion_attempts"] == "2"
+    assert headers["minion_source"] == env["AMQP_QUEUE"]
     assert "x-minion-prior-attempts" not in headers
     assert properties.delivery_mode == 2 and properties.content_type == "application/json"
     assert properties.message_id

@@ -213,7 +213,7 @@ def test_json_decoder_sets_a_non_json_message_aside_with_the_reason(env: dict[st
     assert letter.data == b"{not json"
     assert "not valid JSON" in letter.attributes["minion_reason"]
     assert letter.attributes["minion_attempts"] == "1"
-    assert letter.attributes["minion_subscription"] == subscription
+    assert letter.attributes["minion_source"] == subscription
     assert letter.attributes["origin"] == "test"
 
 

@@ -315,7 +315,7 @@ def test_dead_letter_topic_keeps_failed_messages_with_their_reason(
     assert set(letters) == {b'"doomed"', b"{not json"}
     doomed = letters[b'"doomed"']
     assert "exit code 1" in doomed["minion_reason"] and "attempt 2 of 2" in doomed["minion_reason"]
-    assert doomed["minion_attempt"] == "2"
+    assert doomed["minion_attempts"] == "2"
     assert doomed["REAL_TOPIC"].endswith(topic) and doomed["ORIGIN_MESSAGE_ID"]
     assert "not valid JSON" in letters[b"{not json"]["minion_reason"]
     assert broker.read(topic, subscription or "minionize") == []  # the originals were acknowledged

@@ -204,7 +204,7 @@ def test_a_group_lost_by_the_server_is_created_again(server: RedisServer, stream
         ({}, "REDIS_STREAM"),
         ({"REDIS_STREAM": "s", "REDIS_CLAIM_IDLE": "0.5"}, "REDIS_CLAIM_IDLE"),
         ({"REDIS_STREAM": "s", "REDIS_DECODER": "jsno"}, "REDIS_DECODER"),
-        ({"REDIS_STREAM": "s", "REDIS_FIELD": "reason"}, "REDIS_FIELD"),
+        ({"REDIS_STREAM": "s", "REDIS_FIELD": "minion_reason"}, "REDIS_FIELD"),
         ({"REDIS_STREAM": "s", "REDIS_URL": f"http://:{PASSWORD}@127.0.0.1/0"}, "REDIS_URL"),
     ],
 )
@@ -257,9 +257,10 @@ def test_dead_letters_keep_the_parameter_reason_attempts_and_can_be_replayed(
         ((_, letter),) = c.xrange(dead)
         assert c.xlen(stream) == 0 and c.xpending(stream, "minionize")["pending"] == 0
     assert letter[b"param"] == b'"doomed"'
-    assert b"exit code 1" in letter[b"reason"] and b"attempt 2 of 2" in letter[b"reason"]
-    assert letter[b"attempts"] == b"2"
-    assert letter[b"original_id"].count(b"-") == 1
+    assert b"exit code 1" in letter[b"minion_reason"] and b"attempt 2 of 2" in letter[b"minion_reason"]
+    assert letter[b"minion_attempts"] == b"2"
+    assert letter[b"minion_source"] == env["REDIS_STREAM"].encode()
+    assert letter[b"minion_original_id"].count(b"-") == 1
     # Replayed from the dead-letter stream, it fails again: its dead letter's
     # fields are replaced, not doubled.
     replay_env = minion_settings(server, dead, MINION_MAX_ATTEMPTS="1")
@@ -269,8 +270,8 @@ def test_dead_letters_keep_the_parameter_reason_attempts_and_can_be_replayed(
     with client(server) as c:
         ((_, flat),) = c.eval("return redis.call('XRANGE', KEYS[1], '-', '+')", 1, f"{dead}:dead")
     fields = flat[::2]
-    assert sorted(fields) == [b"attempts", b"original_id", b"param", b"reason"]
-    assert flat[fields.index(b"reason") * 2 + 1].startswith(b"exit code 3")
+    assert sorted(fields) == [b"minion_attempts", b"minion_original_id", b"minion_reason", b"minion_source", b"param"]
+    assert flat[fields.index(b"minion_reason") * 2 + 1].startswith(b"exit code 3")
 
 
 def test_an_unreachable_server_at_start_is_exit_code_3(tmp_path: Path) -> None:

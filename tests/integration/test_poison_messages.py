@@ -98,13 +98,13 @@ def raw_dead_letters(backend: Backend, env: dict[str, str]) -> list[tuple[bytes,
     if backend.name == "redis":
         with backend.client() as client:  # type: ignore[attr-defined]
             entries = client.xrange(f"{env['REDIS_STREAM']}:dead")
-        return [(fields[b"param"], fields[b"reason"].decode()) for _, fields in entries]
+        return [(fields[b"param"], fields[b"minion_reason"].decode()) for _, fields in entries]
     if backend.name.startswith("amqp"):
         from .backends.amqp import read_queue
 
         letters = []
         for _, properties, body in read_queue(f"{env['AMQP_QUEUE']}.dead"):
-            reason = (properties.headers or {}).get("x-minion-reason", b"")
+            reason = (properties.headers or {}).get("minion_reason", b"")
             letters.append((body, reason.decode() if isinstance(reason, bytes) else str(reason)))
         return letters
     if backend.name == "google":

@@ -100,7 +100,7 @@ class AmqpBackend(Backend):
         letters = []
         for _, properties, body in read_queue(dead):
             headers = properties.headers or {}
-            reason = headers.get("x-minion-reason", b"")
+            reason = headers.get("minion_reason", b"")
             letters.append((json.loads(body), reason.decode() if isinstance(reason, bytes) else str(reason)))
         return letters
 

@@ -110,7 +110,7 @@ class RedisBackend(Backend):
         stream = env.get("REDIS_DEAD_LETTER_STREAM") or f"{env['REDIS_STREAM']}:dead"
         with self.client() as client:
             entries = client.xrange(stream)
-        return [(json.loads(fields[b"param"]), fields[b"reason"].decode()) for _, fields in entries]
+        return [(json.loads(fields[b"param"]), fields[b"minion_reason"].decode()) for _, fields in entries]
 
     def lease_env(self) -> dict[str, str]:
         return {"REDIS_CLAIM_IDLE": "2"}
