@@ -1,0 +1,261 @@
+"""What the in-process engine suite (test_engine_api.py) needs to know about each engine.
+
+One class per engine (and per mode worth its own run, such as amqp with
+AMQP_PREFETCH): how to start its server and give a test a fresh queue (the
+process suite's backend, reused), how to put raw bodies on that queue with
+the server's own client, how to point the engine at a given host and port,
+and the promises the engine cannot keep by design. Those capabilities are
+declared here once, each with the reason, and the suite asserts the
+documented behaviour instead of the promise; what the engine class declares
+itself (`tells_drained`, its settings) is read from it, not repeated here.
+
+A new engine joins with a class here and one line in API_BACKENDS;
+test_engine_api.py fails while a registry engine has none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from minionize.engines.base import DeadLetter, Engine
+from minionize.message import Message
+
+from .backends import Backend, load
+
+
+class ApiBackend:
+    """The defaults describe a broker shared by any number of minions."""
+
+    #: The MINION_ENGINE value.
+    engine = ""
+    #: The process suite's backend (tests/integration/backends) that starts the
+    #: server and makes a fresh queue's variables; None: the engine has no server.
+    process: Optional[str] = None
+    #: A message given back goes to whichever engine on the queue takes next
+    #: (another minion), not only to the one that gave it back.
+    shares = True
+    #: A fresh engine built from the same variables reaches the same queue
+    #: (minion-push fills it from another process).
+    pushes_from_afar = True
+    #: The broker counts every delivery: a release costs an attempt too.
+    release_counts = False
+    #: `remaining()` is a number (None: the engine cannot know it).
+    knows_remaining = True
+    #: `remaining()` counts the messages held by minions, not only those waiting.
+    remaining_counts_held = True
+    #: The dead-letter place keeps the reason given to `fail`.
+    dead_letter_reason = True
+    #: The body of each raw message is decoded (None: parameters are Python
+    #: objects, never bodies, so that nothing is ever undecodable).
+    decodes = True
+    #: How long the extend test holds a message, renewing it: past the lease
+    #: the variables of `env` set (0: the lease is too long for this suite).
+    hold_seconds = 0.5
+
+    def __init__(self) -> None:
+        self.server: Optional[Backend] = load(self.process)() if self.process else None
+
+    def start(self) -> None:
+        if self.server is not None:
+            self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        """The variables of a fresh, empty queue of this test's own."""
+        assert self.server is not None
+        return self.server.env(workdir)
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        """Put `bodies` on the queue as they are, with the server's own client (the queue exists)."""
+        raise NotImplementedError
+
+    def address_env(self, host: str, port: int) -> Optional[dict[str, str]]:
+        """The variables that point the engine at host:port; None: it has no server to reach."""
+        return None
+
+    def secret_companions(self, name: str) -> dict[str, str]:
+        """Variables that must come with the secret setting `name` for the settings to be valid."""
+        return {}
+
+    def dead_letters(self, reader: Engine) -> list[DeadLetter]:
+        """What the dead-letter place holds, read with `reader` (a fresh engine, or the minion's own)."""
+        return reader.dead_letters()
+
+
+class MemoryApi(ApiBackend):
+    engine = "memory"
+    #: The queue lives in the engine object: one minion, and only it can fill it.
+    shares = pushes_from_afar = False
+    #: Parameters are the Python objects given to `put` or `push`.
+    decodes = False
+    hold_seconds = 0.3  # no lease: held until settled
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {"MINION_ENGINE": "memory"}
+
+    def dead_letters(self, reader: Engine) -> list[DeadLetter]:
+        """The documented place: the engine's `failed` list (minion-status cannot reach a minion's memory)."""
+        failed: list[tuple[Message, str]] = reader.failed  # type: ignore[attr-defined]
+        return [DeadLetter(m.param if isinstance(m.param, str) else json.dumps(m.param), why) for m, why in failed]
+
+
+class FileApi(ApiBackend):
+    engine = "file"
+    process = "file"
+    #: A file has no broker: a line given back is queued again in the engine that read it.
+    shares = False
+    #: FILE_DEAD_LETTER keeps raw lines, so that it can be fed back as it is.
+    dead_letter_reason = False
+    #: Lines are read as they come; the engine does not count those ahead.
+    knows_remaining = False
+    hold_seconds = 0.3  # no lease: held until settled
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        with open(env["FILE_PATH"], "ab") as out:
+            out.write(b"".join(body + b"\n" for body in bodies))
+
+
+class ExecoApi(ApiBackend):
+    engine = "execo"
+    process = "execo"
+    #: Sweeps hold pickled Python objects, never bodies.
+    decodes = False
+    #: MINION_LEASE_SECONDS=1: another minion would reclaim it 1.33 s after the last renewal, at one of
+    #: its reclaim passes (one a second): 2.6 s let two of them pass after that.
+    hold_seconds = 2.6
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "MINION_LEASE_SECONDS": "1"}
+
+
+class RedisApi(ApiBackend):
+    engine = "redis"
+    process = "redis"
+    hold_seconds = 1.6  # past REDIS_CLAIM_IDLE=1 (another minion claims idle entries at each empty read)
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "REDIS_CLAIM_IDLE": "1"}
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        with self.server.client() as client:  # type: ignore[union-attr]
+            for body in bodies:
+                client.xadd(env["REDIS_STREAM"], {"param": body})
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"REDIS_URL": f"redis://{host}:{port}/0"}
+
+
+class AmqpApi(ApiBackend):
+    engine = "amqp"
+    process = "amqp"
+    #: RabbitMQ's queue.declare counts the ready messages, not those unacked.
+    remaining_counts_held = False
+    hold_seconds = 0.5  # held by the connection: renewals only service heartbeats
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        import pika
+
+        from .backends.amqp import channel
+
+        ch = channel()
+        try:
+            for body in bodies:
+                ch.basic_publish("", env["AMQP_QUEUE"], body, pika.BasicProperties(delivery_mode=2))
+        finally:
+            ch.connection.close()
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"AMQP_URL": f"amqp://guest:guest@{host}:{port}/%2F"}
+
+
+class AmqpPrefetchApi(AmqpApi):
+    """The amqp engine consuming with AMQP_PREFETCH: messages are pushed to the minion ahead."""
+
+    process = "amqp-prefetch"
+    #: RabbitMQ pushes a message given back to any consumer with room in its
+    #: prefetch window, the one that gave it back included: another minion
+    #: gets it only when this one's window is full or its connection gone.
+    shares = False
+
+
+class GoogleApi(ApiBackend):
+    engine = "google"
+    process = "google"
+    #: Pub/Sub has no cheap count of a subscription's messages.
+    knows_remaining = False
+    #: The ack deadline is 10 s at the least: the process suite's long-run test holds one past it.
+    hold_seconds = 0.0
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        from .backends.google import clients
+
+        subscriber, publisher = clients()
+        topic = f"projects/{env['GOOGLE_PROJECT_ID']}/topics/{env['GOOGLE_TOPIC_ID']}"
+        try:
+            publisher.publish(topic=topic, messages=[{"data": body} for body in bodies], timeout=30)
+        finally:
+            subscriber.transport.close()
+            publisher.transport.close()
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"PUBSUB_EMULATOR_HOST": f"{host}:{port}"}
+
+
+class PulsarApi(ApiBackend):
+    engine = "pulsar"
+    process = "pulsar"
+    #: pulsar-lite 0.2.0 numbers every client's consumers from 0, so two clients
+    #: cannot share a subscription: the engine that gave a message back takes it.
+    shares = False
+    #: Pulsar counts every redelivery; a release is a nack (the engine's docstring).
+    release_counts = True
+    #: Pulsar cannot count what a subscription has left.
+    knows_remaining = False
+    hold_seconds = 0.5  # no deadline (ack timeout off): held until settled
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "PULSAR_NACK_DELAY": "0.1"}
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        import os
+
+        import pulsar
+
+        url = self.server.url  # type: ignore[union-attr]
+        client = pulsar.Client(url, operation_timeout_seconds=10,
+                               logger=pulsar.FileLogger(pulsar.LoggerLevel.Warn, os.devnull))
+        try:
+            producer = client.create_producer(env["PULSAR_TOPIC"])
+            for body in bodies:
+                producer.send(body)
+            producer.close()
+        finally:
+            client.close()
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"PULSAR_CONNECTION": f"pulsar://{host}:{port}"}
+
+    def secret_companions(self, name: str) -> dict[str, str]:
+        return {"PULSAR_TLS_KEY_FILE": {"PULSAR_TLS_CERT_FILE": "/nowhere/client.pem"}}.get(name, {})
+
+
+#: Each engine of the registry, by the name the suite's parameters show, and the
+#: modes worth a run of their own.
+API_BACKENDS: dict[str, type[ApiBackend]] = {
+    "memory": MemoryApi,
+    "file": FileApi,
+    "execo": ExecoApi,
+    "redis": RedisApi,
+    "amqp": AmqpApi,
+    "amqp-prefetch": AmqpPrefetchApi,
+    "google": GoogleApi,
+    "pulsar": PulsarApi,
+}
+
+
+__all__ = ["API_BACKENDS", "ApiBackend"]
