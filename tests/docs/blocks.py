@@ -26,7 +26,7 @@ them), one or more ``<!-- doc-test: KEY: VALUE -->``; a value may span lines:
 - ``checkout``: the directory is a copy of the checkout's files;
 - ``ctrl-c: SECONDS``: the block is a service: after that long it gets
   SIGINT, as a terminal's Ctrl-C, and must then end with exit code 0;
-- ``timeout: SECONDS`` (default 60);
+- ``timeout: SECONDS`` (default 60, 900 for a block that builds an image);
 - ``file: NAME``: (data blocks) written to NAME for the next block.
 """
 
@@ -44,6 +44,9 @@ RUNNABLE = SHELLS | {"console", "python", "dockerfile"}
 DATA = frozenset({"yaml"})
 KEYS = frozenset({"skip", "setup", "check", "continues", "checkout", "ctrl-c", "timeout", "file"})
 DEFAULT_TIMEOUT = 60.0
+#: For a block that builds an image: with a cold layer cache (pyproject.toml
+#: changed), the build installs every dependency.
+BUILD_TIMEOUT = 900.0
 
 _FENCE = re.compile(r"^(\s*)(```+)\s*([\w+-]*)\s*$")
 _DIRECTIVE = re.compile(r"<!--\s*doc-test:\s*(.*?)\s*-->", re.S)
@@ -85,7 +88,8 @@ class Block:
 
     @property
     def timeout(self) -> float:
-        return float(self.directives.get("timeout", DEFAULT_TIMEOUT))
+        builds = self.lang == "dockerfile" or "docker build" in self.text
+        return float(self.directives.get("timeout", BUILD_TIMEOUT if builds else DEFAULT_TIMEOUT))
 
     def commands(self) -> list[Command]:
         """The commands of a console block."""

@@ -199,3 +199,11 @@ def test_the_pip_shim_checks_the_extra_and_installs_nothing(session: Session) ->
     assert good.failure == "" and good.shims == ["pip"]
     assert "unknown extras ['nosuch']" in run_one("```bash\npip install 'minionize[nosuch]'\n```\n", session).failure
     assert "only `pip install" in run_one("```bash\npip install requests\n```\n", session).failure
+
+
+def test_a_block_that_builds_an_image_may_take_a_cold_cache_long() -> None:
+    quick, build, dockerfile, told = blocks(
+        "```bash\ntrue\n```\n```bash\ndocker build .\n```\n```dockerfile\nFROM x\n```\n"
+        "<!-- doc-test: timeout: 5 -->\n```bash\ndocker build .\n```\n"
+    )
+    assert (quick.timeout, build.timeout, dockerfile.timeout, told.timeout) == (60, 900, 900, 5)
