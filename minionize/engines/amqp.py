@@ -104,7 +104,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
-from .kit import DEAD_REASON, Setting, dead_letter_metadata, read_settings
+from .kit import DEAD_REASON, ConnectionGuard, Setting, dead_letter_metadata, read_settings
 
 log = logging.getLogger("minionize")
 
@@ -155,6 +155,7 @@ class _Delivery:
 
 class AmqpEngine(Engine):
     name = "amqp"
+    connection_errors = _NETWORK_ERRORS
     title = "RabbitMQ (pip install 'minionize[amqp]')"
     settings = (
         Setting("AMQP_URL", "url", "amqp:// or amqps:// (TLS); its password is masked", default=DEFAULT_URL,
@@ -209,8 +210,10 @@ class AmqpEngine(Engine):
         self._pushed: deque[tuple[Any, pika.BasicProperties, bytes]] = deque()
         self._poll_delay, self._next_get = _POLL_MIN, 0.0
         self._empty_since: Optional[float] = None
-        #: Until when not to try connecting again after RabbitMQ left a call unanswered (see _ensure).
-        self._silent_until = 0.0
+        # A lost connection: drop it and what it held; the next call connects again.
+        self._lost = ConnectionGuard(
+            f"RabbitMQ at {self.masked_url}", _NETWORK_ERRORS, operation_timeout, self._drop, _why
+        )
 
     @classmethod
     def from_env(cls, env: EnvReader) -> AmqpEngine:
@@ -283,16 +286,8 @@ class AmqpEngine(Engine):
         self._drop()
         # A broker that left the last call unanswered gets one attempt per
         # AMQP_OPERATION_TIMEOUT, not one per call: a stop must not wait for each.
-        if time.monotonic() < self._silent_until:
-            raise ConnectionError(f"RabbitMQ at {self.masked_url} does not answer (within {self.operation_timeout:g}s)")
-        started = time.monotonic()
-        try:
-            with self._guard():
-                self._connect()
-        except ConnectionError:
-            if time.monotonic() - started >= self.operation_timeout:
-                self._silent_until = time.monotonic() + self.operation_timeout
-            raise
+        with self._guard(doing="connect"):
+            self._connect()
         if self._generation > 1:
             log.warning("reconnected to RabbitMQ at %s", self.masked_url)
 
@@ -310,7 +305,7 @@ class AmqpEngine(Engine):
         impl, limit = connection._impl, wait + self.operation_timeout  # noqa: SLF001
 
         def abort() -> None:  # as pika's own heartbeat checker ends a silent connection
-            self._silent_until = time.monotonic() + self.operation_timeout
+            self._lost.silence()
             impl._terminate_stream(pika.exceptions.StreamLostError(f"no answer within {limit:g}s"))  # noqa: SLF001
 
         timer = impl.ioloop.call_later(limit, abort)
@@ -320,17 +315,14 @@ class AmqpEngine(Engine):
             impl.ioloop.remove_timeout(timer)
 
     @contextmanager
-    def _guard(self, wait: float = 0.0) -> Iterator[None]:
-        """Turn pika's errors into a ConnectionError: the worker backs off, the next call reconnects.
+    def _guard(self, wait: float = 0.0, doing: str = "call") -> Iterator[None]:
+        """Turn pika's errors into a ConnectionError (kit.ConnectionGuard): the worker backs off,
+        the next call reconnects. Bounded: pika's blocking calls have no timeout of their own.
 
         `wait`: how long the calls inside may rightly wait (a sleep), on top of AMQP_OPERATION_TIMEOUT.
         """
-        try:
-            with self._bounded(self._connection, wait):
-                yield
-        except _NETWORK_ERRORS as exc:
-            self._drop()
-            raise ConnectionError(f"lost the connection to RabbitMQ at {self.masked_url}: {_why(exc)}") from None
+        with self._lost(doing, wait), self._bounded(self._connection, wait):
+            yield
 
     def _drop(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

@@ -50,6 +50,9 @@ class Engine(abc.ABC):
     title: ClassVar[str] = ""
     #: Every variable the engine reads, declared once (see minionize.engines.kit).
     settings: ClassVar[tuple[Setting, ...]] = ()
+    #: The client's exceptions that mean "the connection is lost": kit.ConnectionGuard
+    #: turns them into the ConnectionError the worker retries after a backoff.
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     #: How often (seconds) the worker calls `extend` for messages in flight;
     #: None when the engine needs no lease renewal.
     lease_interval: Optional[float] = None

@@ -100,7 +100,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
-from .kit import DEAD_REASON, MANDATORY, Setting, dead_letter_metadata, read_settings
+from .kit import DEAD_REASON, MANDATORY, ConnectionGuard, Setting, dead_letter_metadata, read_settings
 
 log = logging.getLogger("minionize")
 
@@ -179,6 +179,7 @@ def _encode(param: Any, decoder: str) -> bytes:
 
 class GoogleEngine(Engine):
     name = "google"
+    connection_errors = (exceptions.GoogleAPIError,)
     title = "Google Pub/Sub (pip install 'minionize[google]')"
     settings = (
         Setting("GOOGLE_PROJECT_ID", "text", "the ID of the Google Cloud project", required=True),
@@ -218,7 +219,8 @@ class GoogleEngine(Engine):
             retry.if_exception_type(*_TRANSIENT), initial=0.2, maximum=2.0, timeout=operation_timeout
         )
         self._call: dict[str, Any] = {"retry": transient, "timeout": operation_timeout}
-        self._silent_until = 0.0  # see _running
+        # An error while running is a lost connection: drop the clients, the next call makes new ones.
+        self._running = ConnectionGuard("Pub/Sub", self.connection_errors, operation_timeout, self._disconnect)
         self.credentials = credentials
         self.emulator = emulator
         self.decoder = decoder
@@ -323,25 +325,6 @@ class GoogleEngine(Engine):
             self._disconnect()
             where = f"the emulator at {self.emulator}" if self.emulator else "Google"
             raise QueueUnreachable(f"cannot reach Pub/Sub ({where}) for {self._sub_path}: {exc}") from None
-
-    @contextmanager
-    def _running(self, doing: str) -> Iterator[None]:
-        """While running: an error is a lost connection; the next call reconnects.
-
-        A call that failed only after the whole operation timeout (Pub/Sub
-        silent, or refusing all along) makes the calls of the next timeout
-        fail at once: a stop must not wait for each of them.
-        """
-        if time.monotonic() < self._silent_until:
-            raise ConnectionError(f"Pub/Sub {doing} not tried: no answer within {self.operation_timeout:g}s")
-        started = time.monotonic()
-        try:
-            yield
-        except exceptions.GoogleAPIError as exc:
-            self._disconnect()
-            if time.monotonic() - started >= self.operation_timeout:
-                self._silent_until = time.monotonic() + self.operation_timeout
-            raise ConnectionError(f"Pub/Sub {doing} failed: {exc}") from None
 
     def open(self) -> None:
         with self._starting():

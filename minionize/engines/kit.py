@@ -14,9 +14,11 @@ library: reading the declarations costs a minion's start-up nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Optional
 
 from ..config import EnvReader
@@ -129,6 +131,59 @@ def read_settings(env: EnvReader, settings: Iterable[Setting]) -> dict[str, Any]
 
 def secret_names(settings: Iterable[Setting]) -> frozenset[str]:
     return frozenset(setting.name for setting in settings if setting.secret)
+
+
+# --- a lost connection ------------------------------------------------------
+
+
+class ConnectionGuard:
+    """What a broker engine does when its server goes away, written once.
+
+    Inside `with guard("ack"):`, an error among the engine's declared
+    `connection_errors` becomes the ConnectionError that the worker logs and
+    retries after a jittered backoff; `on_lost` drops what the engine held,
+    so that its next call connects again. A call that failed only after the
+    whole operation timeout (a server that accepts and never answers) makes
+    the calls of the next timeout fail at once: a stop must not wait for
+    each of them.
+    """
+
+    def __init__(
+        self, where: str, errors: tuple[type[BaseException], ...], timeout: float,
+        on_lost: Optional[Callable[[], None]] = None, why: Optional[Callable[[BaseException], str]] = None,
+    ) -> None:
+        self.where, self.errors, self.timeout, self.on_lost = where, errors, timeout, on_lost
+        #: How an error is said in one line (the client's own text, by default its first line).
+        self.why = why or _first_line
+        self.silent_until = 0.0
+
+    def silence(self) -> None:
+        """The server left a call unanswered: the next calls of one timeout fail at once."""
+        self.silent_until = time.monotonic() + self.timeout
+
+    @property
+    def silent(self) -> bool:
+        return time.monotonic() < self.silent_until
+
+    @contextlib.contextmanager
+    def __call__(self, doing: str, wait: float = 0.0) -> Iterator[None]:
+        """`wait`: how long the calls inside may rightly wait (a blocking read), on top of the timeout."""
+        if self.silent:
+            raise ConnectionError(f"{self.where}: {doing} not tried: no answer within {self.timeout:g}s")
+        started = time.monotonic()
+        try:
+            yield
+        except self.errors as exc:
+            if self.on_lost is not None:
+                self.on_lost()
+            if time.monotonic() - started >= wait + self.timeout:
+                self.silence()
+            raise ConnectionError(f"{self.where}: {doing} failed: {self.why(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --- the dead-letter metadata ---------------------------------------------

@@ -78,6 +78,7 @@ import math
 import os
 import re
 import threading
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -89,7 +90,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, raw_text
-from .kit import DEAD_REASON, Setting, dead_letter_metadata, read_settings
+from .kit import DEAD_REASON, ConnectionGuard, Setting, dead_letter_metadata, read_settings
 
 log = logging.getLogger("minionize.pulsar")
 
@@ -284,6 +285,7 @@ def _unreachable(settings: PulsarSettings, exc: object) -> QueueUnreachable:
 
 class PulsarEngine(Engine):
     name = "pulsar"
+    connection_errors = (pulsar.PulsarException,)
     title = "Pulsar (pip install 'minionize[pulsar]')"
     settings = SETTINGS
     tells_drained = False  # Pulsar cannot tell that a topic will stay empty
@@ -294,6 +296,8 @@ class PulsarEngine(Engine):
         self._consumer: Optional[pulsar.Consumer] = None
         self._dead_letters: Optional[pulsar.Producer] = None
         self._connected = True
+        self._guard = ConnectionGuard(f"Pulsar at {mask_url(settings.connection)}", self.connection_errors,
+                                      settings.operation_timeout)
 
     @classmethod
     def from_env(cls, env: EnvReader) -> PulsarEngine:
@@ -325,25 +329,22 @@ class PulsarEngine(Engine):
         """The consumer, subscribed again if it was closed under us."""
         if self._consumer is None:
             assert self._client is not None, "open() first"
-            try:
+            with self._guard(f"subscribing to {self.config.topic}"):
                 self._consumer = self.config.subscribe(self._client, self.config.topic)
-            except pulsar.PulsarException as exc:
-                raise ConnectionError(f"cannot subscribe to {self.config.topic}: {exc}") from None
             log.warning("subscribed again to %s", self.config.topic)
         return self._consumer
 
     def next(self, timeout: float) -> Optional[Message]:
         consumer = self._subscribed()
-        try:
-            received = consumer.receive(timeout_millis=max(1, int(timeout * 1000)))
-        except pulsar.Timeout:
-            self._watch_connection(consumer)
-            return None
-        except pulsar.AlreadyClosed:
-            self._consumer = None
-            raise ConnectionError("the Pulsar consumer was closed") from None
-        except pulsar.PulsarException as exc:
-            raise ConnectionError(f"receive failed: {exc}") from None
+        with self._guard("receive"):
+            try:
+                received = consumer.receive(timeout_millis=max(1, int(timeout * 1000)))
+            except pulsar.Timeout:
+                self._watch_connection(consumer)
+                return None
+            except pulsar.AlreadyClosed:
+                self._consumer = None  # subscribed again at the next call
+                raise
         message = Message(
             id=str(received.message_id()), param=None, attempt=received.redelivery_count() + 1, handle=received
         )
@@ -361,17 +362,13 @@ class PulsarEngine(Engine):
             log.warning("lost the connection to Pulsar at %s; reconnecting", mask_url(self.config.connection))
 
     def ack(self, message: Message) -> None:
-        try:
+        # Unacknowledged, the message comes back once the connection does.
+        with self._guard("acknowledge"):
             self._subscribed().acknowledge(message.handle)
-        except pulsar.PulsarException as exc:
-            # Unacknowledged, the message comes back once the connection does.
-            raise ConnectionError(f"acknowledge failed: {exc}") from None
 
     def nack(self, message: Message) -> None:
-        try:
+        with self._guard("negative acknowledge"):
             self._subscribed().negative_acknowledge(message.handle)
-        except pulsar.PulsarException as exc:
-            raise ConnectionError(f"negative acknowledge failed: {exc}") from None
 
     def fail(self, message: Message, reason: str) -> None:
         received = message.handle
@@ -383,11 +380,13 @@ class PulsarEngine(Engine):
             "ORIGIN_MESSAGE_ID": str(received.message_id()),
         }
         try:
-            self._dead_letter_producer().send(received.data(), properties=properties, partition_key=key)
-        except pulsar.PulsarException as exc:
+            with self._guard(f"publishing to {self.config.dead_letter_topic}"):
+                self._dead_letter_producer().send(received.data(), properties=properties, partition_key=key)
+        except ConnectionError:
             # Never leave it unacknowledged in a live consumer: it would stay there.
-            self.nack(message)
-            raise ConnectionError(f"cannot publish to {self.config.dead_letter_topic}: {exc}") from None
+            with suppress(ConnectionError):
+                self.nack(message)
+            raise
         self.ack(message)
 
     def _dead_letter_producer(self) -> pulsar.Producer:

@@ -86,7 +86,15 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode
-from .kit import DEAD_ATTEMPTS, DEAD_REASON, DEAD_SOURCE, Setting, dead_letter_metadata, read_settings
+from .kit import (
+    DEAD_ATTEMPTS,
+    DEAD_REASON,
+    DEAD_SOURCE,
+    ConnectionGuard,
+    Setting,
+    dead_letter_metadata,
+    read_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,31 +191,19 @@ def _text(value: Any) -> str:
 
 
 def _reconnecting(method: _Method) -> _Method:
-    """Turn a lost connection into the ConnectionError that the worker logs and retries."""
+    """Turn a lost connection into the ConnectionError that the worker logs and retries (kit.ConnectionGuard)."""
 
     @functools.wraps(method)
     def wrapper(self: RedisEngine, *args: Any) -> Any:
-        if time.monotonic() < self._silent_until:
-            # A server that left the last command unanswered gets one try per
-            # REDIS_OPERATION_TIMEOUT, not one per call: a stop must not wait for each.
-            raise ConnectionError(f"redis at {self.where} does not answer (within {self.operation_timeout:g}s)")
-        try:
-            result = method(self, *args)
-        except _UNAVAILABLE as exc:
-            self._lost = True
-            if isinstance(exc, redis.TimeoutError):
-                self._silent_until = time.monotonic() + self.operation_timeout
-            raise ConnectionError(f"redis at {self.where}: {exc}") from None
-        if self._lost:
-            self._lost = False
-            log.info("redis at %s answers again", self.where)
-        return result
+        with self._guard(method.__name__):
+            return method(self, *args)
 
     return cast(_Method, wrapper)
 
 
 class RedisEngine(Engine):
     name = "redis"
+    connection_errors = _UNAVAILABLE
     title = "Redis Streams (pip install 'minionize[redis]')"
     settings = (
         Setting("REDIS_URL", "url", "redis://, rediss:// (TLS) or unix://", default="redis://localhost:6379/0",
@@ -257,11 +253,11 @@ class RedisEngine(Engine):
         self.delete_acked = delete_acked
         self._password = password
         self.operation_timeout = operation_timeout
-        self._silent_until = 0.0  # see _reconnecting
+        # redis-py reconnects its pooled connection by itself on the next command.
+        self._guard = ConnectionGuard(f"redis at {self.where}", _UNAVAILABLE, operation_timeout)
         self._client: Optional[redis.Redis] = None
         self._scripts: dict[str, Any] = {}
         self._unsettled: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        self._lost = False
         # When to look for entries given back or abandoned (see _claim_due).
         self._claim_soon = True
         self._last_claim = 0.0
@@ -325,7 +321,7 @@ class RedisEngine(Engine):
             raise ConfigError(variable, shown, f"the server refused the credentials ({exc})") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if isinstance(exc, redis.TimeoutError):  # then close() does not wait for it again
-                self._silent_until = time.monotonic() + self.operation_timeout
+                self._guard.silence()
             raise QueueUnreachable(f"cannot reach redis at {self.where}: {exc}") from None
         except redis.ResponseError as exc:
             if "WRONGTYPE" in str(exc):
@@ -560,7 +556,7 @@ class RedisEngine(Engine):
         if self._client is None:
             return
         try:
-            if time.monotonic() < self._silent_until:  # see _reconnecting
+            if self._guard.silent:  # see _reconnecting
                 raise redis.TimeoutError(f"no answer within {self.operation_timeout:g}s")
             self._send_unsettled()
             self._scripts["forget"](keys=[self.stream], args=[self.group, self.consumer])

@@ -318,6 +318,6 @@ def test_a_server_gone_mid_run_loses_nothing_and_the_ack_is_sent_when_it_is_back
     _, err = minion.communicate(timeout=45)
     assert minion.returncode == 0, err
     assert ends(tmp_path) == {"held": 1}
-    assert "engine ack failed" in err and "answers again" in err
+    assert "engine ack failed" in err and "engine reachable again" in err
     with client(server) as c:
         assert c.xlen(stream) == 0 and c.xpending(stream, "minionize")["pending"] == 0
