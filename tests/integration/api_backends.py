@@ -47,7 +47,7 @@ class ApiBackend:
     remaining_counts_held = True
     #: The dead-letter place keeps the reason given to `fail`.
     dead_letter_reason = True
-    #: The body of each raw message is decoded (None: parameters are Python
+    #: The body of each raw message is decoded (False: parameters are Python
     #: objects, never bodies, so that nothing is ever undecodable).
     decodes = True
     #: How long the extend test holds a message, renewing it: past the lease

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 COMES_WITHIN = 30.0
 #: How long a test watches for a message that should not come (an ack lost,
 #: a redelivery by mistake): longer than Pulsar's 0.1 s nack delay here.
-ABSENT_FOR = 0.5
+ABSENT_FOR = 0.3
 #: The operation timeout of the unreachable test, and what opening may take beyond it.
 OPERATION_TIMEOUT = 1.0
 SLACK = 9.0
