@@ -178,6 +178,7 @@ def test_pushed_parameters_come_once_each_and_an_ack_removes_them(rig: Rig) -> N
     assert sorted(m.param for m in taken) == params
     assert [(m.attempt, m.reject_reason, m.reclaimed) for m in taken] == [(1, None, False)] * 3
     assert not engine.drained(), "drained while messages are held"
+    assert not rig.other.drained(), "drained while another minion holds messages"
     if rig.api.knows_remaining:
         assert engine.remaining() == (3 if rig.api.remaining_counts_held else 0)
 
