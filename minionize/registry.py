@@ -27,6 +27,7 @@ ENGINES = {
     "pulsar": "minionize.engines.pulsar:PulsarEngine",
     "redis": "minionize.engines.redis:RedisEngine",
     "amqp": "minionize.engines.amqp:AmqpEngine",
+    "postgres": "minionize.engines.postgres:PostgresEngine",
 }
 
 #: MINION_REPORTER values.
@@ -44,6 +45,7 @@ EXTRAS = {
     "docker": "docker",
     "redis": "redis",
     "pika": "amqp",
+    "psycopg": "postgres",
     "prometheus_client": "metrics",
 }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 #: The prefixes of minionize's own variables (DOCKER_ and PUBSUB_ belong to client libraries).
 PREFIXES = (
-    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "NATS_", "MEMORY_", "REPORTER_",
+    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "NATS_", "POSTGRES_", "MEMORY_", "REPORTER_",
 )
 _NAME = re.compile(rb"\b((?:" + "|".join(p[:-1] for p in PREFIXES).encode() + rb")_[A-Z0-9_]*[A-Z0-9])\b")
 #: Set by minionize for each run (MINION_PARAM_<KEY>), or by the user's own program.

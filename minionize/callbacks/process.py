@@ -174,12 +174,12 @@ class ProcessCallback(Callback):
 #: The variables through which minionize gets a credential (or a URL that may hold one).
 CREDENTIAL_VARIABLES = frozenset({
     "REDIS_URL", "REDIS_PASSWORD", "AMQP_URL", "PULSAR_CONNECTION", "PULSAR_TOKEN", "PULSAR_TOKEN_FILE",
-    "PULSAR_TLS_KEY_FILE", "GOOGLE_APPLICATION_CREDENTIALS",
+    "PULSAR_TLS_KEY_FILE", "GOOGLE_APPLICATION_CREDENTIALS", "POSTGRES_URL",
     "NATS_URL", "NATS_USER", "NATS_CREDS",
 })
 #: minionize's own variables (the runtime's, the engines', the reporters')...
 _OWN_PREFIXES = (
-    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "NATS_", "MEMORY_", "REPORTER_",
+    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "NATS_", "POSTGRES_", "MEMORY_", "REPORTER_",
 )
 #: ...and the endings that make one of them a secret, for the variables of engines to come.
 _SECRET_ENDINGS = ("_PASSWORD", "_PASSWD", "_TOKEN", "_TOKEN_FILE", "_SECRET", "_CREDENTIALS", "_KEY_FILE")

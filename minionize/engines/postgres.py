@@ -117,7 +117,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode
-from .kit import Setting, read_settings
+from .kit import ConnectionGuard, Setting, read_settings
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,8 @@ def masked(conninfo: str) -> str:
 
 
 def _scrubbed(text: str, conninfo: str) -> str:
+    """A client's message on one line, without the connection string's password."""
+    text = " ".join(text.split())
     text = scrub(text, conninfo) if "://" in conninfo else text
     try:
         password = conninfo_to_dict(conninfo).get("password")
@@ -220,19 +222,12 @@ def _scrubbed(text: str, conninfo: str) -> str:
 
 
 def _reconnecting(method: _Method) -> _Method:
-    """Turn a lost connection into the ConnectionError that the worker logs and retries."""
+    """Turn a lost connection into the ConnectionError that the worker logs and retries (kit.ConnectionGuard)."""
 
     @functools.wraps(method)
     def wrapper(self: PostgresEngine, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = method(self, *args, **kwargs)
-        except _UNAVAILABLE as exc:
-            self._drop()
-            raise ConnectionError(f"postgres at {self.where}: {_scrubbed(str(exc), self.url)}") from None
-        if self._lost:
-            self._lost = False
-            log.info("postgres at %s answers again", self.where)
-        return result
+        with self._guard(method.__name__):
+            return method(self, *args, **kwargs)
 
     return cast(_Method, wrapper)
 
@@ -256,6 +251,7 @@ class PostgresEngine(Engine):
                 above=0),
     )
     tells_drained = True  # no row pending or running (drained())
+    connection_errors = _UNAVAILABLE
 
     def __init__(
         self,
@@ -279,7 +275,8 @@ class PostgresEngine(Engine):
         self.me = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._conn: Optional[psycopg.Connection[Any]] = None
         self._unsettled: list[tuple[str, dict[str, Any]]] = []
-        self._lost = False
+        self._guard = ConnectionGuard(f"postgres at {self.where}", _UNAVAILABLE, operation_timeout, self._drop,
+                                      lambda exc: _scrubbed(str(exc), self.url))
         self._look_at = 0.0  # when to look at the table again without a notification
 
     @classmethod
@@ -320,6 +317,7 @@ class PostgresEngine(Engine):
             if not self.url:
                 info = conn.info
                 self.where = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+                self._guard.where = f"postgres at {self.where}"
             self._ensure_table(conn)
             oid = conn.execute("SELECT %s::regclass::oid", [self.table.as_string(conn)]).fetchone()
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"minionize_{oid[0] if oid else 0}")))
@@ -359,7 +357,6 @@ class PostgresEngine(Engine):
         return self._conn
 
     def _drop(self) -> None:
-        self._lost = True
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
@@ -373,7 +370,7 @@ class PostgresEngine(Engine):
             raise ConfigError("POSTGRES_TABLE", self.table_name, f"not allowed: {exc}") from None
         except psycopg.Error as exc:
             self._drop()
-            why = _scrubbed(str(exc).strip().replace("\n", " "), self.url)
+            why = _scrubbed(str(exc), self.url)
             raise QueueUnreachable(f"cannot reach postgres at {self.where}: {why}") from None
 
     def _run(self, query: str, params: Any = None) -> psycopg.Cursor[Any]:
@@ -503,6 +500,8 @@ class PostgresEngine(Engine):
         if self._conn is None:
             return
         try:
+            if self._guard.silent:  # a server that left the last call unanswered: not waited for again
+                raise psycopg.OperationalError(f"no answer within {self.operation_timeout:g}s")
             self._send_unsettled()
         except psycopg.Error as exc:
             if self._unsettled:

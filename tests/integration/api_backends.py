@@ -47,6 +47,8 @@ class ApiBackend:
     remaining_counts_held = True
     #: The dead-letter place keeps the reason given to `fail`.
     dead_letter_reason = True
+    #: The queue holds any bytes (False: PostgreSQL's text holds UTF-8 only, and refuses the rest when written).
+    raw_bytes = True
     #: The body of each raw message is decoded (False: parameters are Python
     #: objects, never bodies, so that nothing is ever undecodable).
     decodes = True
@@ -244,6 +246,23 @@ class PulsarApi(ApiBackend):
         return {"PULSAR_TLS_KEY_FILE": {"PULSAR_TLS_CERT_FILE": "/nowhere/client.pem"}}.get(name, {})
 
 
+class PostgresApi(ApiBackend):
+    engine = "postgres"
+    process = "postgres"
+    #: A text column: bytes that are not UTF-8 never reach the table (the server refuses them).
+    raw_bytes = False
+    hold_seconds = 1.6  # past POSTGRES_LEASE_SECONDS=1 (another minion's take finds expired leases)
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "POSTGRES_LEASE_SECONDS": "1"}
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        self.server.publish_raw(env, [body.decode() for body in bodies])  # type: ignore[union-attr]
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"POSTGRES_URL": f"postgresql://postgres@{host}:{port}/test"}
+
+
 #: Each engine of the registry, by the name the suite's parameters show, and the
 #: modes worth a run of their own.
 API_BACKENDS: dict[str, type[ApiBackend]] = {
@@ -255,6 +274,7 @@ API_BACKENDS: dict[str, type[ApiBackend]] = {
     "amqp-prefetch": AmqpPrefetchApi,
     "google": GoogleApi,
     "pulsar": PulsarApi,
+    "postgres": PostgresApi,
 }
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 PROGRAM = ("sh", "-c", 'test "$1" != doomed || test -e fixed || exit 1; touch "$1.ok"', "sh")
 
 
-@pytest.fixture(scope="module", params=["file", "redis", "amqp", "amqp-prefetch", "pulsar", "google"])
+@pytest.fixture(scope="module", params=["file", "redis", "amqp", "amqp-prefetch", "pulsar", "google", "postgres"])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     instance = load(request.param)()
     instance.start()

@@ -73,8 +73,12 @@ def engine_env(engine: str, port: int, secret: str = PASSWORD) -> tuple[dict[str
         "google": {"MINION_ENGINE": "google", "GOOGLE_PROJECT_ID": "p", "GOOGLE_TOPIC_ID": "topic",
                    "GOOGLE_SUBSCRIPTION": "sub", "PUBSUB_EMULATOR_HOST": address,
                    "GOOGLE_OPERATION_TIMEOUT": str(TIMEOUT)},
+        "postgres": {"MINION_ENGINE": "postgres", "POSTGRES_TABLE": "q",
+                     "POSTGRES_URL": f"postgresql://u:{secret}@{address}/test",
+                     "POSTGRES_OPERATION_TIMEOUT": str(TIMEOUT)},
     }[engine]
-    shown = {"redis": f"redis://u:***@{address}/0", "amqp": f"amqp://u:***@{address}/%2F"}.get(engine, address)
+    shown = {"redis": f"redis://u:***@{address}/0", "amqp": f"amqp://u:***@{address}/%2F",
+             "postgres": f"postgresql://u:***@{address}/test"}.get(engine, address)
     return env, shown
 
 
@@ -82,8 +86,8 @@ def push_cmd() -> list[str]:
     return [sys.executable, "-m", "minionize.push", "x"]
 
 
-ENGINES = ["redis", "amqp", "pulsar", "google"]
-NAMES = {"redis": "redis", "amqp": "RabbitMQ", "pulsar": "Pulsar", "google": "Pub/Sub"}
+ENGINES = ["redis", "amqp", "pulsar", "google", "postgres"]
+NAMES = {"redis": "redis", "amqp": "RabbitMQ", "pulsar": "Pulsar", "google": "Pub/Sub", "postgres": "postgres"}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -125,6 +129,8 @@ def test_minion_push_to_a_port_that_never_answers_exits_3(
         ("redis", "REDIS_URL", "redis://127.0.0.1:{port}/0?password={secret}&db=x"),
         ("amqp", "AMQP_URL", "amqp://u:{secret}@127.0.0.1:{port}/%2F?heartbeat=often"),
         ("amqp", "AMQP_URL", "amqp://u:{secret}@127.0.0.1:99999/%2F"),
+        ("postgres", "POSTGRES_URL", "postgresql://u:{secret}@127.0.0.1:{port}/test?timeout_please=5"),
+        ("postgres", "POSTGRES_URL", "host=127.0.0.1 port={port} password={secret} dbname"),
         ("google", "PUBSUB_EMULATOR_HOST", "u:{secret}@127.0.0.1:{port}"),
     ],
 )

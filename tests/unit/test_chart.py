@@ -75,16 +75,23 @@ ENGINES: dict[str, dict[str, Any]] = {
         "engine": "amqp",
         "amqp": {"urlSecret": {"existingSecret": "amqp-url"}, "queue": "params", "decoder": "identity"},
     },
+    "postgres": {
+        **IMAGE,
+        "engine": "postgres",
+        "postgres": {"urlSecret": {"existingSecret": "pg-url"}, "table": "sweeps.params", "leaseSeconds": 120},
+    },
 }
-BROKERS = ("google", "pulsar", "redis", "amqp")
+BROKERS = ("google", "pulsar", "redis", "amqp", "postgres")
 #: What KEDA needs beyond the engine's own settings.
 KEDA_EXTRA: dict[str, dict[str, Any]] = {
     "google": {},
     "pulsar": {"keda": {"pulsar": {"adminURL": "https://broker:8443"}}},
     "redis": {},
     "amqp": {},
+    "postgres": {},
 }
-TRIGGER_TYPES = {"google": "gcp-pubsub", "pulsar": "pulsar", "redis": "redis-streams", "amqp": "rabbitmq"}
+TRIGGER_TYPES = {"google": "gcp-pubsub", "pulsar": "pulsar", "redis": "redis-streams", "amqp": "rabbitmq",
+                 "postgres": "postgresql"}
 
 
 
@@ -290,13 +297,15 @@ def check_keda(docs: list[dict[str, Any]], engine: str, mode: str) -> None:
                    "REDIS_CLAIM_IDLE": "120"}),
         ("amqp", {"AMQP_URL": {"secretKeyRef": {"name": "amqp-url", "key": "url"}}, "AMQP_QUEUE": "params",
                   "AMQP_DECODER": "identity"}),
+        ("postgres", {"POSTGRES_URL": {"secretKeyRef": {"name": "pg-url", "key": "url"}},
+                      "POSTGRES_TABLE": "sweeps.params", "POSTGRES_LEASE_SECONDS": "120"}),
     ],
 )
 def test_engine_env(helm: str, engine: str, expected: dict[str, Any]) -> None:
     env = env_of(render(helm, case_values(engine, "deployment")))
     assert {k: env.get(k) for k in expected} == expected
     # Only the chosen engine's variables: another engine's would be noise.
-    others = {"EXECO", "FILE", "GOOGLE", "PULSAR", "REDIS", "AMQP"} - {engine.upper()}
+    others = {"EXECO", "FILE", "GOOGLE", "PULSAR", "REDIS", "AMQP", "POSTGRES"} - {engine.upper()}
     assert not [k for k in env if k.split("_")[0] in others]
 
 
@@ -582,7 +591,7 @@ def test_keda_existing_authentication_ref(helm: str) -> None:
 # --- the READMEs' commands -------------------------------------------------
 
 #: The variable that names the broker of each broker engine (Pub/Sub has one address, Google's).
-BROKER_ADDRESS = {"pulsar": "PULSAR_CONNECTION", "redis": "REDIS_URL", "amqp": "AMQP_URL"}
+BROKER_ADDRESS = {"pulsar": "PULSAR_CONNECTION", "redis": "REDIS_URL", "amqp": "AMQP_URL", "postgres": "POSTGRES_URL"}
 
 
 def readme_installs() -> list[tuple[str, list[str]]]:
@@ -799,6 +808,14 @@ GUARDS = [
      "engine pulsar needs pulsar.connection (PULSAR_CONNECTION)"),
     (merge(ENGINES["redis"], {"redis": {"url": ""}}), "engine redis needs redis.url (REDIS_URL)"),
     (merge(ENGINES["amqp"], {"amqp": {"urlSecret": {"existingSecret": ""}}}), "engine amqp needs amqp.url (AMQP_URL)"),
+    (merge(ENGINES["postgres"], {"postgres": {"urlSecret": {"existingSecret": ""}}}),
+     "engine postgres needs postgres.url (POSTGRES_URL)"),
+    (merge(ENGINES["postgres"], {"postgres": {"urlSecret": {"existingSecret": ""}, "url": "postgresql://u@localhost/db"}}),
+     "postgres.url points at localhost"),
+    (merge(ENGINES["postgres"], {"postgres": {"table": ""}}), "engine postgres needs postgres.table (POSTGRES_TABLE)"),
+    (merge(ENGINES["postgres"], {"postgres": {"urlSecret": {"existingSecret": ""}}, "keda": {"enabled": True},
+                                 "extraEnv": [{"name": "DATABASE_URL", "value": "postgresql://db/sweeps"}]}),
+     "keda.enabled with engine postgres needs postgres.url or postgres.urlSecret"),
     (merge(ENGINES["amqp"], {"reporter": {"json": {"existingClaim": "reports"}}}),
      "reporter.json.existingClaim is set but reporter.type is not json"),
     (merge(ENGINES["execo"], {"keda": {"enabled": True}}), "keda.enabled with engine execo"),

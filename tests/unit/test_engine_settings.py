@@ -160,7 +160,8 @@ def _sample(setting: Setting, engine: str) -> Any:
     if setting.name == "PUBSUB_EMULATOR_HOST":
         return "pubsub-emulator:8085"
     if setting.kind == "url":
-        return {"redis": "redis://probe:6379/2", "amqp": "amqp://probe:5672/%2F", "pulsar": "pulsar://probe:6650"}[engine]
+        return {"redis": "redis://probe:6379/2", "amqp": "amqp://probe:5672/%2F", "pulsar": "pulsar://probe:6650",
+                "postgres": "postgresql://probe:5432/sweeps"}[engine]
     return "probe-value"
 
 

@@ -9,7 +9,8 @@ trigger needs none (or keda.authenticationRef names an existing one).
   (and (eq $v.engine "google") (or $v.google.credentials.existingSecret $v.google.workloadIdentity))
   (and (eq $v.engine "pulsar") $v.pulsar.token.existingSecret)
   (and (eq $v.engine "redis") $v.redis.passwordSecret.existingSecret)
-  (and (eq $v.engine "amqp") $v.amqp.urlSecret.existingSecret) }}
+  (and (eq $v.engine "amqp") $v.amqp.urlSecret.existingSecret)
+  (and (eq $v.engine "postgres") $v.postgres.urlSecret.existingSecret) }}
 {{- if $needed }}{{ include "minionize.fullname" . }}{{ end }}
 {{- end }}
 {{- end }}
@@ -63,6 +64,19 @@ queue the minions consume.
   {{- $metadata = dict "protocol" "amqp" "queueName" $v.amqp.queue "mode" "QueueLength" "value" $target "activationValue" $activation }}
   {{- if not $v.amqp.urlSecret.existingSecret }}
   {{- $_ := set $metadata "host" $v.amqp.url }}
+  {{- end }}
+{{- else if eq $v.engine "postgres" }}
+  {{- $type = "postgresql" }}
+  {{- /* The table as an SQL identifier: each part of schema.name double-quoted, as the engine takes it. */}}
+  {{- $quoted := list }}
+  {{- range splitList "." $v.postgres.table }}
+  {{- $quoted = append $quoted (printf "\"%s\"" (replace "\"" "\"\"" .)) }}
+  {{- end }}
+  {{- /* Pending and running rows: the fleet keeps its size while rows run, and scales to zero when none is left. */}}
+  {{- $query := printf "SELECT count(*) FROM %s WHERE state IN ('pending', 'running')" (join "." $quoted) }}
+  {{- $metadata = dict "query" $query "targetQueryValue" $target "activationTargetQueryValue" $activation }}
+  {{- if not $v.postgres.urlSecret.existingSecret }}
+  {{- $_ := set $metadata "connectionFromEnv" "POSTGRES_URL" }}
   {{- end }}
 {{- end }}
 {{- $metadata = mergeOverwrite $metadata (deepCopy $k.triggerMetadata) }}

@@ -87,6 +87,17 @@ runtime's, then extraEnv (last, so that it wins).
 {{- include "minionize.envVar" (list "AMQP_HEARTBEAT" $v.amqp.heartbeat) }}
 {{- include "minionize.envVar" (list "AMQP_PREFETCH" $v.amqp.prefetch) }}
 {{- include "minionize.envVar" (list "AMQP_OPERATION_TIMEOUT" $v.amqp.operationTimeout) }}
+{{- else if eq $v.engine "postgres" }}
+{{- if $v.postgres.urlSecret.existingSecret }}
+{{- include "minionize.envSecret" (list "POSTGRES_URL" $v.postgres.urlSecret) | nindent 0 }}
+{{- else }}
+{{- include "minionize.envVar" (list "POSTGRES_URL" $v.postgres.url) }}
+{{- end }}
+{{- include "minionize.envVar" (list "POSTGRES_TABLE" $v.postgres.table) }}
+{{- include "minionize.envVar" (list "POSTGRES_DECODER" $v.postgres.decoder) }}
+{{- include "minionize.envVar" (list "POSTGRES_LEASE_SECONDS" $v.postgres.leaseSeconds) }}
+{{- include "minionize.envVar" (list "POSTGRES_DELETE_DONE" $v.postgres.deleteDone) }}
+{{- include "minionize.envVar" (list "POSTGRES_OPERATION_TIMEOUT" $v.postgres.operationTimeout) }}
 {{- end }}
 {{- with $v.minion }}
 {{- include "minionize.envVar" (list "MINION_CONCURRENCY" .concurrency) }}

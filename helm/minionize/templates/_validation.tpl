@@ -21,7 +21,7 @@ Usage: include "minionize.refuse" "engine pulsar needs pulsar.connection"
 
 {{- define "minionize.validate" -}}
 {{- $v := .Values -}}
-{{- $engines := list "execo" "file" "google" "pulsar" "redis" "amqp" }}
+{{- $engines := list "execo" "file" "google" "pulsar" "redis" "amqp" "postgres" }}
 {{- if not (has $v.engine $engines) }}
 {{- include "minionize.refuse" (printf "engine %q is unknown: use one of %s" (toString $v.engine) (join ", " $engines)) }}
 {{- end }}
@@ -95,6 +95,18 @@ The variables of extraEnv by name: a value there stands for the chart's own.
   {{- if not $v.amqp.queue }}
   {{- include "minionize.refuse" "engine amqp needs amqp.queue (AMQP_QUEUE)" }}
   {{- end }}
+{{- else if eq $v.engine "postgres" }}
+  {{- if not (or $v.postgres.url $v.postgres.urlSecret.existingSecret (has "POSTGRES_URL" $extra) (has "DATABASE_URL" $extra)) }}
+  {{- include "minionize.refuse" "engine postgres needs postgres.url (POSTGRES_URL), e.g. postgresql://minion@postgres:5432/sweeps, or postgres.urlSecret.existingSecret: the engine's default, localhost, would be the pod itself" }}
+  {{- end }}
+  {{- if regexMatch "^postgres(ql)?://([^/@]*@)?(localhost|127\\.[0-9.]+|\\[::1\\])(:[0-9]+)?(/|$)" (default "" $v.postgres.url) }}
+  {{- if not $v.postgres.urlSecret.existingSecret }}
+  {{- include "minionize.refuse" "postgres.url points at localhost, which in a pod is the pod itself: give the database's service name" }}
+  {{- end }}
+  {{- end }}
+  {{- if not $v.postgres.table }}
+  {{- include "minionize.refuse" "engine postgres needs postgres.table (POSTGRES_TABLE)" }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
@@ -141,7 +153,7 @@ so a Deployment would restart it forever and a Job would complete at once.
 {{- define "minionize.validateKeda" -}}
 {{- $v := .Values -}}
 {{- if has $v.engine (list "execo" "file") }}
-  {{- include "minionize.refuse" (printf "keda.enabled with engine %s: KEDA has no queue-depth metric for it; use a broker engine (google, pulsar, redis, amqp) or disable keda" $v.engine) }}
+  {{- include "minionize.refuse" (printf "keda.enabled with engine %s: KEDA has no queue-depth metric for it; use a broker engine (google, pulsar, redis, amqp, postgres) or disable keda" $v.engine) }}
 {{- end }}
 {{- if and (eq $v.engine "pulsar") (not $v.keda.pulsar.adminURL) }}
   {{- include "minionize.refuse" "keda.enabled with engine pulsar needs keda.pulsar.adminURL: the pulsar trigger reads the backlog from the admin (HTTP) API" }}
@@ -151,6 +163,9 @@ so a Deployment would restart it forever and a Job would complete at once.
 {{- end }}
 {{- if and (eq $v.engine "amqp") (not (or $v.amqp.url $v.amqp.urlSecret.existingSecret)) }}
   {{- include "minionize.refuse" "keda.enabled with engine amqp needs amqp.url or amqp.urlSecret: the rabbitmq trigger must know the broker" }}
+{{- end }}
+{{- if and (eq $v.engine "postgres") (not (or $v.postgres.url $v.postgres.urlSecret.existingSecret)) }}
+  {{- include "minionize.refuse" "keda.enabled with engine postgres needs postgres.url or postgres.urlSecret: the postgresql trigger must know the database" }}
 {{- end }}
 {{- if and (eq $v.mode "deployment") (gt ($v.keda.minReplicaCount | int) ($v.keda.maxReplicaCount | int)) }}
   {{- include "minionize.refuse" (printf "keda.minReplicaCount (%d) is greater than keda.maxReplicaCount (%d)" ($v.keda.minReplicaCount | int) ($v.keda.maxReplicaCount | int)) }}
