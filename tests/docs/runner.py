@@ -54,16 +54,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tests.conftest import _NAMES as TEST_NAMES
+from tests.conftest import _PREFIXES as TEST_PREFIXES
+
 from .blocks import SHELLS, Block, DocError, output_diff, output_matches
 
 SHIMS = Path(__file__).resolve().parent / "shims"
 _MARK = "\x1e"
 _SPLIT = re.compile(rf"\n{_MARK}(\d+|end){_MARK}\n")
-_PREFIXES = (
-    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "MEMORY_",
-    "REPORTER_", "DOCKER_", "PUBSUB_", "TESTCONTAINERS_", "PYTEST_", "DOCS_",
-)
-_NAMES = {"EP", "DRY", "OAR_JOB_ID", "SLURM_JOB_ID", "PBS_JOBID", "POD_NAME", "JOB_ID", "VIRTUAL_ENV", "HOME"}
+#: What the tests' clean_env removes, and what would tie a block to this pytest run.
+_PREFIXES = (*TEST_PREFIXES, "DOCKER_", "TESTCONTAINERS_", "PYTEST_", "DOCS_", "POSTGRES_")
+_NAMES = {*TEST_NAMES, "DATABASE_URL", "VIRTUAL_ENV", "HOME"}
 SUBSTITUTIONS = ("/shared/venv",)
 
 
