@@ -72,3 +72,12 @@ def run_minion(*args: str, cwd: Path, timeout: float = 60, **env: str) -> subpro
         text=True,
         timeout=timeout,
     )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many documentation blocks ran and how many are marked (tests/integration/test_docs.py)."""
+    from tests.docs.runner import TALLY, summary
+
+    line = summary(TALLY)
+    if line:
+        terminalreporter.write_line(line)
