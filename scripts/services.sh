@@ -39,6 +39,20 @@ if ! listening 5672; then
     wait_port rabbitmq 5672 120
 fi
 
+# PostgreSQL for the postgres engine's tests: database `test`, trusted on loopback
+# (the tests connect without a password; this is a test machine's server).
+if ! listening 5432; then
+    if [ ! -x /usr/bin/pg_ctlcluster ] || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+        apt_install postgresql
+    fi
+    hba=/etc/postgresql/$(ls /etc/postgresql)/main/pg_hba.conf
+    grep -q '^host all all 127.0.0.1/32 trust' "$hba" || sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+    /usr/bin/pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+    wait_port postgresql 5432
+    runuser -u postgres -- /usr/bin/psql -qtAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
+        || runuser -u postgres -- /usr/bin/createdb test
+fi
+
 # Not a server, but the lint tests need it too.
 command -v shellcheck >/dev/null || apt_install shellcheck
 
