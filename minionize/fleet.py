@@ -22,8 +22,8 @@ from typing import Any, Optional
 
 from .config import EnvReader
 from .errors import ConfigError
+from .reporters.base import HEARTBEAT
 from .reporters.json import DEFAULT_DIRECTORY
-from .worker import HEARTBEAT
 
 Record = dict[str, Any]
 #: Verdicts after which a parameter has left the queue for good.

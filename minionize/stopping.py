@@ -13,13 +13,19 @@ does the rest.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import exitcodes
+from .guard import KILL_AFTER
+from .message import Outcome
+from .slots import Run, Slots
+
+log = logging.getLogger("minionize")
 
 #: The signals that ask for a stop: the first a warm one, the second a cold one.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -64,6 +70,43 @@ class StopRequest:
     def restore(previous: dict[int, Any]) -> None:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+    def advance(
+        self, slots: Slots, grace_period: float, collect: Callable[[float], None],
+        give_back: Callable[[Run, Outcome], None],
+    ) -> bool:
+        """Move a warm or cold stop on by one turn of the loop; True once no run is left.
+
+        The runs get the grace period, then are stopped (at once in a cold
+        stop); those still there KILL_AFTER later (a Python function cannot
+        be stopped) are given back all the same.
+        """
+        now = time.monotonic()
+        if self.grace_deadline is None:
+            self.grace_deadline = now + grace_period
+            name = signal.Signals(self.signals[0]).name
+            log.warning("%s: taking no new parameter, %d running, grace period %gs", name, len(slots), grace_period)
+        if self.cold or now >= self.grace_deadline:
+            self._cancel(slots, collect)
+        if self.cold or now >= self.grace_deadline + KILL_AFTER + 2:
+            reason = ("killed by the second signal (cold stop), and not ended a second later" if self.cold
+                      else "did not stop within the grace period")
+            for run in list(slots.runs.values()):
+                give_back(run, Outcome.interrupted(reason))
+        return not slots.runs
+
+    def _cancel(self, slots: Slots, collect: Callable[[float], None]) -> None:
+        if self.cancelled and not self.cold:
+            return
+        self.cancelled = True
+        for run in slots.runs.values():
+            run.context.hard_cancel = self.cold
+            run.context.cancel.set()
+        if self.cold:
+            # A cold stop still waits a moment for the killed runs to report.
+            deadline = time.monotonic() + 1.0
+            while slots.runs and time.monotonic() < deadline:
+                collect(0.05)
 
     def result(self) -> tuple[int, str]:
         """The exit code and the reason of a stop that is over."""

@@ -18,6 +18,9 @@ from ..message import Outcome
 
 log = logging.getLogger("minionize")
 
+#: Seconds between two heartbeats of a minion to its reporters: the contract
+#: of `Reporter.heartbeat`, by which mtop and minion-status tell a silent minion.
+HEARTBEAT = 10.0
 #: Variables that name the batch job (or pod) a minion runs in, by priority.
 JOB_ID_VARIABLES = ("OAR_JOB_ID", "SLURM_JOB_ID", "PBS_JOBID", "POD_NAME", "JOB_ID")
 

@@ -20,7 +20,7 @@ while it runs. Records (times are Unix seconds):
     {"type": "stop", minion, reason, time}
 
 `timeout` is MINION_TIMEOUT in seconds, only when one is set. A heartbeat
-is written every 10 s (`minionize.worker.HEARTBEAT`), so that `mtop` can
+is written every 10 s (`minionize.reporters.base.HEARTBEAT`), so that `mtop` can
 tell a busy minion from a silent one. `verdict` is what the worker did with the message: acked, retried, failed
 (set aside), released (given back by a stop) or held (dry run). Parameters
 that JSON cannot encode are written as strings, and so are parameters that

@@ -268,8 +268,10 @@ def test_split_words_is_shlex_split(text: str) -> None:
     ids=["word", "quoted", "unclosed", "escapes", "3MiB"],
 )
 def test_a_one_megabyte_parameter_is_refused_in_milliseconds(param: str) -> None:
-    for _ in range(10):
+    # A quadratic splitter (shlex's) takes minutes on a megabyte; the linear one a few
+    # milliseconds. The bound leaves room for a loaded CI machine, not for a quadratic time.
+    for _ in range(3):
         started = time.monotonic()
         with pytest.raises(BadParam, match="does not fit in a command line|No closing quotation"):
             param_args(param)
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 5.0

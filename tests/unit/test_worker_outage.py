@@ -8,9 +8,11 @@ from typing import Any, Optional
 
 from minionize import FuncCallback
 from minionize.callbacks.child import KILL_AFTER
+from minionize.calls import EngineCalls
 from minionize.config import Settings
 from minionize.engines.memory import MemoryEngine
 from minionize.message import Message
+from minionize.stopping import StopRequest
 from minionize.worker import _STOP_MARGIN, Worker
 
 
@@ -71,11 +73,14 @@ def test_the_backoff_sleeps_without_the_workers_lock() -> None:
 
 def test_backoff_delays_are_jittered() -> None:
     delays: list[float] = []
-    worker = Worker(Down(), FuncCallback(print), Settings(engine="memory"))
-    worker._pause = delays.append  # type: ignore[method-assign]
+    calls = EngineCalls(StopRequest(), delays.append, stop_takes=10.0)
+
+    def down() -> None:
+        raise ConnectionError("down")
+
     for _ in range(20):
-        worker._engine_failures = 3
-        worker._engine_failed("next", ConnectionError("down"))
+        calls.failures = 3
+        calls(down)
     assert all(2.0 <= d <= 8.0 for d in delays)  # 4th failure: ceiling 8 s, never below half
     assert len({round(d, 3) for d in delays}) > 10, "every minion would retry in lock-step"
 

@@ -1,0 +1,75 @@
+"""The worker's calls to its engine: a lost broker is waited out, never fatal.
+
+A call that fails with a lost connection or an I/O error is given up and
+retried by the loop after a growing, jittered backoff (not during a stop,
+which must not sleep). An unexpected error while settling one message
+concerns that message only: the broker redelivers it. Past the time a stop
+may take, no call is made at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Callable
+
+from .stopping import StopRequest
+
+log = logging.getLogger("minionize")
+
+#: The longest backoff after failed engine calls, in seconds.
+BACKOFF_MAX = 30.0
+#: The engine calls that settle messages: an unexpected error there concerns those messages only.
+SETTLING = frozenset({"ack", "nack", "release", "fail", "extend"})
+
+
+class EngineCalls:
+    """Calls to the engine through `__call__`: the result, or None when the call failed (then `failed`)."""
+
+    def __init__(self, stop: StopRequest, pause: Callable[[float], None], stop_takes: float) -> None:
+        self._stop, self._pause, self._stop_takes = stop, pause, stop_takes
+        #: Failed calls in a row (the minion is not ready while there are some).
+        self.failures = 0
+        #: Whether the last call failed, or was not made.
+        self.failed = False
+
+    def __call__(self, method: Callable[..., Any], *args: Any) -> Any:
+        self.failed = False
+        if self._stop.overdue(self._stop_takes):
+            self.failed = True
+            if not self._stop.gave_up_engine:
+                self._stop.gave_up_engine = True
+                log.warning("stop overdue: leaving what is not settled yet to the broker's redelivery")
+            return None
+        try:
+            result = method(*args)
+        except (OSError, ConnectionError) as exc:
+            self.failed = True
+            self._back_off(method.__name__, exc)
+            return None
+        except Exception:
+            if method.__name__ not in SETTLING:
+                raise
+            # One message the engine cannot settle (a bug, or content its client refuses):
+            # the broker redelivers it; the minion goes on with the others.
+            self.failed = True
+            log.exception("engine %s failed on one message; left to the broker's redelivery", method.__name__)
+            return None
+        if self.failures:
+            log.warning("engine reachable again after %d failed calls", self.failures)
+        self.failures = 0
+        return result
+
+    def _back_off(self, name: str, exc: BaseException) -> None:
+        """Wait after a failed call: growing, jittered, and cut short by a stop."""
+        self.failures += 1
+        if self._stop.warm:
+            # No sleeping during a stop: the loop goes on at its own pace, bounded by the stop's deadline.
+            log.warning("engine %s failed during a stop (%s)", name, exc)
+            return
+        ceiling = min(BACKOFF_MAX, 0.5 * 2 ** min(self.failures, 6))
+        # Jitter, so that a fleet that lost its broker does not come back in lock-step.
+        delay = random.uniform(ceiling / 2, ceiling)
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        log.log(level, "engine %s failed (%s); trying again in %.1fs", name, exc, delay)
+        self._pause(delay)
