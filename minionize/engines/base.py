@@ -70,6 +70,19 @@ class Engine(abc.ABC):
     #: tell (Pub/Sub, Pulsar): MINION_BATCH then ends the minion after an
     #: idle time instead (MINION_IDLE_TIMEOUT, default BATCH_IDLE_TIMEOUT).
     tells_drained: ClassVar[bool] = False
+    # What the engine promises, declared here once: the README's engine table,
+    # the contract suites and the fault suite read it.
+    #: A crashed minion's message comes back to another minion (a lease, the broker's redelivery).
+    redelivers: ClassVar[bool] = True
+    #: A message given back by a stop costs no attempt (`release` is not `nack`).
+    free_release: ClassVar[bool] = True
+    #: The dead-letter place keeps why each parameter was set aside.
+    keeps_reason: ClassVar[bool] = True
+    #: The broker takes back a message held past a deadline unless it is renewed (`extend`).
+    has_deadline: ClassVar[bool] = False
+    #: Seconds for which the client may hold an ack before sending it: a killed
+    #: minion loses those acks, and their parameters run again.
+    ack_delay: ClassVar[float] = 0.0
 
     @classmethod
     @abc.abstractmethod

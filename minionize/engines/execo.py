@@ -109,6 +109,7 @@ class ExecoEngine(Engine):
     )
     any_thread = True
     input_ends = tells_drained = True  # the sweep is done
+    has_deadline = True  # the lease (MINION_LEASE_SECONDS)
 
     def __init__(
         self, directory: str = "sweeps", lease_seconds: float = 60.0, clock: Callable[[], float] = time.time

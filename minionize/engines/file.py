@@ -57,6 +57,8 @@ class FileEngine(Engine):
     )
     any_thread = True
     input_ends = tells_drained = True  # end of file
+    redelivers = False  # a file has nobody to give its lines back to
+    keeps_reason = False  # FILE_DEAD_LETTER holds the lines as they were
 
     def __init__(
         self,

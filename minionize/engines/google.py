@@ -198,6 +198,7 @@ class GoogleEngine(Engine):
                 above=0),
     )
     tells_drained = False  # Pub/Sub has no cheap queue size
+    has_deadline = True  # the subscription's ack deadline
 
     def __init__(
         self,

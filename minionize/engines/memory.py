@@ -41,6 +41,7 @@ class MemoryEngine(Engine):
     )
     any_thread = True
     input_ends = tells_drained = True  # the list is done
+    redelivers = False  # the queue lives and dies with the minion's process
 
     def __init__(self, params: Iterable[Any] = ()) -> None:
         self._queue: deque[Message] = deque()

@@ -232,6 +232,7 @@ class NatsEngine(Engine):
         Setting("NATS_OPERATION_TIMEOUT", "seconds", "seconds to connect, and for any call", default=5.0, above=0),
     )
     tells_drained = True  # nothing pending nor unacknowledged for the consumer (drained())
+    has_deadline = True  # NATS_ACK_WAIT, renewed while a run lasts (+WPI)
 
     def __init__(
         self,

@@ -251,6 +251,7 @@ class PostgresEngine(Engine):
                 above=0),
     )
     tells_drained = True  # no row pending or running (drained())
+    has_deadline = True  # the lease (POSTGRES_LEASE_SECONDS): locked_until
     connection_errors = _UNAVAILABLE
 
     def __init__(

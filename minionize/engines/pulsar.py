@@ -289,6 +289,8 @@ class PulsarEngine(Engine):
     title = "Pulsar (pip install 'minionize[pulsar]')"
     settings = SETTINGS
     tells_drained = False  # Pulsar cannot tell that a topic will stay empty
+    free_release = False  # the broker counts every redelivery
+    ack_delay = 0.1  # the client groups acks for 100 ms, and cannot be told not to
 
     def __init__(self, settings: PulsarSettings) -> None:
         self.config = settings

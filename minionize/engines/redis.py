@@ -227,6 +227,7 @@ class RedisEngine(Engine):
                 above=0),
     )
     tells_drained = True  # nothing pending and the last entry delivered (drained())
+    has_deadline = True  # REDIS_CLAIM_IDLE
 
     def __init__(
         self,
