@@ -20,8 +20,6 @@ class Backend:
     survives_kill = True
     #: The dead-letter place keeps why each parameter failed.
     dead_letter_reason = True
-    #: The queue holds any bytes (False: PostgreSQL's text holds UTF-8 only, and refuses the rest when written).
-    raw_bytes = True
     #: The broker has a delivery deadline that a long run must outlive.
     has_deadline = False
     #: The broker can be restarted with its data (the restart test applies).
@@ -48,7 +46,11 @@ class Backend:
         raise NotImplementedError
 
     def lease_env(self) -> dict[str, str]:
-        """Variables that shorten the time after which a dead minion's message comes back."""
+        """Variables that shorten the time after which a dead minion's message comes back.
+
+        Given over those of `env`: they may name a fresh queue of their own, made
+        with a lease that no variable can set (google).
+        """
         return {}
 
     def long_run(self) -> tuple[float, dict[str, str]]:

@@ -20,6 +20,8 @@ from .base import Backend
 
 HOST = "127.0.0.1:8085"
 _READY_WITHIN = 60.0
+#: The ack deadline of the queues of `lease_env` and `long_run`, in seconds.
+SHORT_DEADLINE = 4
 
 
 def emulator_ready(host: str = HOST) -> bool:
@@ -145,12 +147,41 @@ class GoogleBackend(Backend):
         return [(json.loads(letter.data), letter.attributes.get("minion_reason", "")) for letter in letters]
 
     def lease_env(self) -> dict[str, str]:
-        # A killed minion's message comes back after one ack deadline, 10 s at
-        # the least; the next minion must not give up waiting before that.
-        return {"GOOGLE_ACK_DEADLINE": "10", "MINION_IDLE_TIMEOUT": "12"}
+        # A killed minion's message comes back after one ack deadline; the next
+        # minion must not give up waiting before that.
+        return {**self.short_deadline_queue(), "MINION_IDLE_TIMEOUT": f"{SHORT_DEADLINE * 2}"}
 
     def long_run(self) -> tuple[float, dict[str, str]]:
-        # The second minion must still be pulling when the 10 s deadline would
-        # pass (the suite's 4 s idle timeout would end it before), or a lost
-        # lease would go unnoticed.
-        return 12.0, {"GOOGLE_ACK_DEADLINE": "10", "MINION_IDLE_TIMEOUT": "13"}
+        # A run of almost two deadlines, renewed every third of one. The second
+        # minion must still be pulling when the run ends (the suite's 4 s idle
+        # timeout would end it before), or a lost lease would go unnoticed.
+        seconds = SHORT_DEADLINE + 3.0
+        return seconds, {**self.short_deadline_queue(), "MINION_IDLE_TIMEOUT": f"{seconds + 1:g}"}
+
+    def short_deadline_queue(self) -> dict[str, str]:
+        """The names of a fresh topic and subscription whose ack deadline is SHORT_DEADLINE seconds.
+
+        Pub/Sub refuses a deadline under 10 s (so does GOOGLE_ACK_DEADLINE), the
+        emulator keeps one, and a minion renews at a third of the deadline of the
+        subscription it finds. Made as a minion makes it (a dead-letter topic
+        with its keeper, and a policy), with Pub/Sub's largest max_delivery_attempts
+        so that the minions' MINION_MAX_ATTEMPTS decides when a parameter is set aside.
+        """
+        project, topic, subscription = self.unique("project"), self.unique("topic"), self.unique("sub")
+        topic_path = f"projects/{project}/topics/{topic}"
+        dead = f"{topic_path}-dead-letter"
+        subscriber, publisher = clients()
+        try:
+            publisher.create_topic(name=topic_path)
+            publisher.create_topic(name=dead)
+            subscriber.create_subscription(name=f"projects/{project}/subscriptions/{topic}-dead-letter-sub", topic=dead)
+            subscriber.create_subscription(request={
+                "name": f"projects/{project}/subscriptions/{subscription}",
+                "topic": topic_path,
+                "ack_deadline_seconds": SHORT_DEADLINE,
+                "dead_letter_policy": {"dead_letter_topic": dead, "max_delivery_attempts": 100},
+            })
+        finally:
+            subscriber.transport.close()
+            publisher.transport.close()
+        return {"GOOGLE_PROJECT_ID": project, "GOOGLE_TOPIC_ID": topic, "GOOGLE_SUBSCRIPTION": subscription}
