@@ -20,6 +20,8 @@ class Backend:
     survives_kill = True
     #: The dead-letter place keeps why each parameter failed.
     dead_letter_reason = True
+    #: The queue holds any bytes (False: PostgreSQL's text holds UTF-8 only, and refuses the rest when written).
+    raw_bytes = True
     #: The broker has a delivery deadline that a long run must outlive.
     has_deadline = False
     #: The broker can be restarted with its data (the restart test applies).
