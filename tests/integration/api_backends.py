@@ -4,10 +4,9 @@ One class per engine (and per mode worth its own run, such as amqp with
 AMQP_PREFETCH): how to start its server and give a test a fresh queue (the
 process suite's backend, reused), how to put raw bodies on that queue with
 the server's own client, how to point the engine at a given host and port,
-and the promises the engine cannot keep by design. Those capabilities are
-declared here once, each with the reason, and the suite asserts the
-documented behaviour instead of the promise; what the engine class declares
-itself (`tells_drained`, its settings) is read from it, not repeated here.
+and what the suite must expect of it beyond what the engine class declares
+(`tells_drained`, `free_release`, `keeps_reason`, its settings: read from
+the class, never repeated here), each with the reason.
 
 A new engine joins with a class here and one line in API_BACKENDS;
 test_engine_api.py fails while a registry engine has none.
@@ -39,19 +38,12 @@ class ApiBackend:
     #: A fresh engine built from the same variables reaches the same queue
     #: (minion-push fills it from another process).
     pushes_from_afar = True
-    #: The broker counts every delivery: a release costs an attempt too.
-    release_counts = False
     #: `remaining()` is a number (None: the engine cannot know it).
     knows_remaining = True
     #: `remaining()` counts the messages held by minions, not only those waiting.
     remaining_counts_held = True
-    #: The dead-letter place keeps the reason given to `fail`.
-    dead_letter_reason = True
     #: The queue holds any bytes (False: PostgreSQL's text holds UTF-8 only, and refuses the rest when written).
     raw_bytes = True
-    #: The body of each raw message is decoded (False: parameters are Python
-    #: objects, never bodies, so that nothing is ever undecodable).
-    decodes = True
     #: How long the extend test holds a message, renewing it: past the lease
     #: the variables of `env` set (0: the lease is too long for this suite).
     hold_seconds = 0.5
@@ -93,8 +85,6 @@ class MemoryApi(ApiBackend):
     engine = "memory"
     #: The queue lives in the engine object: one minion, and only it can fill it.
     shares = pushes_from_afar = False
-    #: Parameters are the Python objects given to `put` or `push`.
-    decodes = False
     hold_seconds = 0.3  # no lease: held until settled
 
     def env(self, workdir: Path) -> dict[str, str]:
@@ -111,8 +101,6 @@ class FileApi(ApiBackend):
     process = "file"
     #: A file has no broker: a line given back is queued again in the engine that read it.
     shares = False
-    #: FILE_DEAD_LETTER keeps raw lines, so that it can be fed back as it is.
-    dead_letter_reason = False
     #: Lines are read as they come; the engine does not count those ahead.
     knows_remaining = False
     hold_seconds = 0.3  # no lease: held until settled
@@ -125,8 +113,6 @@ class FileApi(ApiBackend):
 class ExecoApi(ApiBackend):
     engine = "execo"
     process = "execo"
-    #: Sweeps hold pickled Python objects, never bodies.
-    decodes = False
     #: MINION_LEASE_SECONDS=1: another minion would reclaim it 1.33 s after the last renewal, at one of
     #: its reclaim passes (one a second): 2.6 s let two of them pass after that.
     hold_seconds = 2.6
@@ -214,8 +200,6 @@ class PulsarApi(ApiBackend):
     #: pulsar-lite 0.2.0 numbers every client's consumers from 0, so two clients
     #: cannot share a subscription: the engine that gave a message back takes it.
     shares = False
-    #: Pulsar counts every redelivery; a release is a nack (the engine's docstring).
-    release_counts = True
     #: Pulsar cannot count what a subscription has left.
     knows_remaining = False
     hold_seconds = 0.5  # no deadline (ack timeout off): held until settled
