@@ -86,15 +86,16 @@ A crashed minion
 Caveats
     Delivery is at least once: a minion stalled past its lease (a paused VM)
     or cut off from the server that long loses its row to another, and its
-    own late ack is then ignored (with a warning). A server that accepts
-    connections but stops answering mid-statement is waited for until TCP
-    gives up (keepalives are on). LISTEN needs a session: behind PgBouncer
-    in transaction mode, notifications do not arrive and idle minions find
-    work by their 2 s look only. DATABASE_URL and the PG* variables are
-    conventions the program may share, so they are not kept from its
-    environment; give the queue's credentials in POSTGRES_URL to keep them
-    from the program. Drained (what ends a minion in batch mode,
-    MINION_BATCH) means no row pending or running.
+    own late ack is then ignored (with a warning). Every wait for the
+    server is bounded by POSTGRES_OPERATION_TIMEOUT, on the client's side
+    too (a paused server, a cut network): a statement left unanswered drops
+    the connection, and the next call connects again. LISTEN needs a
+    session: behind PgBouncer in transaction mode, notifications do not
+    arrive and idle minions find work by their 2 s look only. DATABASE_URL
+    and the PG* variables are conventions the program may share, so they
+    are not kept from its environment; give the queue's credentials in
+    POSTGRES_URL to keep them from the program. Drained (what ends a minion
+    in batch mode, MINION_BATCH) means no row pending or running.
 """
 
 from __future__ import annotations
@@ -194,6 +195,16 @@ UPDATE {table} SET state = 'pending', minion_attempts = 0, minion_reason = NULL,
 """
 
 
+class _TimedConnection(psycopg.Connection[Any]):
+    """A connection whose every wait for the server is bounded: a server that accepts and never
+    answers (paused, cut off behind a firewall) makes the statement fail after `timeout`, not hang."""
+
+    timeout: Optional[float] = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: Optional[float] = None) -> Any:
+        return super().wait(gen, interval, timeout if timeout is not None else self.timeout)
+
+
 def parse_table(name: str) -> tuple[str, ...]:
     """`name` or `schema.name` as identifier parts; raises ConfigError."""
     parts = tuple(name.split("."))
@@ -274,7 +285,7 @@ class PostgresEngine(Engine):
         self.delete_done = delete_done
         self.operation_timeout = operation_timeout
         self.me = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        self._conn: Optional[psycopg.Connection[Any]] = None
+        self._conn: Optional[_TimedConnection] = None
         self._unsettled: list[tuple[str, dict[str, Any]]] = []
         self._guard = ConnectionGuard(f"postgres at {self.where}", _UNAVAILABLE, operation_timeout, self._drop,
                                       lambda exc: _scrubbed(str(exc), self.url))
@@ -304,14 +315,15 @@ class PostgresEngine(Engine):
 
     # -- connection ------------------------------------------------------
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self) -> _TimedConnection:
         given = conninfo_to_dict(self.url)
         extra: dict[str, Any] = {"connect_timeout": max(2, round(self.operation_timeout))}
         # Keepalives: a server gone without a word (a cut network) is noticed within about a timeout.
         extra.update(keepalives=1, keepalives_idle=max(1, round(self.operation_timeout)), keepalives_interval=1,
                      keepalives_count=3, tcp_user_timeout=int(self.operation_timeout * 1000),
                      application_name=f"minionize {self.me}"[:_NAME_MAX])
-        conn = psycopg.connect(self.url, autocommit=True, **{k: v for k, v in extra.items() if k not in given})
+        conn = _TimedConnection.connect(self.url, autocommit=True, **{k: v for k, v in extra.items() if k not in given})
+        conn.timeout = self.operation_timeout
         try:
             conn.execute(sql.SQL("SET statement_timeout = {}").format(int(self.operation_timeout * 1000)))
             conn.execute(sql.SQL("SET lock_timeout = {}").format(int(self.operation_timeout * 1000)))
@@ -352,7 +364,7 @@ class PostgresEngine(Engine):
             conn.execute(sql.SQL(_SCHEMA).format(table=self.table, index=index, notify=notify))
 
     @property
-    def conn(self) -> psycopg.Connection[Any]:
+    def conn(self) -> _TimedConnection:
         if self._conn is None or self._conn.closed:
             self._conn = self._connect()
         return self._conn

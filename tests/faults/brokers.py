@@ -23,6 +23,7 @@ from tests.integration.backends.amqp import HOST as AMQP_HOST
 from tests.integration.backends.amqp import PORT as AMQP_PORT
 from tests.integration.backends.amqp import AmqpBackend, channel
 from tests.integration.backends.google import Emulator
+from tests.integration.backends.postgres import PrivatePostgresBackend
 from tests.integration.backends.pulsar import PulsarBackend
 from tests.integration.backends.redis import RedisServer, free_port
 
@@ -234,6 +235,30 @@ class GoogleBroker(Broker):
         self.emulator.stop()
 
 
+class PostgresBroker(Broker):
+    """A PostgreSQL server of this test's own (initdb in a temporary directory); its processes get the signals."""
+
+    engine = "postgres"
+
+    def start(self) -> None:
+        self.backend = PrivatePostgresBackend()
+        self.backend.start()
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return self.backend.env(workdir)
+
+    def kill(self) -> None:
+        assert self.backend.server is not None
+        self.backend.server.signal(signal.SIGKILL)  # the postmaster and every backend: connections reset
+
+    def pause(self) -> None:
+        assert self.backend.server is not None
+        self.backend.server.signal(signal.SIGSTOP)
+
+    def remove(self) -> None:
+        self.backend.stop()
+
+
 BROKERS: dict[str, type[Broker]] = {
-    broker.engine: broker for broker in (RedisBroker, AmqpBroker, PulsarBroker, GoogleBroker)
+    broker.engine: broker for broker in (RedisBroker, AmqpBroker, PulsarBroker, GoogleBroker, PostgresBroker)
 }
