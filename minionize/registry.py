@@ -28,6 +28,7 @@ ENGINES = {
     "redis": "minionize.engines.redis:RedisEngine",
     "amqp": "minionize.engines.amqp:AmqpEngine",
     "postgres": "minionize.engines.postgres:PostgresEngine",
+    "nats": "minionize.engines.nats:NatsEngine",
 }
 
 #: MINION_REPORTER values.
@@ -45,6 +46,7 @@ EXTRAS = {
     "docker": "docker",
     "redis": "redis",
     "pika": "amqp",
+    "nats": "nats",
     "psycopg": "postgres",
     "prometheus_client": "metrics",
 }

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _PREFIXES = (
-    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "MEMORY_",
+    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "NATS_", "MEMORY_",
     "REPORTER_", "DOCKER_", "PUBSUB_",
 )
 _NAMES = {"EP", "DRY", "OAR_JOB_ID", "SLURM_JOB_ID", "PBS_JOBID", "POD_NAME", "JOB_ID"}

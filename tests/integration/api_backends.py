@@ -247,6 +247,25 @@ class PostgresApi(ApiBackend):
         return {"POSTGRES_URL": f"postgresql://postgres@{host}:{port}/test"}
 
 
+class NatsApi(ApiBackend):
+    engine = "nats"
+    process = "nats"
+    hold_seconds = 1.6  # past NATS_ACK_WAIT=1 (JetStream redelivers a message without news after it)
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "NATS_ACK_WAIT": "1"}
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        self.server.publish_raw(env, bodies)  # type: ignore[union-attr]
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"NATS_URL": f"nats://{host}:{port}"}
+
+    def secret_companions(self, name: str) -> dict[str, str]:
+        companions = {"NATS_PASSWORD": {"NATS_USER": "minion"}, "NATS_TLS_KEY_FILE": {"NATS_TLS_CERT_FILE": "/c.pem"}}
+        return companions.get(name, {})
+
+
 #: Each engine of the registry, by the name the suite's parameters show, and the
 #: modes worth a run of their own.
 API_BACKENDS: dict[str, type[ApiBackend]] = {
@@ -258,6 +277,7 @@ API_BACKENDS: dict[str, type[ApiBackend]] = {
     "amqp-prefetch": AmqpPrefetchApi,
     "google": GoogleApi,
     "pulsar": PulsarApi,
+    "nats": NatsApi,
     "postgres": PostgresApi,
 }
 

@@ -56,14 +56,7 @@ def publish_raw(backend: Backend, env: dict[str, str], bodies: list[bytes]) -> N
             for body in bodies:
                 client.xadd(env["REDIS_STREAM"], {"param": body})
     elif backend.name.startswith("amqp"):
-        import pika
-
-        from .backends.amqp import channel
-
-        ch = channel()
-        for body in bodies:
-            ch.basic_publish("", env["AMQP_QUEUE"], body, pika.BasicProperties(delivery_mode=2))
-        ch.connection.close()
+        _amqp_send(env["AMQP_QUEUE"], bodies)
     elif backend.name == "google":
         from .backends.google import clients
 
@@ -71,6 +64,8 @@ def publish_raw(backend: Backend, env: dict[str, str], bodies: list[bytes]) -> N
         topic = f"projects/{env['GOOGLE_PROJECT_ID']}/topics/{env['GOOGLE_TOPIC_ID']}"
         for body in bodies:
             publisher.publish(topic=topic, messages=[{"data": body}], timeout=30)
+    elif backend.name == "nats":
+        backend.publish_raw(env, bodies)  # type: ignore[attr-defined]
     elif backend.name == "pulsar":
         _pulsar_send(backend, env["PULSAR_TOPIC"], bodies)
     elif backend.name == "postgres":
@@ -80,6 +75,17 @@ def publish_raw(backend: Backend, env: dict[str, str], bodies: list[bytes]) -> N
             out.write(b"".join(body + b"\n" for body in bodies))
     else:
         raise AssertionError(f"no raw producer for {backend.name}")
+
+
+def _amqp_send(queue: str, bodies: list[bytes]) -> None:
+    import pika
+
+    from .backends.amqp import channel
+
+    ch = channel()
+    for body in bodies:
+        ch.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
+    ch.connection.close()
 
 
 def _pulsar_send(backend: Any, topic: str, bodies: list[bytes]) -> None:
@@ -114,6 +120,9 @@ def raw_dead_letters(backend: Backend, env: dict[str, str]) -> list[tuple[bytes,
 
         subscription = f"projects/{env['GOOGLE_PROJECT_ID']}/subscriptions/{env['GOOGLE_TOPIC_ID']}-dead-letter-sub"
         return [(letter.data, letter.attributes.get("minion_reason", "")) for letter in pull_all(subscription)]
+    if backend.name == "nats":
+        letters = backend.raw_dead_letters(env)  # type: ignore[attr-defined]
+        return [(body, headers.get("minion_reason", "")) for body, headers in letters]
     if backend.name == "pulsar":
         read = backend.read(f"{env['PULSAR_TOPIC']}-minionize-DLQ")  # type: ignore[attr-defined]
         return [(body, properties.get("minion_reason", "")) for body, properties in read]

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 PROGRAM = ("sh", "-c", 'test "$1" != doomed || test -e fixed || exit 1; touch "$1.ok"', "sh")
 
 
-@pytest.fixture(scope="module", params=["file", "redis", "amqp", "amqp-prefetch", "pulsar", "google", "postgres"])
+@pytest.fixture(
+    scope="module", params=["file", "redis", "amqp", "amqp-prefetch", "pulsar", "google", "nats", "postgres"]
+)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     instance = load(request.param)()
     instance.start()

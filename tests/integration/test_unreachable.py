@@ -70,6 +70,8 @@ def engine_env(engine: str, port: int, secret: str = PASSWORD) -> tuple[dict[str
                  "AMQP_OPERATION_TIMEOUT": str(TIMEOUT)},
         "pulsar": {"MINION_ENGINE": "pulsar", "PULSAR_TOPIC": "t", "PULSAR_CONNECTION": f"pulsar://{address}",
                    "PULSAR_TOKEN": secret, "PULSAR_OPERATION_TIMEOUT": str(TIMEOUT)},
+        "nats": {"MINION_ENGINE": "nats", "NATS_STREAM": "s", "NATS_URL": f"nats://u:{secret}@{address}",
+                 "NATS_OPERATION_TIMEOUT": str(TIMEOUT)},
         "google": {"MINION_ENGINE": "google", "GOOGLE_PROJECT_ID": "p", "GOOGLE_TOPIC_ID": "topic",
                    "GOOGLE_SUBSCRIPTION": "sub", "PUBSUB_EMULATOR_HOST": address,
                    "GOOGLE_OPERATION_TIMEOUT": str(TIMEOUT)},
@@ -78,6 +80,7 @@ def engine_env(engine: str, port: int, secret: str = PASSWORD) -> tuple[dict[str
                      "POSTGRES_OPERATION_TIMEOUT": str(TIMEOUT)},
     }[engine]
     shown = {"redis": f"redis://u:***@{address}/0", "amqp": f"amqp://u:***@{address}/%2F",
+             "nats": f"nats://u:***@{address}",
              "postgres": f"postgresql://u:***@{address}/test"}.get(engine, address)
     return env, shown
 
@@ -86,8 +89,9 @@ def push_cmd() -> list[str]:
     return [sys.executable, "-m", "minionize.push", "x"]
 
 
-ENGINES = ["redis", "amqp", "pulsar", "google", "postgres"]
-NAMES = {"redis": "redis", "amqp": "RabbitMQ", "pulsar": "Pulsar", "google": "Pub/Sub", "postgres": "postgres"}
+ENGINES = ["redis", "amqp", "pulsar", "google", "nats", "postgres"]
+NAMES = {"redis": "redis", "amqp": "RabbitMQ", "pulsar": "Pulsar", "google": "Pub/Sub",
+         "nats": "NATS", "postgres": "postgres"}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -132,6 +136,7 @@ def test_minion_push_to_a_port_that_never_answers_exits_3(
         ("postgres", "POSTGRES_URL", "postgresql://u:{secret}@127.0.0.1:{port}/test?timeout_please=5"),
         ("postgres", "POSTGRES_URL", "host=127.0.0.1 port={port} password={secret} dbname"),
         ("google", "PUBSUB_EMULATOR_HOST", "u:{secret}@127.0.0.1:{port}"),
+        ("nats", "NATS_URL", "nats://u:{secret}@127.0.0.1:{port}0000"),
     ],
 )
 def test_a_bad_url_with_a_password_is_a_config_error_that_hides_it(

@@ -75,22 +75,36 @@ ENGINES: dict[str, dict[str, Any]] = {
         "engine": "amqp",
         "amqp": {"urlSecret": {"existingSecret": "amqp-url"}, "queue": "params", "decoder": "identity"},
     },
+    "nats": {
+        **IMAGE,
+        "engine": "nats",
+        "nats": {
+            "url": "nats://nats:4222",
+            "stream": "params",
+            "decoder": "json",
+            "userSecret": {"existingSecret": "nats-auth"},
+            "passwordSecret": {"existingSecret": "nats-auth"},
+            "tls": {"ca": {"existingSecret": "nats-ca"}},
+        },
+    },
     "postgres": {
         **IMAGE,
         "engine": "postgres",
         "postgres": {"urlSecret": {"existingSecret": "pg-url"}, "table": "sweeps.params", "leaseSeconds": 120},
     },
 }
-BROKERS = ("google", "pulsar", "redis", "amqp", "postgres")
+BROKERS = ("google", "pulsar", "redis", "amqp", "postgres", "nats")
 #: What KEDA needs beyond the engine's own settings.
 KEDA_EXTRA: dict[str, dict[str, Any]] = {
     "google": {},
     "pulsar": {"keda": {"pulsar": {"adminURL": "https://broker:8443"}}},
     "redis": {},
     "amqp": {},
+    "nats": {"keda": {"nats": {"monitoringEndpoint": "nats:8222"}}},
     "postgres": {},
 }
 TRIGGER_TYPES = {"google": "gcp-pubsub", "pulsar": "pulsar", "redis": "redis-streams", "amqp": "rabbitmq",
+                 "nats": "nats-jetstream",
                  "postgres": "postgresql"}
 
 
@@ -297,6 +311,10 @@ def check_keda(docs: list[dict[str, Any]], engine: str, mode: str) -> None:
                    "REDIS_CLAIM_IDLE": "120"}),
         ("amqp", {"AMQP_URL": {"secretKeyRef": {"name": "amqp-url", "key": "url"}}, "AMQP_QUEUE": "params",
                   "AMQP_DECODER": "identity"}),
+        ("nats", {"NATS_URL": "nats://nats:4222", "NATS_STREAM": "params", "NATS_DECODER": "json",
+                  "NATS_USER": {"secretKeyRef": {"name": "nats-auth", "key": "user"}},
+                  "NATS_PASSWORD": {"secretKeyRef": {"name": "nats-auth", "key": "password"}},
+                  "NATS_TLS_CA_FILE": "/var/run/secrets/minionize/nats-tls/ca.crt"}),
         ("postgres", {"POSTGRES_URL": {"secretKeyRef": {"name": "pg-url", "key": "url"}},
                       "POSTGRES_TABLE": "sweeps.params", "POSTGRES_LEASE_SECONDS": "120"}),
     ],
@@ -305,7 +323,7 @@ def test_engine_env(helm: str, engine: str, expected: dict[str, Any]) -> None:
     env = env_of(render(helm, case_values(engine, "deployment")))
     assert {k: env.get(k) for k in expected} == expected
     # Only the chosen engine's variables: another engine's would be noise.
-    others = {"EXECO", "FILE", "GOOGLE", "PULSAR", "REDIS", "AMQP", "POSTGRES"} - {engine.upper()}
+    others = {"EXECO", "FILE", "GOOGLE", "PULSAR", "REDIS", "AMQP", "NATS", "POSTGRES"} - {engine.upper()}
     assert not [k for k in env if k.split("_")[0] in others]
 
 
@@ -591,7 +609,8 @@ def test_keda_existing_authentication_ref(helm: str) -> None:
 # --- the READMEs' commands -------------------------------------------------
 
 #: The variable that names the broker of each broker engine (Pub/Sub has one address, Google's).
-BROKER_ADDRESS = {"pulsar": "PULSAR_CONNECTION", "redis": "REDIS_URL", "amqp": "AMQP_URL", "postgres": "POSTGRES_URL"}
+BROKER_ADDRESS = {"pulsar": "PULSAR_CONNECTION", "redis": "REDIS_URL", "amqp": "AMQP_URL",
+                  "nats": "NATS_URL", "postgres": "POSTGRES_URL"}
 
 
 def readme_installs() -> list[tuple[str, list[str]]]:
@@ -816,6 +835,13 @@ GUARDS = [
     (merge(ENGINES["postgres"], {"postgres": {"urlSecret": {"existingSecret": ""}}, "keda": {"enabled": True},
                                  "extraEnv": [{"name": "DATABASE_URL", "value": "postgresql://db/sweeps"}]}),
      "keda.enabled with engine postgres needs postgres.url or postgres.urlSecret"),
+    (merge(ENGINES["nats"], {"nats": {"url": ""}}), "engine nats needs nats.url (NATS_URL)"),
+    (merge(ENGINES["nats"], {"nats": {"url": "nats://localhost:4222"}}), "nats.url points at localhost"),
+    (merge(ENGINES["nats"], {"nats": {"url": "nats://nats-0:4222,nats://127.0.0.1:4222"}}),
+     "nats.url points at localhost"),
+    (merge(ENGINES["nats"], {"nats": {"stream": ""}}), "engine nats needs nats.stream (NATS_STREAM)"),
+    (merge(ENGINES["nats"], {"keda": {"enabled": True}}),
+     "keda.enabled with engine nats needs keda.nats.monitoringEndpoint"),
     (merge(ENGINES["amqp"], {"reporter": {"json": {"existingClaim": "reports"}}}),
      "reporter.json.existingClaim is set but reporter.type is not json"),
     (merge(ENGINES["execo"], {"keda": {"enabled": True}}), "keda.enabled with engine execo"),

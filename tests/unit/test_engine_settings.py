@@ -161,6 +161,7 @@ def _sample(setting: Setting, engine: str) -> Any:
         return "pubsub-emulator:8085"
     if setting.kind == "url":
         return {"redis": "redis://probe:6379/2", "amqp": "amqp://probe:5672/%2F", "pulsar": "pulsar://probe:6650",
+                "nats": "nats://probe:4222",
                 "postgres": "postgresql://probe:5432/sweeps"}[engine]
     return "probe-value"
 

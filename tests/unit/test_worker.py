@@ -397,4 +397,4 @@ def test_every_engine_says_whether_its_input_ends_and_whether_it_can_tell_draine
     ends = {name for name in ENGINES if engine_class(name).input_ends}
     tells = {name for name in ENGINES if engine_class(name).tells_drained}
     assert ends == {"execo", "file", "memory"}
-    assert tells == {"execo", "file", "memory", "redis", "amqp", "postgres"}
+    assert tells == {"execo", "file", "memory", "redis", "amqp", "postgres", "nats"}

@@ -10,6 +10,7 @@ trigger needs none (or keda.authenticationRef names an existing one).
   (and (eq $v.engine "pulsar") $v.pulsar.token.existingSecret)
   (and (eq $v.engine "redis") $v.redis.passwordSecret.existingSecret)
   (and (eq $v.engine "amqp") $v.amqp.urlSecret.existingSecret)
+  (and (eq $v.engine "nats") $v.keda.nats.monitoringEndpointSecret.existingSecret)
   (and (eq $v.engine "postgres") $v.postgres.urlSecret.existingSecret) }}
 {{- if $needed }}{{ include "minionize.fullname" . }}{{ end }}
 {{- end }}
@@ -77,6 +78,12 @@ queue the minions consume.
   {{- $metadata = dict "query" $query "targetQueryValue" $target "activationTargetQueryValue" $activation }}
   {{- if not $v.postgres.urlSecret.existingSecret }}
   {{- $_ := set $metadata "connectionFromEnv" "POSTGRES_URL" }}
+  {{- end }}
+{{- else if eq $v.engine "nats" }}
+  {{- $type = "nats-jetstream" }}
+  {{- $metadata = dict "account" $k.nats.account "stream" $v.nats.stream "consumer" (default "minionize" $v.nats.consumer) "lagThreshold" $target "activationLagThreshold" $activation "useHttps" (toString $k.nats.useHttps) }}
+  {{- if not $k.nats.monitoringEndpointSecret.existingSecret }}
+  {{- $_ := set $metadata "natsServerMonitoringEndpoint" $k.nats.monitoringEndpoint }}
   {{- end }}
 {{- end }}
 {{- $metadata = mergeOverwrite $metadata (deepCopy $k.triggerMetadata) }}

@@ -98,6 +98,45 @@ runtime's, then extraEnv (last, so that it wins).
 {{- include "minionize.envVar" (list "POSTGRES_LEASE_SECONDS" $v.postgres.leaseSeconds) }}
 {{- include "minionize.envVar" (list "POSTGRES_DELETE_DONE" $v.postgres.deleteDone) }}
 {{- include "minionize.envVar" (list "POSTGRES_OPERATION_TIMEOUT" $v.postgres.operationTimeout) }}
+{{- else if eq $v.engine "nats" }}
+{{- if $v.nats.urlSecret.existingSecret }}
+{{- include "minionize.envSecret" (list "NATS_URL" $v.nats.urlSecret) | nindent 0 }}
+{{- else }}
+{{- include "minionize.envVar" (list "NATS_URL" $v.nats.url) }}
+{{- end }}
+{{- include "minionize.envVar" (list "NATS_STREAM" $v.nats.stream) }}
+{{- include "minionize.envVar" (list "NATS_SUBJECT" $v.nats.subject) }}
+{{- include "minionize.envVar" (list "NATS_CONSUMER" $v.nats.consumer) }}
+{{- include "minionize.envVar" (list "NATS_DECODER" $v.nats.decoder) }}
+{{- include "minionize.envVar" (list "NATS_ACK_WAIT" $v.nats.ackWait) }}
+{{- include "minionize.envVar" (list "NATS_NAK_DELAY" $v.nats.nakDelay) }}
+{{- include "minionize.envVar" (list "NATS_DEAD_LETTER_SUBJECT" $v.nats.deadLetterSubject) }}
+{{- include "minionize.envVar" (list "NATS_OPERATION_TIMEOUT" $v.nats.operationTimeout) }}
+{{- range $name, $ref := dict "NATS_USER" $v.nats.userSecret "NATS_PASSWORD" $v.nats.passwordSecret "NATS_TOKEN" $v.nats.tokenSecret }}
+{{- if $ref.existingSecret }}
+{{- include "minionize.envSecret" (list $name $ref) | nindent 0 }}
+{{- end }}
+{{- end }}
+{{- with $v.nats.credsSecret }}
+{{- if .existingSecret }}
+- name: NATS_CREDS
+  value: {{ printf "%s/%s" (trimSuffix "/" .mountPath) .key | quote }}
+{{- end }}
+{{- end }}
+{{- with $v.nats.tls.ca }}
+{{- if .existingSecret }}
+- name: NATS_TLS_CA_FILE
+  value: {{ printf "%s/%s" (trimSuffix "/" .mountPath) .key | quote }}
+{{- end }}
+{{- end }}
+{{- with $v.nats.tls.clientCert }}
+{{- if .existingSecret }}
+- name: NATS_TLS_CERT_FILE
+  value: {{ printf "%s/%s" (trimSuffix "/" .mountPath) .certKey | quote }}
+- name: NATS_TLS_KEY_FILE
+  value: {{ printf "%s/%s" (trimSuffix "/" .mountPath) .keyKey | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- with $v.minion }}
 {{- include "minionize.envVar" (list "MINION_CONCURRENCY" .concurrency) }}
@@ -172,6 +211,15 @@ Volume mounts of the minion container.
   mountPath: {{ $v.pulsar.tls.clientCert.mountPath }}
   readOnly: true
 {{- end }}
+{{- if eq $v.engine "nats" }}
+{{- range $name, $ref := dict "nats-creds" $v.nats.credsSecret "nats-tls" $v.nats.tls.ca "nats-client-cert" $v.nats.tls.clientCert }}
+{{- if $ref.existingSecret }}
+- name: {{ $name }}
+  mountPath: {{ $ref.mountPath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and (eq $v.reporter.type "json") $v.reporter.json.existingClaim }}
 - name: reports
   mountPath: {{ $v.reporter.json.mountPath }}
@@ -233,6 +281,32 @@ gives that group to the minion's user.
         path: {{ .certKey }}
       - key: {{ .keyKey }}
         path: {{ .keyKey }}
+{{- end }}
+{{- end }}
+{{- if eq $v.engine "nats" }}
+{{- range $name, $ref := dict "nats-creds" $v.nats.credsSecret "nats-tls" $v.nats.tls.ca }}
+{{- if $ref.existingSecret }}
+- name: {{ $name }}
+  secret:
+    secretName: {{ $ref.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $ref.key }}
+        path: {{ $ref.key }}
+{{- end }}
+{{- end }}
+{{- with $v.nats.tls.clientCert }}
+{{- if .existingSecret }}
+- name: nats-client-cert
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .certKey }}
+        path: {{ .certKey }}
+      - key: {{ .keyKey }}
+        path: {{ .keyKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and (eq $v.reporter.type "json") $v.reporter.json.existingClaim }}

@@ -21,7 +21,7 @@ Usage: include "minionize.refuse" "engine pulsar needs pulsar.connection"
 
 {{- define "minionize.validate" -}}
 {{- $v := .Values -}}
-{{- $engines := list "execo" "file" "google" "pulsar" "redis" "amqp" "postgres" }}
+{{- $engines := list "execo" "file" "google" "pulsar" "redis" "amqp" "postgres" "nats" }}
 {{- if not (has $v.engine $engines) }}
 {{- include "minionize.refuse" (printf "engine %q is unknown: use one of %s" (toString $v.engine) (join ", " $engines)) }}
 {{- end }}
@@ -107,6 +107,16 @@ The variables of extraEnv by name: a value there stands for the chart's own.
   {{- if not $v.postgres.table }}
   {{- include "minionize.refuse" "engine postgres needs postgres.table (POSTGRES_TABLE)" }}
   {{- end }}
+{{- else if eq $v.engine "nats" }}
+  {{- if not (or $v.nats.url $v.nats.urlSecret.existingSecret (has "NATS_URL" $extra)) }}
+  {{- include "minionize.refuse" "engine nats needs nats.url (NATS_URL), e.g. nats://nats:4222, or nats.urlSecret.existingSecret: the engine's default, localhost, would be the pod itself" }}
+  {{- end }}
+  {{- if and (not $v.nats.urlSecret.existingSecret) (regexMatch "(^|[,/@])(localhost|127\\.[0-9.]+|\\[::1\\])(:[0-9]+)?(/|,|$)" (default "" $v.nats.url)) }}
+  {{- include "minionize.refuse" "nats.url points at localhost, which in a pod is the pod itself: give the NATS server's service name" }}
+  {{- end }}
+  {{- if not $v.nats.stream }}
+  {{- include "minionize.refuse" "engine nats needs nats.stream (NATS_STREAM)" }}
+  {{- end }}
 {{- end }}
 {{- end }}
 
@@ -153,7 +163,7 @@ so a Deployment would restart it forever and a Job would complete at once.
 {{- define "minionize.validateKeda" -}}
 {{- $v := .Values -}}
 {{- if has $v.engine (list "execo" "file") }}
-  {{- include "minionize.refuse" (printf "keda.enabled with engine %s: KEDA has no queue-depth metric for it; use a broker engine (google, pulsar, redis, amqp, postgres) or disable keda" $v.engine) }}
+  {{- include "minionize.refuse" (printf "keda.enabled with engine %s: KEDA has no queue-depth metric for it; use a broker engine (google, pulsar, redis, amqp, postgres, nats) or disable keda" $v.engine) }}
 {{- end }}
 {{- if and (eq $v.engine "pulsar") (not $v.keda.pulsar.adminURL) }}
   {{- include "minionize.refuse" "keda.enabled with engine pulsar needs keda.pulsar.adminURL: the pulsar trigger reads the backlog from the admin (HTTP) API" }}
@@ -166,6 +176,9 @@ so a Deployment would restart it forever and a Job would complete at once.
 {{- end }}
 {{- if and (eq $v.engine "postgres") (not (or $v.postgres.url $v.postgres.urlSecret.existingSecret)) }}
   {{- include "minionize.refuse" "keda.enabled with engine postgres needs postgres.url or postgres.urlSecret: the postgresql trigger must know the database" }}
+{{- end }}
+{{- if and (eq $v.engine "nats") (not (or $v.keda.nats.monitoringEndpoint $v.keda.nats.monitoringEndpointSecret.existingSecret)) }}
+  {{- include "minionize.refuse" "keda.enabled with engine nats needs keda.nats.monitoringEndpoint (host:port of the server's monitoring port, nats-server -m 8222): the nats-jetstream trigger reads the consumer's lag there" }}
 {{- end }}
 {{- if and (eq $v.mode "deployment") (gt ($v.keda.minReplicaCount | int) ($v.keda.maxReplicaCount | int)) }}
   {{- include "minionize.refuse" (printf "keda.minReplicaCount (%d) is greater than keda.maxReplicaCount (%d)" ($v.keda.minReplicaCount | int) ($v.keda.maxReplicaCount | int)) }}

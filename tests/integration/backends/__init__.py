@@ -20,6 +20,7 @@ BACKENDS = {
     "redis": "tests.integration.backends.redis:RedisBackend",
     "amqp": "tests.integration.backends.amqp:AmqpBackend",
     "amqp-prefetch": "tests.integration.backends.amqp:AmqpPrefetchBackend",
+    "nats": "tests.integration.backends.nats:NatsBackend",
     "postgres": "tests.integration.backends.postgres:PostgresBackend",
 }
 

@@ -1,0 +1,176 @@
+"""The nats engine: a private nats-server with JetStream on file storage, on a free loopback port.
+
+Private rather than the shared server on 4222: the restart test stops and
+starts it, and its data directory must outlive that. max_payload is raised
+to 8 MB for the poison suite's 1 MiB body (1 MB by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from tests.conftest import require
+
+from .base import Backend
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class NatsServer:
+    """One nats-server process with JetStream on 127.0.0.1, started and stopped by its pid."""
+
+    def __init__(self, *options: str) -> None:
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="minionize-nats-"))
+        config = self.directory / "nats.conf"
+        config.write_text(
+            f"listen: 127.0.0.1:{self.port}\nmax_payload: 8MB\n"
+            f'jetstream {{ store_dir: "{self.directory / "store"}" }}\n'
+        )
+        self.command = [NATS_SERVER, "-c", str(config), "-l", str(self.directory / "nats.log"), *options]
+        self.process: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = self.directory / "nats.log"
+                text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"nats-server on port {self.port} did not start:\n{text}")
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        """The server answers, and JetStream has finished recovering its streams."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                if not conn.recv(4096).startswith(b"INFO "):
+                    return False
+        except OSError:
+            return False
+        log = self.directory / "nats.log"
+        # Ready once since its last start (the log of a restarted server holds both).
+        return log.exists() and "Server is ready" in log.read_text(errors="replace").rsplit("Starting nats-server")[-1]
+
+    def shutdown(self) -> None:
+        """SIGTERM: nats-server flushes its stores and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def remove(self) -> None:
+        self.shutdown()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def run(coroutine: Any) -> Any:
+    """Run one coroutine of the test's own nats-py client."""
+    return asyncio.run(coroutine)
+
+
+async def _dead(url: str, subject: str) -> list[tuple[bytes, dict[str, str]]]:
+    import nats
+    import nats.js.errors
+
+    client = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+    try:
+        js = client.jetstream()
+        try:
+            stream = await js.find_stream_name_by_subject(subject)
+        except nats.js.errors.NotFoundError:
+            return []
+        found: list[tuple[bytes, dict[str, str]]] = []
+        sequence = 1
+        while True:
+            try:
+                stored = await js.get_msg(stream, seq=sequence, next=True, subject=subject)
+            except nats.js.errors.NotFoundError:
+                return found
+            found.append((stored.data or b"", dict(stored.headers or {})))
+            sequence = (stored.seq or sequence) + 1
+    finally:
+        await client.close()
+
+
+async def _publish(url: str, subject: str, bodies: list[bytes]) -> None:
+    import nats
+
+    client = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+    try:
+        js = client.jetstream()
+        for body in bodies:
+            await js.publish(subject, body)
+    finally:
+        await client.close()
+
+
+class NatsBackend(Backend):
+    name = "nats"
+    has_deadline = True  # NATS_ACK_WAIT
+    restartable = True
+
+    def __init__(self) -> None:
+        self.server: Optional[NatsServer] = None
+
+    def start(self) -> None:
+        require(Path(NATS_SERVER).exists(), "nats-server is not installed (scripts/services.sh)")
+        self.server = NatsServer()
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.remove()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {
+            "MINION_ENGINE": "nats",
+            "NATS_URL": self.url,
+            "NATS_STREAM": self.unique("stream"),
+            "NATS_DECODER": "json",
+        }
+
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, dict[str, str]]]:
+        subject = env.get("NATS_DEAD_LETTER_SUBJECT") or f"{env.get('NATS_SUBJECT') or env['NATS_STREAM']}.dead"
+        found: list[tuple[bytes, dict[str, str]]] = run(_dead(self.url, subject))
+        return found
+
+    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+        return [(json.loads(body), headers.get("minion_reason", "")) for body, headers in self.raw_dead_letters(env)]
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        run(_publish(self.url, env.get("NATS_SUBJECT") or env["NATS_STREAM"], bodies))
+
+    def lease_env(self) -> dict[str, str]:
+        return {"NATS_ACK_WAIT": "2"}
+
+    def long_run(self) -> tuple[float, dict[str, str]]:
+        return 5.0, {"NATS_ACK_WAIT": "2"}
+
+    def restart(self) -> None:
+        assert self.server is not None
+        self.server.shutdown()
+        self.server.start()

@@ -1,0 +1,204 @@
+"""What the nats engine promises beyond the contract suites, on a real nats-server.
+
+Its private event loop thread and connection end with close(), whatever
+happened before; a settlement made while the server is away is kept and
+sent once it is back; refused credentials are a configuration error; a
+consumer made elsewhere with a lower delivery limit gets a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from minionize.config import EnvReader
+from minionize.engines.nats import NatsEngine
+from minionize.errors import ConfigError, QueueUnreachable
+
+from .backends.nats import NATS_SERVER, NatsBackend, NatsServer
+
+pytestmark = pytest.mark.integration
+SECRET = "Zq-nats-Sesame-42"
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[NatsBackend]:
+    instance = NatsBackend()
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def engine(env: dict[str, str], **more: str) -> NatsEngine:
+    return NatsEngine.from_env(EnvReader({**env, **more}))
+
+
+def sockets() -> int:
+    """How many sockets this process holds."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed since it was listed
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "minionize-nats"]
+
+
+def take(minion: NatsEngine) -> object:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        message = minion.next(0.2)
+        if message is not None:
+            return message
+    raise AssertionError("no message within 20s")
+
+
+def test_close_leaves_no_thread_nor_socket(backend: NatsBackend, tmp_path: Path) -> None:
+    env = backend.env(tmp_path)
+    before = sockets()
+    pusher = engine(env)
+    pusher.push(["a", "b"])
+    pusher.close()
+    minion = engine(env)
+    minion.open()
+    assert len(loop_threads()) == 1
+    minion.ack(take(minion))  # type: ignore[arg-type]
+    minion.close()
+    minion.close()  # twice: nothing left to do
+    assert loop_threads() == []
+    assert sockets() == before
+
+
+def test_a_failed_open_leaves_no_thread_nor_socket(tmp_path: Path) -> None:
+    before = sockets()
+    with pytest.raises(QueueUnreachable):
+        engine({"NATS_STREAM": "s", "NATS_URL": "nats://127.0.0.1:1", "NATS_OPERATION_TIMEOUT": "1"}).open()
+    assert loop_threads() == []
+    assert sockets() == before
+
+
+def test_a_settlement_made_while_the_server_is_away_is_sent_once_it_is_back(tmp_path: Path) -> None:
+    """The server restarts (file storage) with a message in hand: its ack reaches it, it never runs again."""
+    server = NatsServer()
+    server.start()
+    try:
+        env = {"NATS_URL": server.url, "NATS_STREAM": "held", "NATS_OPERATION_TIMEOUT": "1", "NATS_ACK_WAIT": "30"}
+        pusher = engine(env)
+        pusher.push(["in hand", "next"])
+        pusher.close()
+        minion = engine(env)
+        minion.open()
+        message = take(minion)
+        server.shutdown()
+        with pytest.raises(ConnectionError):
+            minion.ack(message)  # type: ignore[arg-type]
+        server.start()
+        deadline = time.monotonic() + 30
+        taken = None
+        while taken is None:  # the worker's loop: calls fail (and back off) until the client is back
+            assert time.monotonic() < deadline, "the engine did not come back"
+            try:
+                taken = minion.next(0.2)
+            except ConnectionError:
+                time.sleep(0.2)
+        assert taken.param == "next", "the message in hand came back: its ack was lost"
+        minion.ack(taken)
+        assert minion.drained()
+        minion.close()
+        assert loop_threads() == []
+    finally:
+        server.remove()
+
+
+def test_refused_credentials_are_a_config_error_that_hides_them(tmp_path: Path) -> None:
+    server = NatsServer("--user", "minion", "--pass", SECRET)
+    server.start()
+    try:
+        env = {"NATS_URL": server.url, "NATS_STREAM": "auth", "NATS_USER": "minion", "NATS_OPERATION_TIMEOUT": "3"}
+        with pytest.raises(ConfigError) as caught:
+            engine(env, NATS_PASSWORD="wrong-" + SECRET).open()
+        assert caught.value.variable == "NATS_PASSWORD" and "refused" in str(caught.value)
+        assert SECRET not in str(caught.value)
+        assert loop_threads() == []
+        with pytest.raises(ConfigError) as caught:
+            engine({**env, "NATS_URL": f"nats://minion:wrong{SECRET}@127.0.0.1:{server.port}"}).open()
+        assert SECRET not in str(caught.value)
+        good = engine(env, NATS_PASSWORD=SECRET)
+        good.push(["x"])
+        assert good.remaining() == 1
+        good.close()
+    finally:
+        server.remove()
+
+
+async def _consumer(url: str, stream: str, max_deliver: int) -> None:
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name=stream, subjects=[stream])
+        await js.add_consumer(stream, ConsumerConfig(durable_name="minionize", ack_policy=AckPolicy.EXPLICIT,
+                                                     max_deliver=max_deliver, ack_wait=7))
+    finally:
+        await client.close()
+
+
+def test_the_consumer_follows_minion_max_attempts_and_a_lower_limit_is_warned_of(
+    backend: NatsBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = backend.env(tmp_path)
+    made = engine(env, MINION_MAX_ATTEMPTS="4", NATS_ACK_WAIT="12")
+    made.open()
+    info = made._call(made._js.consumer_info(made.stream, made.consumer))
+    assert (info.config.max_deliver, info.config.ack_wait) == (5, 12)  # the last delivery sets a dead run's aside
+    made.close()
+
+    stream = backend.unique("elsewhere")
+    asyncio.run(_consumer(backend.url, stream, max_deliver=2))
+    caplog.set_level(logging.WARNING, "minionize")
+    minion = engine({**env, "NATS_STREAM": stream}, MINION_MAX_ATTEMPTS="3")
+    minion.open()
+    assert minion.ack_wait == 7 and minion.lease_interval == pytest.approx(7 / 3)  # the consumer's own
+    minion.close()
+    assert "delivers a message 2 times at most" in caplog.text and "--max-deliver=4" in caplog.text
+
+
+def test_a_server_without_jetstream_is_a_config_error(tmp_path: Path) -> None:
+    import subprocess
+
+    from .backends.nats import free_port
+
+    port = free_port()
+    process = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        env = {"NATS_URL": f"nats://127.0.0.1:{port}", "NATS_STREAM": "s", "NATS_OPERATION_TIMEOUT": "2"}
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                engine(env).open()
+            except QueueUnreachable:  # not listening yet
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+                continue
+            except ConfigError as exc:
+                assert "JetStream is not enabled" in str(exc)
+                break
+            raise AssertionError("opened on a server without JetStream")
+        assert loop_threads() == []
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
