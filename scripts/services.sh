@@ -53,7 +53,17 @@ if ! listening 5432; then
         || runuser -u postgres -- /usr/bin/createdb test
 fi
 
+# NATS with JetStream, its streams on disk (the nats engine's tests start their own too).
+if ! listening 4222; then
+    [ -x /usr/sbin/nats-server ] || apt_install nats-server
+    mkdir -p /var/lib/nats-server
+    # The pid file, not the executable, tells whether it runs: a test's own nats-server is not this one.
+    start-stop-daemon --start --oknodo --background --pidfile /run/minionize-nats-server.pid --make-pidfile \
+        --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+    wait_port nats 4222
+fi
+
 # Not a server, but the lint tests need it too.
 command -v shellcheck >/dev/null || apt_install shellcheck
 
-echo "services: redis and rabbitmq are up"
+echo "services: redis, rabbitmq and nats are up"
