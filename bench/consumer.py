@@ -19,6 +19,9 @@ KIND:
     redis-batch     redis-py: XREADGROUP COUNT 100 then one XACK per batch
     amqp-bare       pika: basic_get then basic_ack, one at a time
     amqp-batch      pika: basic_consume, prefetch 100, one multiple ack per 100
+    pg-bare         psycopg: SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1, UPDATE, COMMIT,
+                    one at a time, on the table minion-push filled
+    pgqueuer        PGQueuer's QueueManager (psycopg async driver), batch_size=1
     dramatiq-redis  Dramatiq's RedisBroker, a Worker with 1 thread
     dramatiq-amqp   Dramatiq's RabbitmqBroker, a Worker with 1 thread
 """
@@ -38,6 +41,7 @@ from typing import Any
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 GROUP = "minionize"
 BATCH = 100
 HERE = Path(__file__).resolve()
@@ -220,6 +224,57 @@ def run_amqp_batch(clock: Clock, queue: str, count: int) -> None:
     connection.close()
 
 
+def run_pg(clock: Clock, table: str, count: int) -> None:
+    """The bare SKIP LOCKED loop on the table minion-push filled: take the first pending row in a
+    transaction (its row lock is the lease), process it, mark it done, commit; one at a time."""
+    import psycopg
+    from psycopg import sql
+
+    take = sql.SQL("SELECT id, param FROM {} WHERE state = 'pending' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
+    done = sql.SQL("UPDATE {} SET state = 'done', finished_at = now() WHERE id = %s")
+    name = sql.Identifier(table)
+    with psycopg.connect(POSTGRES_URL) as conn:
+        take_q, done_q = take.format(name), done.format(name)
+        ready(clock)
+        while clock.count < count:
+            with conn.transaction():
+                row = conn.execute(take_q).fetchone()
+                if row is None:
+                    continue
+                noop(row[1])
+                conn.execute(done_q, (row[0],))
+            clock.tick()
+
+
+def run_pgqueuer(clock: Clock, entrypoint: str, count: int) -> None:
+    """PGQueuer (psycopg's async driver) on the schema the parent installed: the child enqueues its
+    jobs, then one QueueManager dequeues one job at a time (batch_size=1) until all are done."""
+    import asyncio
+    from datetime import timedelta
+
+    import psycopg
+    from pgqueuer import PsycopgDriver, Queries, QueueManager
+
+    async def main() -> None:
+        conn = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+        queries = Queries(PsycopgDriver(conn))
+        await queries.enqueue([entrypoint] * count, [str(i).encode() for i in range(count)], [0] * count)
+        manager = QueueManager(queries)
+
+        @manager.entrypoint(entrypoint)
+        async def task(job: Any) -> None:
+            noop(job.payload)
+            clock.tick()
+            if clock.count == count:
+                manager.shutdown.set()
+
+        ready(clock)
+        await manager.run(batch_size=1, dequeue_timeout=timedelta(seconds=1))
+        await conn.close()
+
+    asyncio.run(main())
+
+
 def run_dramatiq(clock: Clock, broker_kind: str, queue: str, count: int) -> None:
     """Dramatiq fills its own queue (its message format), then one Worker with one thread drains it."""
     import logging
@@ -268,6 +323,10 @@ def main(argv: list[str]) -> int:
         run_amqp(clock, queue, count)
     elif kind == "amqp-batch":
         run_amqp_batch(clock, queue, count)
+    elif kind == "pg-bare":
+        run_pg(clock, queue, count)
+    elif kind == "pgqueuer":
+        run_pgqueuer(clock, queue, count)
     elif kind.startswith("dramatiq-"):
         run_dramatiq(clock, kind.removeprefix("dramatiq-"), queue, count)
     else:

@@ -20,6 +20,9 @@ Dramatiq declares classic RabbitMQ queues, and the queue type alone changes
 basic_get's rate several times: minionize and the bare loop are measured on a
 classic queue (AMQP_QUEUE_TYPE=classic) for the comparison with Dramatiq,
 and on a quorum queue, minionize's default, against the bare loop alone.
+On PostgreSQL, minionize is set against a bare psycopg loop that takes the
+first pending row with SELECT ... FOR UPDATE SKIP LOCKED in a transaction
+(its row lock stands for a lease), marks it done and commits.
 Targets: minionize at least half the bare one-at-a-time loop's rate, and
 ahead of Dramatiq.
 """
@@ -34,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import env, table, verdict
-from consumer import AMQP_URL, REDIS_URL, Run, launch
+from consumer import AMQP_URL, POSTGRES_URL, REDIS_URL, Run, launch
 
 MESSAGES = 20_000
 Measure = Callable[[str], float]  # a fresh queue name -> messages per second
@@ -152,6 +155,81 @@ def amqp_contenders(work: Path, count: int) -> dict[str, Measure]:
             "bare quorum": on_queue("amqp-bare", "quorum"), "minionize quorum": on_queue("minion", "quorum")}
 
 
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+def _fill_table(table: str, count: int) -> None:
+    """Create the table and COPY the rows in, as minion-push does."""
+    from minionize.engines.postgres import PostgresEngine
+
+    engine = PostgresEngine(table, POSTGRES_URL)
+    try:
+        engine.push([str(i) for i in range(count)])
+    finally:
+        engine.close()
+
+
+def _drop_table(table: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
+def _pgqueuer_schema(install: bool) -> None:
+    """Install PGQueuer's tables in the database (uninstall: drop them), as its `pgq install` does."""
+    import asyncio
+
+    import psycopg
+    from pgqueuer import PsycopgDriver, Queries
+
+    async def change() -> None:
+        conn = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+        queries = Queries(PsycopgDriver(conn))
+        if await queries.schema_is_installed():
+            await queries.uninstall()
+        if install:
+            await queries.install()
+        await conn.close()
+
+    asyncio.run(change())
+
+
+def postgres_contenders(work: Path, count: int) -> dict[str, Measure]:
+    def on_table(kind: str) -> Measure:
+        def measure(name: str) -> float:
+            table = name.replace("-", "_")
+            _fill_table(table, count)
+            try:
+                extra = {"MINION_ENGINE": "postgres", "POSTGRES_URL": POSTGRES_URL, "POSTGRES_TABLE": table}
+                return _rate(launch([([kind, table, str(count)], env(**extra))], work), count)
+            finally:
+                _drop_table(table)
+
+        return measure
+
+    def pgqueuer(name: str) -> float:
+        _pgqueuer_schema(install=True)
+        try:
+            return _rate(launch([(["pgqueuer", name, str(count)], env())], work), count)
+        finally:
+            _pgqueuer_schema(install=False)
+
+    return {"bare": on_table("pg-bare"), "minionize": on_table("minion"), "pgqueuer": pgqueuer}
+
+
+def postgres_rows(rates: dict[str, float]) -> list[Row]:
+    import pgqueuer
+
+    mine, other = rates["minionize"], rates["pgqueuer"]
+    rows = _against_bare("postgres: minionize, FuncCallback no-op", mine, rates["bare"],
+                         "postgres: bare psycopg loop, SELECT ... FOR UPDATE SKIP LOCKED + UPDATE + COMMIT")
+    rows.append((f"postgres: PGQueuer {pgqueuer.__version__}, 1 QueueManager, batch_size=1", _fmt(other),
+                 f"minionize {mine / other:.2f}x PGQueuer", f"minionize ahead: {verdict(mine > other)}"))
+    return rows
+
+
 # -- the table --------------------------------------------------------------------------
 
 Row = tuple[str, str, str, str]
@@ -182,7 +260,8 @@ def _rows(prefix: str, loop: str, batch: str, rates: dict[str, float]) -> list[R
 
 def run(count: int = MESSAGES, repeat: int = 1) -> str:
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))  # the consumers' working directory
-    brokers = {"redis": redis_contenders(work, count), "amqp": amqp_contenders(work, count)}
+    brokers = {"redis": redis_contenders(work, count), "amqp": amqp_contenders(work, count),
+               "postgres": postgres_contenders(work, count)}
     best: dict[str, dict[str, float]] = {broker: {} for broker in brokers}
     try:
         for round_ in range(repeat):  # in turns, so that a busy moment hits every contender alike
@@ -200,6 +279,7 @@ def run(count: int = MESSAGES, repeat: int = 1) -> str:
                  f"minionize {prefetching / other:.2f}x Dramatiq", f"minionize ahead: {verdict(prefetching > other)}"))
     rows += _against_bare("amqp, quorum queue (the default): minionize, FuncCallback no-op", amqp["minionize quorum"],
                           amqp["bare quorum"], "amqp, quorum queue: bare loop, basic_get + basic_ack")
+    rows += postgres_rows(best["postgres"])
     how = f"best of {repeat}" if repeat > 1 else "one run each, back to back"
     return table(f"Broker throughput: {count:,} messages into a no-op function, one in flight ({how})", rows)
 
