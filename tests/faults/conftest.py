@@ -9,24 +9,20 @@ defaults are the CI-sized run, `scripts/faults` runs the full one.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.backends import Backend, load, with_capability
+from tests.integration.backends import backend_fixture, with_capability
 
 from .harness import Figures, Sizes, table
 
 _FIGURES = pytest.StashKey[list[Figures]]()
 
 
-@pytest.fixture(scope="session", params=with_capability("survives_kill"))
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """Every engine whose queue gives a dead minion's parameters back (not the file engine)."""
-    instance = load(request.param)()
-    instance.start()
-    yield instance
-    instance.stop()
+backend = backend_fixture(
+    with_capability("survives_kill"), scope="session",
+    doc="Every engine whose queue gives a dead minion's parameters back (not the file engine).",
+)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,14 @@ import pytest
 from minionize import exitcodes
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
-from .backends import BACKENDS, Backend, load, with_capability
+from .backends import BACKENDS, Backend, backend_fixture, with_capability
 
 pytestmark = pytest.mark.integration
 PROGRAMS = ROOT / "tests" / "programs"
 RECORD = (sys.executable, str(PROGRAMS / "record.py"))
 
 
-@pytest.fixture(scope="session", params=list(BACKENDS))
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    instance = load(request.param)()
-    instance.start()
-    yield instance
-    instance.stop()
+backend = backend_fixture(BACKENDS, scope="session", doc="Every engine, on its real server.")
 
 
 def push(env: dict[str, str], *args: str) -> None:

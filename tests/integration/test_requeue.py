@@ -6,28 +6,21 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import minion_env, minionize_cmd
 
-from .backends import Backend, load
+from .backends import Backend, backend_fixture
 
 pytestmark = pytest.mark.integration
 #: Fails for "doomed" until the file `fixed` exists; leaves `<param>.ok` behind each success.
 PROGRAM = ("sh", "-c", 'test "$1" != doomed || test -e fixed || exit 1; touch "$1.ok"', "sh")
 
 
-@pytest.fixture(
-    scope="module", params=["file", "redis", "amqp", "amqp-prefetch", "pulsar", "google", "nats", "postgres"]
-)
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    instance = load(request.param)()
-    instance.start()
-    yield instance
-    instance.stop()
+backend = backend_fixture(["file", "redis", "amqp", "amqp-prefetch", "pulsar", "google", "nats", "postgres"])
 
 
 def command(env: dict[str, str], cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:

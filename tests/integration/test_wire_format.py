@@ -11,14 +11,14 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
-from .backends import BACKENDS, Backend, load
+from .backends import BACKENDS, Backend, backend_fixture
 
 pytestmark = pytest.mark.integration
 ARGV = (sys.executable, str(ROOT / "tests" / "programs" / "argv.py"))
@@ -30,12 +30,7 @@ EXPECTED = sorted(["--lr", lr, "--seed", seed] for lr in ("0.1", "0.01") for see
 WIRED = [name for name in BACKENDS if name != "execo"]
 
 
-@pytest.fixture(scope="module", params=WIRED)
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    instance = load(request.param)()
-    instance.start()
-    yield instance
-    instance.stop()
+backend = backend_fixture(WIRED, doc="Every engine whose queue holds bodies, on its real server.")
 
 
 def defaults(backend: Backend, workdir: Path) -> dict[str, str]:
