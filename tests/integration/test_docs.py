@@ -29,7 +29,6 @@ from tests.conftest import ROOT, require
 from tests.docs.blocks import DATA, RUNNABLE, Block, iter_docs, parse_markdown
 from tests.docs.runner import TALLY, Session, drop_streams, run
 from tests.unit.conftest import k8s_tools
-from tests.unit.test_chart import KUBERNETES_VERSION
 
 from .conftest import PYTHON_IMAGE, BuiltImages
 
@@ -40,6 +39,8 @@ DOCS = (
     "docs/*.md",
 )
 REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Bundled by the kubernetes-validate that scripts/k8s-tools.sh pins (as in test_chart.py).
+KUBERNETES_VERSION = "1.37.0"
 BLOCKS = [block for path in iter_docs(ROOT, DOCS) for block in parse_markdown(path.read_text(), path.relative_to(ROOT))]
 #: In the docs' order: a block may continue the previous one, or read the file a data block wrote.
 STEPS = [block for block in BLOCKS if not block.skip and (block.lang in RUNNABLE or block.lang in DATA)]
