@@ -1,10 +1,11 @@
 """What the in-process engine suite (test_engine_api.py) needs to know about each engine.
 
 One class per engine (and per mode worth its own run, such as amqp with
-AMQP_PREFETCH): how to start its server and give a test a fresh queue (the
-process suite's backend, reused), how to put raw bodies on that queue with
-the server's own client, how to point the engine at a given host and port,
-and what the suite must expect of it beyond what the engine class declares
+AMQP_PREFETCH): which of the process suite's backends runs its server and
+gives a test a fresh queue (the session's one, shared with the other
+suites), how to put raw bodies on that queue with the server's own client,
+how to point the engine at a given host and port, and what the suite must
+expect of it beyond what the engine class declares
 (`tells_drained`, `free_release`, `keeps_reason`, its settings: read from
 the class, never repeated here), each with the reason.
 
@@ -21,7 +22,7 @@ from typing import Optional
 from minionize.engines.base import DeadLetter, Engine
 from minionize.message import Message
 
-from .backends import Backend, load
+from .backends import Backend
 
 
 class ApiBackend:
@@ -48,16 +49,9 @@ class ApiBackend:
     #: the variables of `env` set (0: the lease is too long for this suite).
     hold_seconds = 0.5
 
-    def __init__(self) -> None:
-        self.server: Optional[Backend] = load(self.process)() if self.process else None
-
-    def start(self) -> None:
-        if self.server is not None:
-            self.server.start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+    def __init__(self, server: Optional[Backend] = None) -> None:
+        #: The running backend named by `process` (the session's one: backends.started).
+        self.server = server
 
     def env(self, workdir: Path) -> dict[str, str]:
         """The variables of a fresh, empty queue of this test's own."""

@@ -34,6 +34,7 @@ from minionize.registry import ENGINES, engine_class
 
 from . import test_unreachable
 from .api_backends import API_BACKENDS, ApiBackend
+from .backends import started
 
 pytestmark = pytest.mark.integration
 #: How long a test waits for a message that should come.
@@ -48,11 +49,9 @@ SECRET = "Zq-api-secret-7"
 
 
 @pytest.fixture(scope="session", params=list(API_BACKENDS))
-def api(request: pytest.FixtureRequest) -> Iterator[ApiBackend]:
-    backend = API_BACKENDS[request.param]()
-    backend.start()
-    yield backend
-    backend.stop()
+def api(request: pytest.FixtureRequest) -> ApiBackend:
+    kind = API_BACKENDS[request.param]
+    return kind(started(kind.process, request.config) if kind.process else None)
 
 
 class Rig:
