@@ -127,6 +127,8 @@ COLUMNS = ("id", "param", "state", "minion_attempts", "minion_reason", "locked_u
            "created_at", "started_at", "finished_at")
 #: How often an idle minion looks at the table without being notified (an expired lease notifies nobody).
 _LOOK_EVERY = 2.0
+#: Rows per COPY of minion-push (a COPY must end within the operation timeout).
+_COPY_CHUNK = 5000
 #: PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
 _NAME_MAX = 63
 #: A server that cannot serve now but may later: the worker logs it and tries again.
@@ -492,11 +494,13 @@ class PostgresEngine(Engine):
                 raise ConfigError("parameter", body, "PostgreSQL text cannot hold a NUL character")
 
         def copy() -> None:
+            # One transaction (all or nothing), one COPY per chunk: each stays well within the operation timeout.
             with self.conn.transaction(), self.conn.cursor() as cursor:
                 query = sql.SQL("COPY {} (param) FROM STDIN").format(self.table)
-                with cursor.copy(query) as rows:
-                    for body in bodies:
-                        rows.write_row((body,))
+                for start in range(0, len(bodies), _COPY_CHUNK):
+                    with cursor.copy(query) as rows:
+                        for body in bodies[start:start + _COPY_CHUNK]:
+                            rows.write_row((body,))
 
         self._admin("pushing", copy)
         return f"postgres table {self.table_name} at {self.where}"
