@@ -48,9 +48,12 @@ Environment
         its own: a minion warns when that is lower.
 
 Ack and nack
-    Every verb waits for the server's answer (a double ack): ack is `+ACK`,
-    nack a `-NAK` (with NATS_NAK_DELAY): JetStream delivers the message
-    again, to any minion, and counts it: the attempt is its num_delivered.
+    Every settlement waits for the server's answer (a double ack); an ack
+    is sent at once and its answer collected by later calls (drained() and
+    close() wait for it), so that no round trip separates two runs, and one
+    refused or unanswered is sent again. Ack is `+ACK`, nack a `-NAK` (with
+    NATS_NAK_DELAY): JetStream delivers the message again, to any minion,
+    and counts it: the attempt is its num_delivered.
     A nak cannot un-count a delivery, so a release (a stop, a dry run)
     publishes a copy carrying the header `minion_attempt_base` (the
     attempts it had) and acks the original: it costs no attempt, but goes
@@ -273,6 +276,8 @@ class NatsEngine(Engine):
         self._js: Any = None
         self._sub: Any = None
         self._unsettled: list[tuple[str, Message, str]] = []
+        #: Acks sent and not yet answered by the server (see ack).
+        self._acks: list[tuple[Message, concurrent.futures.Future[None]]] = []
         self._silent_until = 0.0  # see _call
         self._last_error: Optional[BaseException] = None
         self._auth_error: Optional[BaseException] = None
@@ -548,11 +553,13 @@ class NatsEngine(Engine):
         return decode_into(Message(key, None, attempt, received), received.data, self.decoder)
 
     def drained(self) -> bool:
+        self._collect_acks(wait=True)
         self._send_unsettled()
         info = self._call(self._js.consumer_info(self.stream, self.consumer))
         return not info.num_pending and not info.num_ack_pending
 
     def remaining(self) -> Optional[int]:
+        self._collect_acks(wait=True)
         self._send_unsettled()
         info = self._call(self._js.consumer_info(self.stream, self.consumer))
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
@@ -565,6 +572,7 @@ class NatsEngine(Engine):
         self._send_unsettled()
 
     def _send_unsettled(self) -> None:
+        self._collect_acks()
         while self._unsettled:
             kind, message, reason = self._unsettled[0]
             try:
@@ -607,7 +615,27 @@ class NatsEngine(Engine):
             await self._js.publish(self.dead_letter_subject, received.data, headers=headers)
 
     def ack(self, message: Message) -> None:
-        self._settle("ack", message)
+        """Sent at once, its answer collected by a later verb: the minion does not wait a round trip
+        between two runs. One the server refused or left unanswered is sent again, as any settlement."""
+        self._send_unsettled()
+        if self._loop is None or self._nc is None or not self._nc.is_connected:
+            self._settle("ack", message)
+            return
+        future = asyncio.run_coroutine_threadsafe(self._reply(message.handle, b"+ACK"), self._loop.loop)
+        self._acks.append((message, future))
+
+    def _collect_acks(self, wait: bool = False) -> None:
+        """Forget the acks the server took; owe again those it refused (or, with `wait`, left unanswered)."""
+        if wait and self._acks:
+            concurrent.futures.wait([future for _, future in self._acks], timeout=self.operation_timeout)
+        pending = []
+        for message, future in self._acks:
+            if not future.done() and not wait:
+                pending.append((message, future))
+            elif not future.done() or future.cancelled() or future.exception() is not None:
+                future.cancel()
+                self._unsettled.append(("ack", message, ""))
+        self._acks = pending
 
     def nack(self, message: Message) -> None:
         self._settle("nack", message)
@@ -694,6 +722,7 @@ class NatsEngine(Engine):
             return
         self._closing = True
         try:
+            self._collect_acks(wait=True)
             if client is not None and self._unsettled:
                 try:
                     self._send_unsettled()

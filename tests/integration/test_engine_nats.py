@@ -101,7 +101,7 @@ def test_a_settlement_made_while_the_server_is_away_is_sent_once_it_is_back(tmp_
         minion.open()
         message = take(minion)
         server.shutdown()
-        with pytest.raises(ConnectionError):
+        with contextlib.suppress(ConnectionError):  # or sent, and its answer never comes
             minion.ack(message)  # type: ignore[arg-type]
         server.start()
         deadline = time.monotonic() + 30
