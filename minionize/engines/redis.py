@@ -70,6 +70,7 @@ Caveats
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import socket
@@ -184,6 +185,16 @@ def _check_url(url: str) -> None:
 def _id_key(entry_id: Any) -> tuple[int, int]:
     ms, _, seq = _text(entry_id).partition("-")
     return int(ms), int(seq or 0)
+
+
+def _as_queued(fields: dict[bytes, Any]) -> dict[bytes, Any]:
+    """A dead letter's fields as its entry was queued: without minionize's metadata."""
+    return {key: value for key, value in fields.items() if _text(key) not in _DEAD_LETTER_FIELDS}
+
+
+def _fields_text(fields: dict[bytes, Any]) -> str:
+    """An entry's fields as one line of text (a dead letter that has no parameter field)."""
+    return json.dumps({_text(key): _text(value) for key, value in fields.items()}, ensure_ascii=False)
 
 
 def _text(value: Any) -> str:
@@ -529,7 +540,8 @@ class RedisEngine(Engine):
         field = self.field.encode()
         reason = DEAD_REASON.encode()
         return [
-            DeadLetter(_text(f.get(field, b"")), _text(f.get(reason, f.get(_OLD_REASON, b""))))
+            DeadLetter(_text(f[field]) if field in f else _fields_text(_as_queued(f)),
+                       _text(f.get(reason, f.get(_OLD_REASON, b""))))
             for _, f in self._dead_entries()
         ]
 
@@ -538,7 +550,11 @@ class RedisEngine(Engine):
         try:
             for entry_id, fields in entries:
                 with self.client.pipeline(transaction=True) as pipe:  # moved, never copied twice nor lost
-                    pipe.xadd(self.stream, {self.field: fields.get(self.field.encode(), b"")})
+                    # An entry set aside for lacking the field goes back as it came, to be set
+                    # aside again until REDIS_FIELD or its producer is fixed: never as an empty parameter.
+                    field = self.field.encode()
+                    queued: dict[Any, Any] = {field: fields[field]} if field in fields else _as_queued(fields)
+                    pipe.xadd(self.stream, queued)
                     pipe.xdel(self.dead_letter, entry_id)
                     pipe.execute()
         except _UNAVAILABLE as exc:

@@ -172,6 +172,22 @@ def test_undecodable_entries_are_rejected_with_a_reason(server: RedisServer, str
     minion.close()
 
 
+def test_an_entry_without_the_field_is_listed_and_retried_as_it_came(server: RedisServer, stream: str) -> None:
+    minion = engine(server, stream)
+    with client(server) as c:
+        c.xadd(stream, {"data": "42"})  # a producer that names the field otherwise
+    message = minion.next(0.1)
+    assert message is not None and message.reject_reason is not None
+    minion.fail(message, message.reject_reason)
+    reader = RedisEngine(stream, url(server))
+    assert [(d.param, d.reason) for d in reader.dead_letters()] == [('{"data": "42"}', message.reject_reason)]
+    assert reader.retry_failed() == 1
+    reader.close()
+    again = minion.next(0.1)  # the same entry, set aside again: never an empty parameter that runs
+    assert again is not None and (again.param, again.reject_reason) == ({"data": "42"}, message.reject_reason)
+    minion.close()
+
+
 def test_remaining_counts_pending_and_undelivered(server: RedisServer, stream: str) -> None:
     minion = engine(server, stream)
     minion.push([1, 2, 3])
