@@ -344,12 +344,13 @@ class Worker:
     # -- helpers -------------------------------------------------------------
 
     def _renew_leases(self) -> None:
+        """Keep the messages in hand: those running, and those a dry run holds until its end."""
         interval = self.engine.lease_interval
-        if interval is None or not self._slots.runs:
+        if interval is None or not (self._slots.runs or self._held):
             return
         if time.monotonic() - self._last_lease >= interval:
             self._last_lease = time.monotonic()
-            self._engine_call(self.engine.extend, [run.message for run in self._slots.runs.values()])
+            self._engine_call(self.engine.extend, [run.message for run in self._slots.runs.values()] + self._held)
 
     def _release_held(self) -> None:
         """A dry run took messages only to show them: give them all back."""

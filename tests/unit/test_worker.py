@@ -207,6 +207,30 @@ def test_a_message_past_its_last_attempt_is_set_aside_without_running() -> None:
     assert message.attempt == 4 and "delivered 4 times" in reason
 
 
+def test_a_dry_run_keeps_the_leases_of_what_it_holds() -> None:
+    """A dry run holds every message it shows until its end: a long one must not lose them to the lease."""
+
+    class SlowLeasing(MemoryEngine):
+        lease_interval = 0.05
+
+        def __init__(self) -> None:
+            super().__init__(["a", "b", "c", "d"])
+            self.extended: list[list[str]] = []
+
+        def next(self, timeout: float) -> Message | None:
+            time.sleep(0.1)  # a slow broker: the dry run outlasts the lease interval
+            return super().next(timeout)
+
+        def extend(self, messages: list[Message]) -> None:
+            self.extended.append([m.param for m in messages])
+
+    engine = SlowLeasing()
+    assert Worker(engine, ProcessCallback(["echo"]), settings(dry=True)).run() == 0
+    # a, b and c were each held while the next one was being taken, longer than the interval
+    assert {"a", "b", "c"} <= {param for call in engine.extended for param in call}
+    assert sorted(m.param for m in engine._queue) == ["a", "b", "c", "d"]
+
+
 def test_leases_are_renewed_during_the_grace_period() -> None:
     class Leasing(MemoryEngine):
         lease_interval = 0.1
