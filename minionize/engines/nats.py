@@ -333,6 +333,9 @@ class NatsEngine(Engine):
         if time.monotonic() < self._silent_until:
             coroutine.close()
             raise ConnectionError(f"NATS at {self.where} does not answer (within {self.operation_timeout:g}s)")
+        if not self._nc.is_connected:  # the client reconnects by itself: nothing can be answered meanwhile
+            coroutine.close()
+            raise ConnectionError(f"lost the connection to NATS at {self.where}: reconnecting")
         try:
             result = self._loop.run(coroutine, wait + self.operation_timeout)
         except TimeoutError as exc:
