@@ -20,7 +20,7 @@ def env(**extra: str) -> dict[str, str]:
 
     In batch mode: a benchmark's minions end once their queue is drained.
     """
-    ours = ("MINION_", "EXECO_", "FILE_", "REDIS_", "AMQP_", "POSTGRES_")
+    ours = ("MINION_", "EXECO_", "FILE_", "REDIS_", "AMQP_", "NATS_", "POSTGRES_")
     base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     base.update(MINION_LOG_LEVEL="WARNING", MINION_BATCH="1", **extra)
     return base

@@ -19,6 +19,9 @@ KIND:
     redis-batch     redis-py: XREADGROUP COUNT 100 then one XACK per batch
     amqp-bare       pika: basic_get then basic_ack, one at a time
     amqp-batch      pika: basic_consume, prefetch 100, one multiple ack per 100
+    nats-bare       nats-py: fetch(1) then ack, one at a time, in asyncio.run
+    nats-thread     the same loop, each call made from the main thread on an
+                    event loop thread, as minionize's nats engine makes them
     pg-bare         psycopg: SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1, UPDATE, COMMIT,
                     one at a time, on the table minion-push filled
     pgqueuer        PGQueuer's QueueManager (psycopg async driver), batch_size=1
@@ -42,6 +45,7 @@ from typing import Any
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+NATS_URL = "nats://127.0.0.1:4222"
 GROUP = "minionize"
 BATCH = 100
 HERE = Path(__file__).resolve()
@@ -224,6 +228,50 @@ def run_amqp_batch(clock: Clock, queue: str, count: int) -> None:
     connection.close()
 
 
+def run_nats(clock: Clock, stream: str, count: int, threaded: bool) -> None:
+    """fetch(1) and ack on the durable consumer that minion-push created; `threaded`: each call from the
+    main thread through an event loop of its own thread (what nats-py costs a synchronous caller)."""
+    import asyncio
+
+    import nats
+
+    async def connect() -> Any:
+        client = await nats.connect(NATS_URL)
+        return client, await client.jetstream().pull_subscribe_bind(GROUP, stream)
+
+    async def one(subscription: Any) -> None:
+        [message] = await subscription.fetch(1, timeout=5)
+        noop(message.data)
+        await message.ack()
+
+    async def alone() -> None:
+        client, subscription = await connect()
+        ready(clock)
+        while clock.count < count:
+            await one(subscription)
+            clock.tick()
+        await client.close()
+
+    if not threaded:
+        asyncio.run(alone())
+        return
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def call(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
+    client, subscription = call(connect())
+    ready(clock)
+    while clock.count < count:
+        call(one(subscription))
+        clock.tick()
+    call(client.close())
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+
+
 def run_pg(clock: Clock, table: str, count: int) -> None:
     """The bare SKIP LOCKED loop on the table minion-push filled: take the first pending row in a
     transaction (its row lock is the lease), process it, mark it done, commit; one at a time."""
@@ -323,6 +371,8 @@ def main(argv: list[str]) -> int:
         run_amqp(clock, queue, count)
     elif kind == "amqp-batch":
         run_amqp_batch(clock, queue, count)
+    elif kind in ("nats-bare", "nats-thread"):
+        run_nats(clock, queue, count, threaded=kind == "nats-thread")
     elif kind == "pg-bare":
         run_pg(clock, queue, count)
     elif kind == "pgqueuer":

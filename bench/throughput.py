@@ -1,4 +1,4 @@
-"""Broker throughput: 20,000 messages into a no-op Python function, on Redis and RabbitMQ.
+"""Broker throughput: 20,000 messages into a no-op Python function, on Redis, RabbitMQ and NATS JetStream.
 
 Each contender is one consumer process with one message in flight, timed
 from `go` to its last message (bench/consumer.py); queues are filled before
@@ -20,6 +20,10 @@ Dramatiq declares classic RabbitMQ queues, and the queue type alone changes
 basic_get's rate several times: minionize and the bare loop are measured on a
 classic queue (AMQP_QUEUE_TYPE=classic) for the comparison with Dramatiq,
 and on a quorum queue, minionize's default, against the bare loop alone.
+On NATS JetStream, minionize is set against a bare nats-py pull loop
+(fetch(1) + ack, one at a time), and against the same loop driven from the
+main thread through an event loop thread, as the engine drives nats-py (an
+asyncio-only client): the difference is what that thread costs.
 On PostgreSQL, minionize is set against a bare psycopg loop that takes the
 first pending row with SELECT ... FOR UPDATE SKIP LOCKED in a transaction
 (its row lock stands for a lease), marks it done and commits.
@@ -37,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common import env, table, verdict
-from consumer import AMQP_URL, POSTGRES_URL, REDIS_URL, Run, launch
+from consumer import AMQP_URL, NATS_URL, POSTGRES_URL, REDIS_URL, Run, launch
 
 MESSAGES = 20_000
 Measure = Callable[[str], float]  # a fresh queue name -> messages per second
@@ -155,6 +159,61 @@ def amqp_contenders(work: Path, count: int) -> dict[str, Measure]:
             "bare quorum": on_queue("amqp-bare", "quorum"), "minionize quorum": on_queue("minion", "quorum")}
 
 
+# -- NATS JetStream ---------------------------------------------------------------------
+
+
+def _fill_stream(stream: str, count: int) -> None:
+    """Publish the messages and create the stream and its durable consumer, as minion-push does."""
+    from minionize.engines.nats import NatsEngine
+
+    engine = NatsEngine(stream, NATS_URL)
+    try:
+        engine.push([str(i) for i in range(count)])
+    finally:
+        engine.close()
+
+
+def _delete_streams(*streams: str) -> None:
+    import asyncio
+    from contextlib import suppress
+
+    import nats
+    import nats.js.errors
+
+    async def delete() -> None:
+        client = await nats.connect(NATS_URL)
+        for stream in streams:
+            with suppress(nats.js.errors.NotFoundError):
+                await client.jetstream().delete_stream(stream)
+        await client.close()
+
+    asyncio.run(delete())
+
+
+def nats_contenders(work: Path, count: int) -> dict[str, Measure]:
+    def on_stream(kind: str) -> Measure:
+        def measure(name: str) -> float:
+            _fill_stream(name, count)
+            try:
+                extra = {"MINION_ENGINE": "nats", "NATS_URL": NATS_URL, "NATS_STREAM": name}
+                return _rate(launch([([kind, name, str(count)], env(**extra))], work), count)
+            finally:
+                _delete_streams(name, f"{name}_dead")
+
+        return measure
+
+    return {"bare": on_stream("nats-bare"), "thread": on_stream("nats-thread"), "minionize": on_stream("minion")}
+
+
+def nats_rows(rates: dict[str, float]) -> list[Row]:
+    bare, thread = rates["bare"], rates["thread"]
+    rows = _against_bare("nats: minionize, FuncCallback no-op", rates["minionize"], bare,
+                         "nats: bare nats-py pull loop, fetch(1) + ack")
+    rows.insert(1, ("nats: the same loop, each call from the main thread through an event loop thread",
+                    _fmt(thread), f"{thread / bare:.2f}x the bare loop", ""))
+    return rows
+
+
 # -- PostgreSQL ----------------------------------------------------------------------------
 
 
@@ -261,6 +320,7 @@ def _rows(prefix: str, loop: str, batch: str, rates: dict[str, float]) -> list[R
 def run(count: int = MESSAGES, repeat: int = 1) -> str:
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))  # the consumers' working directory
     brokers = {"redis": redis_contenders(work, count), "amqp": amqp_contenders(work, count),
+               "nats": nats_contenders(work, count),
                "postgres": postgres_contenders(work, count)}
     best: dict[str, dict[str, float]] = {broker: {} for broker in brokers}
     try:
@@ -279,6 +339,7 @@ def run(count: int = MESSAGES, repeat: int = 1) -> str:
                  f"minionize {prefetching / other:.2f}x Dramatiq", f"minionize ahead: {verdict(prefetching > other)}"))
     rows += _against_bare("amqp, quorum queue (the default): minionize, FuncCallback no-op", amqp["minionize quorum"],
                           amqp["bare quorum"], "amqp, quorum queue: bare loop, basic_get + basic_ack")
+    rows += nats_rows(best["nats"])
     rows += postgres_rows(best["postgres"])
     how = f"best of {repeat}" if repeat > 1 else "one run each, back to back"
     return table(f"Broker throughput: {count:,} messages into a no-op function, one in flight ({how})", rows)
