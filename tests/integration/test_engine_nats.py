@@ -142,6 +142,22 @@ def test_refused_credentials_are_a_config_error_that_hides_them(tmp_path: Path) 
         server.remove()
 
 
+def test_a_token_is_given_and_a_refused_one_named(tmp_path: Path) -> None:
+    server = NatsServer("--auth", SECRET)
+    server.start()
+    try:
+        env = {"NATS_URL": server.url, "NATS_STREAM": "token", "NATS_OPERATION_TIMEOUT": "3"}
+        with pytest.raises(ConfigError) as caught:
+            engine(env, NATS_TOKEN="wrong").open()
+        assert caught.value.variable == "NATS_TOKEN" and SECRET not in str(caught.value)
+        good = engine(env, NATS_TOKEN=SECRET)
+        good.push(["x"])
+        assert good.remaining() == 1 and SECRET not in good.describe()
+        good.close()
+    finally:
+        server.remove()
+
+
 async def _consumer(url: str, stream: str, max_deliver: int) -> None:
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig
