@@ -111,7 +111,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType,
 from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
-from ..secrets import mask_url
+from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
 from .kit import DEAD_REASON, Setting, dead_letter_metadata, read_settings
 
@@ -316,6 +316,13 @@ class NatsEngine(Engine):
             operation_timeout=values["NATS_OPERATION_TIMEOUT"],
         )
 
+    def _said(self, exc: BaseException) -> str:
+        """What `exc` says, with every server URL's credentials masked."""
+        text = _why(exc)
+        for server in self.servers:
+            text = scrub(text, server)
+        return text
+
     def describe(self) -> str:
         return f"nats stream {self.stream} (consumer {self.consumer}, subject {self.subject}) at {self.where}"
 
@@ -344,7 +351,7 @@ class NatsEngine(Engine):
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                 nats.errors.NoRespondersError, nats.errors.StaleConnectionError, nats.errors.OutboundBufferLimitError,
                 nats.js.errors.ServiceUnavailableError, OSError) as exc:
-            raise ConnectionError(f"NATS at {self.where}: {_why(exc)}") from None
+            raise ConnectionError(f"NATS at {self.where}: {self._said(exc)}") from None
         return result
 
     def _ssl_context(self) -> Optional[ssl.SSLContext]:
@@ -396,7 +403,7 @@ class NatsEngine(Engine):
         self._last_error = exc
         if isinstance(exc, nats.errors.Error) and "authorization" in str(exc).lower():
             self._auth_error = exc
-        log.debug("nats client: %s", _why(exc))
+        log.debug("nats client: %s", self._said(exc))
 
     async def _on_disconnected(self) -> None:
         if self._js is not None and not self._lost and not self._closing:
@@ -422,7 +429,7 @@ class NatsEngine(Engine):
             if self._auth_error is not None and not connecting.done():
                 connecting.cancel()
                 raise ConfigError(self._refused_variable(), self._shown_secret(),
-                                  f"NATS refused the credentials ({_why(self._auth_error)})")
+                                  f"NATS refused the credentials ({self._said(self._auth_error)})")
         return connecting.result()
 
     def _shown_secret(self) -> str:
@@ -443,12 +450,16 @@ class NatsEngine(Engine):
             self.close()
             raise
         except TimeoutError:
-            why = _why(self._last_error) if self._last_error else f"no answer within {self.operation_timeout:g}s"
+            late = f"no answer within {self.operation_timeout:g}s"
+            why = self._said(self._last_error) if self._last_error else late
             self.close()
             raise QueueUnreachable(f"cannot reach NATS at {self.where}: {why}") from None
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             self.close()
-            raise QueueUnreachable(f"cannot reach NATS at {self.where}: {_why(exc)}") from None
+            raise QueueUnreachable(f"cannot reach NATS at {self.where}: {self._said(exc)}") from None
+        except BaseException:  # a bug, a KeyboardInterrupt: the loop thread must not outlive the engine
+            self.close()
+            raise
 
     async def _setup(self) -> None:
         self._js = self._nc.jetstream(timeout=self.operation_timeout)
@@ -474,7 +485,7 @@ class NatsEngine(Engine):
                 info = await self._js.add_stream(config)
                 log.info("created stream %s (subject %s) at %s", self.stream, self.subject, self.where)
             except nats.js.errors.BadRequestError as exc:
-                raise ConfigError("NATS_SUBJECT", self.subject, f"JetStream refused the stream ({_why(exc)})") \
+                raise ConfigError("NATS_SUBJECT", self.subject, f"JetStream refused the stream ({self._said(exc)})") \
                     from None
         subjects = info.config.subjects or []
         if not any(_subject_matches(pattern, self.subject) for pattern in subjects):
@@ -492,8 +503,8 @@ class NatsEngine(Engine):
             try:
                 info = await self._js.add_consumer(self.stream, config)
             except nats.js.errors.BadRequestError as exc:
-                raise ConfigError("NATS_CONSUMER", self.consumer, f"JetStream refused the consumer ({_why(exc)})") \
-                    from None
+                why = f"JetStream refused the consumer ({self._said(exc)})"
+                raise ConfigError("NATS_CONSUMER", self.consumer, why) from None
             log.info("created consumer %s of stream %s", self.consumer, self.stream)
         config = info.config
         if config.deliver_subject:
@@ -525,7 +536,7 @@ class NatsEngine(Engine):
             await self._js.add_stream(config)
         except nats.js.errors.BadRequestError as exc:
             raise ConfigError("NATS_DEAD_LETTER_SUBJECT", self.dead_letter_subject,
-                              f"JetStream refused the stream {self.dead_letter_stream} ({_why(exc)})") from None
+                              f"JetStream refused the stream {self.dead_letter_stream} ({self._said(exc)})") from None
 
     # -- taking ----------------------------------------------------------------
 
@@ -582,7 +593,7 @@ class NatsEngine(Engine):
                 self._call(self._settlement(kind, message, reason))
             except (nats.errors.Error, nats.js.errors.Error) as exc:  # refused for good (the stream is gone)
                 log.warning("%s: NATS refused its %s (%s): JetStream delivers it again", message.id, kind,
-                            _why(exc))
+                            self._said(exc))
             self._unsettled.pop(0)
 
     async def _settlement(self, kind: str, message: Message, reason: str) -> None:
@@ -675,7 +686,7 @@ class NatsEngine(Engine):
                 done += len(batch)
         except (ConnectionError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise QueueUnreachable(f"NATS at {self.where} did not take parameter {done + 1} "
-                                   f"({done} queued before it): {_why(exc)}") from None
+                                   f"({done} queued before it): {self._said(exc)}") from None
         return self.describe()
 
     def _dead_messages(self) -> list[Any]:
@@ -697,7 +708,8 @@ class NatsEngine(Engine):
         try:
             return self._call(read(), wait=self.operation_timeout)
         except (ConnectionError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise QueueUnreachable(f"cannot read {self.dead_letter_subject} at {self.where}: {_why(exc)}") from None
+            where = f"{self.dead_letter_subject} at {self.where}"
+            raise QueueUnreachable(f"cannot read {where}: {self._said(exc)}") from None
 
     def dead_letters(self) -> list[DeadLetter]:
         return [DeadLetter(raw_text(stored.data or b""), raw_text((stored.headers or {}).get(DEAD_REASON, "")))
@@ -715,7 +727,7 @@ class NatsEngine(Engine):
                 self._call(move())
             except (ConnectionError, nats.errors.Error, nats.js.errors.Error) as exc:
                 raise QueueUnreachable(f"NATS at {self.where} did not take a failed parameter back "
-                                       f"({count} queued again before it): {_why(exc)}") from None
+                                       f"({count} queued again before it): {self._said(exc)}") from None
             count += 1
         return count
 
