@@ -17,7 +17,7 @@ from .callbacks.process import ProcessCallback
 from .config import Settings
 from .errors import ConfigError, MinionizeError
 from .init import become_init
-from .minion import assemble, configure_logging, exit_code_of
+from .minion import assemble, configure_logging, exit_code_of, say_error
 from .spelling import misspellings
 
 USAGE = """\
@@ -66,6 +66,7 @@ is read without overriding them, then the env: of .minionize.yml):
   MINION_METRICS_PORT  serve Prometheus metrics and probes there (default: none)
   MINION_METRICS_ADDRESS  their address (default 0.0.0.0)
   MINION_LOG_LEVEL     DEBUG, INFO (default), WARNING, ERROR
+  MINION_LOG_FORMAT    text (default), or json: one JSON object a line
   MINION_CONFIG        the configuration file (default .minionize.yml)
   MINION_DRY           1 to print what would run, and run nothing
   MINION_PASS_ENV      credential variables the program may see (REDIS_URL,...):
@@ -119,7 +120,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return _run(command, flags)
     except MinionizeError as error:
-        print(f"minionize: {error}", file=sys.stderr)
+        say_error(error)
         return exit_code_of(error)
 
 

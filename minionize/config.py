@@ -200,6 +200,8 @@ class Settings:
     metrics_port: Optional[int] = None
     metrics_address: str = "0.0.0.0"
     log_level: str = "INFO"
+    #: MINION_LOG_FORMAT: `text` lines for a terminal, or `json`, one object a line (minionize.logs).
+    log_format: str = "text"
     #: minionize's credential variables that the wrapped program may see all the same (MINION_PASS_ENV).
     pass_env: tuple[str, ...] = ()
     #: The chosen engine's secret variables (its declaration), kept from the program like the known ones.
@@ -253,6 +255,7 @@ class Settings:
                 "INFO",
                 ["DEBUG", "INFO", "WARNING", "ERROR"],
             ),
+            log_format=reader.choice("MINION_LOG_FORMAT", "text", ["text", "json"]),
             command=tuple(command),
             env=reader,
         )

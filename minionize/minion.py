@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any, Callable, Optional
 
-from . import config, exitcodes, registry
+from . import config, exitcodes, logs, registry
 from .callbacks.base import Callback
 from .callbacks.function import FuncCallback
 from .config import Settings
@@ -27,8 +27,10 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s minionize %(levelname)s %(message)s"))
+        handler.setFormatter(logs.formatter(settings.log_format))
         root.addHandler(handler)
+        if settings.log_format == "json":
+            logging.captureWarnings(True)  # a Python warning would be a line of plain text on stderr
     logging.getLogger("minionize").setLevel(settings.log_level)
 
 
@@ -73,6 +75,14 @@ def assemble(
     return worker
 
 
+def say_error(error: MinionizeError) -> None:
+    """The last line of a minion that cannot start or go on: a JSON one once the log is JSON."""
+    if logs.writes_json():
+        logging.getLogger("minionize").error("%s", error)
+    else:
+        print(f"minionize: {error}", file=sys.stderr)
+
+
 def exit_code_of(error: MinionizeError) -> int:
     if isinstance(error, ConfigError):
         return exitcodes.CONFIG
@@ -115,7 +125,7 @@ class Minion:
         try:
             return self.worker().run()
         except MinionizeError as error:
-            print(f"minionize: {error}", file=sys.stderr)
+            say_error(error)
             raise SystemExit(exit_code_of(error)) from None
 
 

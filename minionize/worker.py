@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
-from . import exitcodes
+from . import exitcodes, logs
 from .callbacks.base import Callback, RunContext, describe_param
 from .calls import EngineCalls
 from .config import BATCH_IDLE_TIMEOUT, Settings
@@ -106,13 +106,14 @@ class Worker:
 
     def run(self) -> int:
         """Open the engine, loop until drained, idle or stopped, close everything."""
-        for service in self._services:
-            service.start()
-        try:
-            return self._run()
-        finally:
+        with logs.minion_fields(self.minion.id, self.minion.host, self.minion.job_id):
             for service in self._services:
-                service.stop()
+                service.start()
+            try:
+                return self._run()
+            finally:
+                for service in self._services:
+                    service.stop()
 
     def _run(self) -> int:
         self.engine.open()
@@ -264,7 +265,9 @@ class Worker:
             if not isinstance(outcome, Outcome):
                 outcome = Outcome.failure(f"callback returned {outcome!r}, not an Outcome")
         except Exception as exc:
-            log.exception("callback raised on %s", describe_param(run.message.param))
+            message = run.message
+            log.exception("callback raised on %s", describe_param(message.param),
+                          extra=logs.run_extra(message.id, message.param, message.attempt))
             outcome = Outcome.failure(f"{type(exc).__name__}: {exc}")
         if self.engine.any_thread and self._settle_here(run, outcome):
             return
@@ -314,7 +317,7 @@ class Worker:
                 verdict = Verdict.UNSETTLED
         self._slots.ended(run)
         self.counts[verdict.value] = self.counts.get(verdict.value, 0) + 1
-        self._log_outcome(message, outcome, verdict)
+        self._log_outcome(run, outcome, verdict)
         run.record.end, run.record.outcome, run.record.verdict = time.time(), outcome, verdict.value
         self._report(self.reporter.finished, run.record)
         self._report_queue()
@@ -328,18 +331,20 @@ class Worker:
             self._report(self.reporter.strike, strike)
         return self._health.gives_back(outcome)
 
-    def _log_outcome(self, message: Message, outcome: Outcome, verdict: Verdict) -> None:
-        if outcome.ok or verdict is Verdict.HELD:
-            if log.isEnabledFor(logging.DEBUG):  # describe_param costs a json.dumps
-                log.debug("%s: %s", describe_param(message.param), verdict)
+    def _log_outcome(self, run: Run, outcome: Outcome, verdict: Verdict) -> None:
+        """A line per run: a success at DEBUG in text (a terminal's noise), INFO in json (a log store's
+        record of it); anything else at WARNING."""
+        message, quiet = run.message, outcome.ok or verdict is Verdict.HELD
+        level = logging.WARNING if not quiet else logging.INFO if self.settings.log_format == "json" else logging.DEBUG
+        if not log.isEnabledFor(level):  # describe_param costs a json.dumps
             return
-        log.warning(
-            "%s: %s, attempt %d: %s",
-            describe_param(message.param),
-            verdict,
-            message.attempt,
-            outcome.error,
-        )
+        extra = logs.run_extra(message.id, message.param, message.attempt, verdict=verdict.value,
+                               exit_code=outcome.exit_code, duration=round(time.time() - run.record.start, 3))
+        if quiet:
+            log.log(level, "%s: %s", describe_param(message.param), verdict, extra=extra)
+        else:
+            log.log(level, "%s: %s, attempt %d: %s", describe_param(message.param), verdict, message.attempt,
+                    outcome.error, extra=extra)
 
     # -- helpers -------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from ..config import Settings
 from ..excerpt import safe_text
+from ..logs import run_extra
 from ..message import Message, Outcome, Param
 from .base import Callback, RunContext, describe_param
 
@@ -46,7 +47,8 @@ class FuncCallback(Callback):
         except Exception as exc:  # the user's code: any failure is an outcome
             # The worker's line gives the last line only: where it happened is in the traceback.
             log.warning("%s raised on %s", getattr(self.func, "__name__", "the function"),
-                        describe_param(message.param), exc_info=True)
+                        describe_param(message.param), exc_info=True,
+                        extra=run_extra(message.id, message.param, message.attempt))
             # The error may quote the parameter: bounded, and UTF-8 for the brokers' dead letters.
             return Outcome.failure(_error_line(exc), stderr_tail=safe_text(traceback.format_exc()[-4096:], 4096))
         if result is False:

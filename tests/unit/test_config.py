@@ -28,6 +28,7 @@ def test_defaults_match_the_original_readme() -> None:
         ("MINION_GRACE_PERIOD", "-5", "number of seconds"),
         ("MINION_DRY", "maybe", "expected one of 1, true"),
         ("MINION_LOG_LEVEL", "LOUD", "expected one of"),
+        ("MINION_LOG_FORMAT", "JSON", "did you mean 'json'? (expected one of json, text)"),
         ("MINION_ARGS", "--lr {lr", "not a valid template"),
     ],
 )
