@@ -330,7 +330,7 @@ def test_engine_env(helm: str, engine: str, expected: dict[str, Any]) -> None:
 def test_runtime_env_and_extra_env(helm: str) -> None:
     values = merge(ENGINES["execo"], {
         "minion": {"concurrency": 4, "maxAttempts": 5, "timeout": 3600, "gracePeriod": 40,
-                   "args": "--lr {lr} --seed {seed}", "logLevel": "DEBUG"},
+                   "args": "--lr {lr} --seed {seed}", "logLevel": "DEBUG", "logFormat": "json"},
         "reporter": {"type": "stdout"},
         "extraEnv": [{"name": "MINION_CONCURRENCY", "value": "8"}, {"name": "OMP_NUM_THREADS", "value": "1"}],
         "envFrom": [{"configMapRef": {"name": "settings"}}],
@@ -344,6 +344,7 @@ def test_runtime_env_and_extra_env(helm: str) -> None:
     assert env["MINION_GRACE_PERIOD"] == "40"
     assert env["MINION_ARGS"] == "--lr {lr} --seed {seed}"
     assert env["MINION_LOG_LEVEL"] == "DEBUG"
+    assert env["MINION_LOG_FORMAT"] == "json"
     assert env["MINION_REPORTER"] == "stdout"
     assert env["OMP_NUM_THREADS"] == "1"
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}

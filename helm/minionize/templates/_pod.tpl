@@ -146,6 +146,7 @@ runtime's, then extraEnv (last, so that it wins).
 {{- include "minionize.envVar" (list "MINION_IDLE_TIMEOUT" .idleTimeout) }}
 {{- include "minionize.envVar" (list "MINION_ARGS" .args) }}
 {{- include "minionize.envVar" (list "MINION_LOG_LEVEL" .logLevel) }}
+{{- include "minionize.envVar" (list "MINION_LOG_FORMAT" .logFormat) }}
 {{- end }}
 {{- if eq $v.mode "job" }}
 # Batch mode: a minion exits 0 once the queue is drained, and the Job completes.
