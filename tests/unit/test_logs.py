@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from minionize import FuncCallback
 from minionize.config import Settings
 from minionize.engines.memory import MemoryEngine
 from minionize.logs import FIELDS, JsonFormatter, MinionFields, dumps, run_extra
+from minionize.minion import configure_logging
 from minionize.worker import Worker
 from tests.conftest import ROOT
 
@@ -185,3 +187,19 @@ def test_the_readme_documents_every_field_in_order() -> None:
     section = section[:section.index("```")]
     named = [name for name in re.findall(r"`(\w+)`", section) if name in FIELDS]
     assert list(dict.fromkeys(named)) == list(FIELDS)
+
+
+def test_a_python_warning_is_a_json_line_too(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = []
+    try:
+        configure_logging(Settings(log_format="json"))
+        warnings.warn("an old API", DeprecationWarning, stacklevel=1)
+        logging.getLogger("minionize").info("then a line")
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:] = saved
+    lines = [parsed(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["logger"] for line in lines] == ["py.warnings", "minionize"]
+    assert "DeprecationWarning: an old API" in lines[0]["message"]
