@@ -95,7 +95,11 @@ def test_nack_redelivers_with_a_higher_attempt(backend: Backend, tmp_path: Path)
     minions = two_minions(backend, env, tmp_path, sys.executable, str(PROGRAMS / "fail_first.py"), str(tmp_path))
     finish(minions)
     attempts = sorted(tuple(p.name.split(".")[:2]) for p in tmp_path.glob("[ab].*.*"))
-    assert attempts == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")]
+    if backend.exact_redelivery:
+        assert attempts == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")]
+    else:  # a parameter may run once more, with a higher attempt (Backend.exact_redelivery)
+        for param in "ab":
+            assert [n for p, n in attempts if p == param][:2] == ["1", "2"], attempts
 
 
 def test_dead_letter_after_max_attempts(backend: Backend, tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ class PulsarBackend(Backend):
     # The client sends acks in groups every 100 ms, and its Python API cannot
     # turn that off (the C++ ackGroupingTimeMs is not exposed).
     ack_delay = 0.1
+    exact_redelivery = False  # pulsar-lite 0.2.0: see Backend.exact_redelivery
 
     def __init__(self) -> None:
         self.port = 0
