@@ -97,7 +97,7 @@ def test_nack_redelivers_with_a_higher_attempt(backend: Backend, tmp_path: Path)
     attempts = sorted(tuple(p.name.split(".")[:2]) for p in tmp_path.glob("[ab].*.*"))
     if backend.exact_redelivery:
         assert attempts == [("a", "1"), ("a", "2"), ("b", "1"), ("b", "2")]
-    else:  # a parameter may run once more, with a higher attempt (Backend.exact_redelivery)
+    else:  # an attempt may come a count higher (Backend.exact_redelivery)
         for param in "ab":
             assert [n for p, n in attempts if p == param][:2] == ["1", "2"], attempts
 

@@ -20,10 +20,9 @@ class Backend:
     survives_kill = True
     #: The dead-letter place keeps why each parameter failed.
     dead_letter_reason = True
-    #: A nack redelivers that message only. False for pulsar-lite 0.2.0: it answers the
-    #: client's REDELIVER_UNACKNOWLEDGED_MESSAGES (a nack, with the message's id) by
-    #: putting back every unacknowledged message of the consumer, so that a parameter
-    #: still running in another slot is delivered once more, its count raised.
+    #: A nacked message comes back with its count raised by one, exactly. False for
+    #: pulsar-lite 0.2.0, where one sometimes comes back a count higher (cause not
+    #: known yet: docs/reliability.md, Known issues).
     exact_redelivery = True
     #: The queue holds any bytes (False: PostgreSQL's text holds UTF-8 only, and refuses the rest when written).
     raw_bytes = True
