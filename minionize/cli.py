@@ -42,7 +42,8 @@ Flags (they win over the variables, and end at the first word that is not one):
 
 Configured by environment variables (a .env file in the working directory
 is read without overriding them, then the env: of .minionize.yml):
-  MINION_ENGINE        execo (default), file, memory, google, pulsar, redis, amqp
+  MINION_ENGINE        execo (default), file, memory, google, pulsar, redis, amqp,
+                       nats, postgres, or an engine of your own (module:Class)
   MINION_CONCURRENCY   parameters run at once (default 1, at most 1024)
   MINION_MAX_ATTEMPTS  attempts before a parameter is set aside (default 3)
   MINION_TIMEOUT       seconds before a run is killed (default: none)

@@ -81,11 +81,16 @@ def test_readme_runtime_block_lists_exactly_what_the_runtime_reads() -> None:
     assert shown - read == set(), "in the README's runtime block, read by nothing"
 
 
-def test_help_lists_every_variable_of_the_runtime() -> None:
+def test_help_lists_every_variable_of_the_runtime_and_every_engine() -> None:
     done = subprocess.run([sys.executable, "-m", "minionize", "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     missing = sorted(n for n in names_read([ROOT / "minionize" / m for m in RUNTIME_MODULES]) if n not in done.stdout)
     assert missing == []
+    engines = done.stdout.split("MINION_ENGINE", 1)[1].split("MINION_CONCURRENCY", 1)[0]
+    shown = set(re.findall(r"\b[a-z]+\b", engines))
+    assert set(ENGINES) <= shown, "minionize --help's MINION_ENGINE line misses an engine"
+    readme = re.search(r"^MINION_ENGINE=execo +# (.*)$", readme_runtime_block(), re.M)
+    assert readme is not None and set(ENGINES) - {"execo"} <= set(readme.group(1).split(", "))
 
 
 # --- each engine's module --------------------------------------------------
