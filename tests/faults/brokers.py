@@ -22,10 +22,11 @@ from pathlib import Path
 from tests.integration.backends.amqp import HOST as AMQP_HOST
 from tests.integration.backends.amqp import PORT as AMQP_PORT
 from tests.integration.backends.amqp import AmqpBackend, channel
+from tests.integration.backends.base import free_port
 from tests.integration.backends.google import Emulator
 from tests.integration.backends.postgres import PrivatePostgresBackend
 from tests.integration.backends.pulsar import PulsarBackend
-from tests.integration.backends.redis import RedisServer, free_port
+from tests.integration.backends.redis import RedisServer
 
 
 class Proxy:

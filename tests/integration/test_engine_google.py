@@ -6,13 +6,11 @@ is not already listening on 127.0.0.1:8085).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +21,7 @@ from minionize.errors import ConfigError
 from minionize.message import Message
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
+from .backends.base import free_port
 from .backends.google import Emulator, GoogleBackend, clients, pull_all
 
 pytestmark = pytest.mark.integration
@@ -298,9 +297,3 @@ def test_describe_names_the_subscription_and_never_the_key_file(env: dict[str, s
     assert env["GOOGLE_SUBSCRIPTION"] in text
     assert "key.json" not in text
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: Any = probe.getsockname()[1]
-        return int(port)

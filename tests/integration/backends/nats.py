@@ -19,15 +19,9 @@ from typing import Any, Optional
 
 from tests.conftest import require
 
-from .base import Backend
+from .base import Backend, free_port
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class NatsServer:

@@ -22,8 +22,7 @@ from typing import Any, Optional
 
 from tests.conftest import require
 
-from .base import Backend
-from .redis import free_port
+from .base import Backend, free_port
 
 URL = "postgresql://postgres@127.0.0.1:5432/test"
 #: Debian's server binaries (not on PATH), the newest version first.

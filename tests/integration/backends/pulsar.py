@@ -22,17 +22,10 @@ from typing import IO, Any, Optional
 
 from tests.conftest import require
 
-from .base import Backend
+from .base import Backend, free_port
 from .relay import Relay
 
 _READY_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def accepts(port: int) -> bool:

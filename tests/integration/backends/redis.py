@@ -17,13 +17,7 @@ from typing import Any, Optional
 
 from tests.conftest import require
 
-from .base import Backend
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from .base import Backend, free_port
 
 
 class RedisServer:
