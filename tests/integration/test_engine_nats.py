@@ -195,7 +195,7 @@ def test_the_consumer_follows_minion_max_attempts_and_a_lower_limit_is_warned_of
 def test_a_server_without_jetstream_is_a_config_error(tmp_path: Path) -> None:
     import subprocess
 
-    from .backends.nats import free_port
+    from .backends.base import free_port
 
     port = free_port()
     process = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)], stdin=subprocess.DEVNULL,

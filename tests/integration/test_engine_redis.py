@@ -26,7 +26,8 @@ from minionize.engines.redis import RedisEngine
 from minionize.errors import ConfigError
 from tests.conftest import ROOT, minion_env, minionize_cmd, require, run_minion
 
-from .backends.redis import RedisServer, free_port
+from .backends.base import free_port
+from .backends.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 

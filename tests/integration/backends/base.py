@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 
 def free_port() -> int:
@@ -13,6 +17,50 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class ServerProcess:
+    """A server process of the tests' own on 127.0.0.1: a free port, a directory, a log; stopped by its pid.
+
+    A subclass sets `command` (after this __init__) and says when the server is `ready`.
+    """
+
+    #: The program's name, for messages, and its log file in the directory.
+    program = ""
+    log_name = ""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix=f"minionize-{self.program}-"))
+        self.command: list[str] = []
+        self.process: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def log(self) -> Path:
+        return self.directory / self.log_name
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not self.ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                text = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+                raise RuntimeError(f"{self.program} on port {self.port} did not start:\n{text}")
+            time.sleep(0.05)
+
+    def shutdown(self) -> None:
+        """SIGTERM: the server flushes what it keeps on disk and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def remove(self) -> None:
+        self.shutdown()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class Backend:

@@ -11,48 +11,35 @@ import asyncio
 import json
 import shutil
 import socket
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 from tests.conftest import require
 
-from .base import Backend, free_port
+from .base import Backend, ServerProcess
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
-class NatsServer:
-    """One nats-server process with JetStream on 127.0.0.1, started and stopped by its pid."""
+class NatsServer(ServerProcess):
+    """One nats-server process with JetStream on 127.0.0.1 (SIGTERM: it flushes its stores)."""
+
+    program, log_name = "nats-server", "nats.log"
 
     def __init__(self, *options: str) -> None:
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="minionize-nats-"))
+        super().__init__()
         config = self.directory / "nats.conf"
         config.write_text(
             f"listen: 127.0.0.1:{self.port}\nmax_payload: 8MB\n"
             f'jetstream {{ store_dir: "{self.directory / "store"}" }}\n'
         )
-        self.command = [NATS_SERVER, "-c", str(config), "-l", str(self.directory / "nats.log"), *options]
-        self.process: Optional[subprocess.Popen[bytes]] = None
+        self.command = [NATS_SERVER, "-c", str(config), "-l", str(self.log), *options]
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                log = self.directory / "nats.log"
-                text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                raise RuntimeError(f"nats-server on port {self.port} did not start:\n{text}")
-            time.sleep(0.05)
-
-    def _ready(self) -> bool:
+    def ready(self) -> bool:
         """The server answers, and JetStream has finished recovering its streams."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
@@ -60,20 +47,10 @@ class NatsServer:
                     return False
         except OSError:
             return False
-        log = self.directory / "nats.log"
         # Ready once since its last start (the log of a restarted server holds both).
-        return log.exists() and "Server is ready" in log.read_text(errors="replace").rsplit("Starting nats-server")[-1]
-
-    def shutdown(self) -> None:
-        """SIGTERM: nats-server flushes its stores and exits."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process = None
-
-    def remove(self) -> None:
-        self.shutdown()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if not self.log.exists():
+            return False
+        return "Server is ready" in self.log.read_text(errors="replace").rsplit("Starting nats-server")[-1]
 
 
 def run(coroutine: Any) -> Any:

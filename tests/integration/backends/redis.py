@@ -9,41 +9,29 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 from tests.conftest import require
 
-from .base import Backend, free_port
+from .base import Backend, ServerProcess
 
 
-class RedisServer:
-    """One redis-server process on 127.0.0.1, started and stopped by its pid."""
+class RedisServer(ServerProcess):
+    """One redis-server process on 127.0.0.1 (SIGTERM: it flushes its append-only file, as SHUTDOWN does)."""
+
+    program, log_name = "redis-server", "redis.log"
 
     def __init__(self, *options: str) -> None:
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="minionize-redis-"))
+        super().__init__()
         self.command = [
             shutil.which("redis-server") or "redis-server",
             "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
             "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-            "--logfile", str(self.directory / "redis.log"), *options,
+            "--logfile", str(self.log), *options,
         ]
-        self.process: Optional[subprocess.Popen[bytes]] = None
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log}")
-            time.sleep(0.05)
-
-    def _answers(self) -> bool:
+    def ready(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
                 conn.sendall(b"PING\r\n")
@@ -52,17 +40,6 @@ class RedisServer:
             return False
         # -NOAUTH means it answers too (an instance with --requirepass).
         return reply.startswith((b"+PONG", b"-NOAUTH"))
-
-    def shutdown(self) -> None:
-        """SIGTERM: redis-server flushes its append-only file and exits, as SHUTDOWN does."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process = None
-
-    def remove(self) -> None:
-        self.shutdown()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class RedisBackend(Backend):
