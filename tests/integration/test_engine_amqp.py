@@ -22,6 +22,7 @@ from minionize.engines.amqp import AmqpEngine
 from tests.conftest import ROOT, minion_env, minionize_cmd, run_minion
 
 from .backends.amqp import URL, AmqpBackend, channel, rabbitmqctl, read_queue
+from .backends.base import take as backends_take
 
 pytestmark = pytest.mark.integration
 RECORD = (sys.executable, str(ROOT / "tests" / "programs" / "record.py"))
@@ -84,12 +85,7 @@ def push(env: dict[str, str], *params: str) -> subprocess.CompletedProcess[str]:
 
 
 def take(engine: AmqpEngine, seconds: float = 5) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        message = engine.next(0.5)
-        if message is not None:
-            return message
-    raise AssertionError("no message came")
+    return backends_take(engine, seconds, poll=0.5)
 
 
 @pytest.mark.parametrize("queue_type", ["quorum", "classic"])

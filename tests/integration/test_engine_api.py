@@ -35,6 +35,7 @@ from minionize.registry import ENGINES, engine_class
 from . import test_unreachable
 from .api_backends import API_BACKENDS, ApiBackend
 from .backends import started
+from .backends.base import take as backends_take
 
 pytestmark = pytest.mark.integration
 #: How long a test waits for a message that should come.
@@ -125,13 +126,8 @@ def rig(api: ApiBackend, tmp_path: Path) -> Iterator[Rig]:
 
 
 def take(engine: Engine, within: float = COMES_WITHIN) -> Message:
-    """The next message, polled for: a broker may answer empty once while one is on its way."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        message = engine.next(0.2)
-        if message is not None:
-            return message
-    raise AssertionError(f"no message within {within:g}s")
+    message: Message = backends_take(engine, within)
+    return message
 
 
 def absent(rig: Rig, seconds: float = ABSENT_FOR) -> None:

@@ -22,6 +22,7 @@ from minionize.message import Message
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
 from .backends.base import free_port
+from .backends.base import take as backends_take
 from .backends.google import Emulator, GoogleBackend, clients, pull_all
 
 pytestmark = pytest.mark.integration
@@ -53,12 +54,8 @@ def engine_of(env: dict[str, str], **extra: str) -> GoogleEngine:
 
 
 def take(engine: GoogleEngine, within: float = 10) -> Message:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        message = engine.next(0.1)
-        if message is not None:
-            return message
-    raise AssertionError(f"no message within {within}s")
+    message: Message = backends_take(engine, within, poll=0.1)
+    return message
 
 
 def paths(env: dict[str, str]) -> tuple[str, str, str]:

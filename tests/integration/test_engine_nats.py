@@ -23,6 +23,7 @@ from minionize.config import EnvReader
 from minionize.engines.nats import NatsEngine
 from minionize.errors import ConfigError, QueueUnreachable
 
+from .backends.base import take as backends_take
 from .backends.nats import NATS_SERVER, NatsBackend, NatsServer
 
 pytestmark = pytest.mark.integration
@@ -56,12 +57,7 @@ def loop_threads() -> list[threading.Thread]:
 
 
 def take(minion: NatsEngine) -> object:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        message = minion.next(0.2)
-        if message is not None:
-            return message
-    raise AssertionError("no message within 20s")
+    return backends_take(minion, 20)
 
 
 def test_close_leaves_no_thread_nor_socket(backend: NatsBackend, tmp_path: Path) -> None:

@@ -19,6 +19,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def take(engine: Any, within: float = 10.0, poll: float = 0.2) -> Any:
+    """An engine's next message, polled for up to `within` seconds: a broker may
+    answer empty once while a message is on its way."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        message = engine.next(poll)
+        if message is not None:
+            return message
+    raise AssertionError(f"no message within {within:g}s")
+
+
 class ServerProcess:
     """A server process of the tests' own on 127.0.0.1: a free port, a directory, a log; stopped by its pid.
 
