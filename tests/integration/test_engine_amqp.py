@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -21,6 +21,7 @@ from minionize import exitcodes
 from minionize.engines.amqp import AmqpEngine
 from tests.conftest import ROOT, minion_env, minionize_cmd, run_minion
 
+from .backends import started
 from .backends.amqp import URL, AmqpBackend, channel, rabbitmqctl, read_queue
 from .backends.base import take as backends_take
 
@@ -29,11 +30,9 @@ RECORD = (sys.executable, str(ROOT / "tests" / "programs" / "record.py"))
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[AmqpBackend]:
-    backend = AmqpBackend()
-    backend.start()
-    yield backend
-    backend.stop()
+def broker(request: pytest.FixtureRequest) -> AmqpBackend:
+    """The session's amqp backend, shared with the contract suites (backends.started)."""
+    return cast(AmqpBackend, started("amqp", request.config))
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -21,6 +21,7 @@ from minionize.errors import ConfigError
 from minionize.message import Message
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
+from .backends import started
 from .backends.base import free_port
 from .backends.base import take as backends_take
 from .backends.google import Emulator, GoogleBackend, clients, pull_all
@@ -30,11 +31,9 @@ RECORD = (sys.executable, str(ROOT / "tests" / "programs" / "record.py"))
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[GoogleBackend]:
-    instance = GoogleBackend()
-    instance.start()
-    yield instance
-    instance.stop()
+def backend(request: pytest.FixtureRequest) -> GoogleBackend:
+    """The session's google backend, shared with the contract suites (backends.started)."""
+    return cast(GoogleBackend, started("google", request.config))
 
 
 @pytest.fixture

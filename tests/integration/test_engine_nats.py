@@ -14,8 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -23,6 +23,7 @@ from minionize.config import EnvReader
 from minionize.engines.nats import NatsEngine
 from minionize.errors import ConfigError, QueueUnreachable
 
+from .backends import started
 from .backends.base import take as backends_take
 from .backends.nats import NATS_SERVER, NatsBackend, NatsServer
 
@@ -31,11 +32,9 @@ SECRET = "Zq-nats-Sesame-42"
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[NatsBackend]:
-    instance = NatsBackend()
-    instance.start()
-    yield instance
-    instance.stop()
+def backend(request: pytest.FixtureRequest) -> NatsBackend:
+    """The session's nats backend, shared with the contract suites (backends.started)."""
+    return cast(NatsBackend, started("nats", request.config))
 
 
 def engine(env: dict[str, str], **more: str) -> NatsEngine:

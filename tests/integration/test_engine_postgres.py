@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
 from minionize.engines.postgres import PostgresEngine
 from minionize.errors import ConfigError
 
+from .backends import started
 from .backends.postgres import PostgresBackend, connect
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[PostgresBackend]:
-    backend = PostgresBackend()
-    backend.start()
-    yield backend
+def server(request: pytest.FixtureRequest) -> PostgresBackend:
+    """The session's postgres backend, shared with the contract suites (backends.started)."""
+    return cast(PostgresBackend, started("postgres", request.config))
 
 
 @pytest.fixture

@@ -21,9 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 import pytest
 
@@ -32,6 +31,7 @@ from minionize.config import EnvReader
 from minionize.engines.pulsar import PulsarEngine
 from tests.conftest import ROOT, minion_env, minionize_cmd, require, run_minion
 
+from .backends import started
 from .backends.pulsar import PulsarBackend, free_port
 
 pytestmark = pytest.mark.integration
@@ -39,11 +39,9 @@ RECORD = (sys.executable, str(ROOT / "tests" / "programs" / "record.py"))
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[PulsarBackend]:
-    backend = PulsarBackend()
-    backend.start()
-    yield backend
-    backend.stop()
+def broker(request: pytest.FixtureRequest) -> PulsarBackend:
+    """The session's pulsar backend, shared with the contract suites (backends.started)."""
+    return cast(PulsarBackend, started("pulsar", request.config))
 
 
 def minion(cwd: Path, env: dict[str, str], *program: str) -> subprocess.CompletedProcess[str]:
