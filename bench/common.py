@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from minionize.registry import VARIABLE_PREFIXES
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 MINIONIZE = [PYTHON, "-m", "minionize"]
@@ -20,8 +22,7 @@ def env(**extra: str) -> dict[str, str]:
 
     In batch mode: a benchmark's minions end once their queue is drained.
     """
-    ours = ("MINION_", "EXECO_", "FILE_", "REDIS_", "AMQP_", "NATS_", "POSTGRES_")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(VARIABLE_PREFIXES)}
     base.update(MINION_LOG_LEVEL="WARNING", MINION_BATCH="1", **extra)
     return base
 

@@ -13,7 +13,7 @@ declares in the `minionize.engines` entry-point group
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Optional
 
 from .config import did_you_mean
 from .errors import ConfigError, MissingExtra
@@ -31,6 +31,12 @@ ENGINES = {
     "nats": "minionize.engines.nats:NatsEngine",
 }
 
+#: The prefixes of minionize's own variables: the runtime's, each engine's
+#: (its name in capitals: `NATS_URL`), and the reporters'. A new engine's
+#: variables are known everywhere (credentials kept from runs, misspellings,
+#: the tests' clean environment) through its line above.
+VARIABLE_PREFIXES = ("MINION_", *(f"{name.upper()}_" for name in ENGINES), "REPORTER_")
+
 #: MINION_REPORTER values.
 REPORTERS = {
     "null": "minionize.reporters.null:NullReporter",
@@ -38,16 +44,11 @@ REPORTERS = {
     "json": "minionize.reporters.json:JsonReporter",
 }
 
-#: Top-level third-party module -> the extra of pyproject.toml that installs it.
+#: Top-level third-party module -> the extra of pyproject.toml that installs
+#: it, for what is not an engine. An engine's extra bears the engine's name
+#: (`pip install 'minionize[nats]'`), whatever its client is called.
 EXTRAS = {
-    "google": "google",
-    "grpc": "google",
-    "pulsar": "pulsar",
     "docker": "docker",
-    "redis": "redis",
-    "pika": "amqp",
-    "nats": "nats",
-    "psycopg": "postgres",
     "prometheus_client": "metrics",
 }
 
@@ -61,18 +62,22 @@ def load(registry: dict[str, str], variable: str, name: str) -> Any:
     target = registry.get(name)
     if target is None:
         raise ConfigError(variable, name, did_you_mean(name, list(registry)))
-    return _import(variable, name, target, ours=True)
+    return _import(variable, name, target, extra=name if registry is ENGINES else None)
 
 
-def _import(variable: str, name: str, target: str, ours: bool = False) -> Any:
-    """Import "module:Class"; what fails in a module of the user's is a configuration error."""
+def _import(variable: str, name: str, target: str, extra: Optional[str] = None, ours: bool = True) -> Any:
+    """Import "module:Class"; what fails in a module of the user's (not `ours`) is a configuration error.
+
+    `extra`: the extra that installs what the module needs, when it is not in EXTRAS.
+    """
     module_name, _, attribute = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
-        if ours and missing in EXTRAS:
-            raise MissingExtra(variable, name, EXTRAS[missing], exc.name or missing) from None
+        needs = EXTRAS.get(missing) or (extra if ours and not missing.startswith("minionize") else None)
+        if ours and needs:
+            raise MissingExtra(variable, name, needs, exc.name or missing) from None
         if ours:
             raise
         raise ConfigError(variable, name, f"cannot import {module_name} ({exc})") from None
@@ -93,12 +98,12 @@ def engine_class(name: str) -> Any:
     if name in ENGINES:
         return load(ENGINES, "MINION_ENGINE", name)
     if ":" in name:
-        found = _import("MINION_ENGINE", name, name)
+        found = _import("MINION_ENGINE", name, name, ours=False)
     else:
         plugins = installed_engines()
         if name not in plugins:
             raise ConfigError("MINION_ENGINE", name, did_you_mean(name, [*ENGINES, *plugins]))
-        found = _import("MINION_ENGINE", name, plugins[name])
+        found = _import("MINION_ENGINE", name, plugins[name], ours=False)
     if not (isinstance(found, type) and issubclass(found, Engine)):
         raise ConfigError("MINION_ENGINE", name, "expected a subclass of minionize.engines.base.Engine")
     return found

@@ -11,10 +11,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from .registry import VARIABLE_PREFIXES
+
 #: The prefixes of minionize's own variables (DOCKER_ and PUBSUB_ belong to client libraries).
-PREFIXES = (
-    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "NATS_", "POSTGRES_", "MEMORY_", "REPORTER_",
-)
+PREFIXES = VARIABLE_PREFIXES
 _NAME = re.compile(rb"\b((?:" + "|".join(p[:-1] for p in PREFIXES).encode() + rb")_[A-Z0-9_]*[A-Z0-9])\b")
 #: Set by minionize for each run (MINION_PARAM_<KEY>), or by the user's own program.
 _FREE = ("MINION_PARAM_",)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from minionize.registry import VARIABLE_PREFIXES
+
 ROOT = Path(__file__).resolve().parent.parent
-_PREFIXES = (
-    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "NATS_", "MEMORY_",
-    "REPORTER_", "DOCKER_", "PUBSUB_",
-)
+#: minionize's own variables, and those of the clients it drives (Docker's, the Pub/Sub emulator's).
+_PREFIXES = (*VARIABLE_PREFIXES, "DOCKER_", "PUBSUB_")
 _NAMES = {"EP", "DRY", "OAR_JOB_ID", "SLURM_JOB_ID", "PBS_JOBID", "POD_NAME", "JOB_ID"}
 
 

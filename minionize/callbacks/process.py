@@ -24,6 +24,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..guard import MARK, Guard
 from ..message import Message, Outcome, Param
+from ..registry import VARIABLE_PREFIXES
 from .base import Callback, RunContext, param_env
 from .child import spawn, supervise, which
 from .output import PLAIN, OutputStream, RunOutput, emit, param_text, result_name, run_output
@@ -171,23 +172,22 @@ class ProcessCallback(Callback):
         return _outcome(child.wait(), stopped, context, out, err)
 
 
-#: The variables through which minionize gets a credential (or a URL that may hold one).
-CREDENTIAL_VARIABLES = frozenset({
-    "REDIS_URL", "REDIS_PASSWORD", "AMQP_URL", "PULSAR_CONNECTION", "PULSAR_TOKEN", "PULSAR_TOKEN_FILE",
-    "PULSAR_TLS_KEY_FILE", "GOOGLE_APPLICATION_CREDENTIALS", "POSTGRES_URL",
-    "NATS_URL", "NATS_USER", "NATS_CREDS",
-})
-#: minionize's own variables (the runtime's, the engines', the reporters')...
-_OWN_PREFIXES = (
-    "MINION_", "EXECO_", "FILE_", "GOOGLE_", "PULSAR_", "REDIS_", "AMQP_", "NATS_", "POSTGRES_", "MEMORY_", "REPORTER_",
-)
-#: ...and the endings that make one of them a secret, for the variables of engines to come.
-_SECRET_ENDINGS = ("_PASSWORD", "_PASSWD", "_TOKEN", "_TOKEN_FILE", "_SECRET", "_CREDENTIALS", "_KEY_FILE")
+#: The endings that make one of minionize's variables a credential: a secret
+#: or a file that holds one...
+_SECRET_ENDINGS = ("_PASSWORD", "_PASSWD", "_TOKEN", "_TOKEN_FILE", "_SECRET", "_CREDENTIALS", "_CREDS", "_KEY_FILE")
+#: ...and, for an engine's, where a user and a password may be written (`redis://u:pw@host`,
+#: PULSAR_CONNECTION) or an identity. Every engine's declared secrets end so (a test holds them to it).
+_ENGINE_CREDENTIAL_ENDINGS = (*_SECRET_ENDINGS, "_URL", "_CONNECTION", "_USER", "_USERNAME")
+_RUNTIME_PREFIXES = ("MINION_", "REPORTER_")
 
 
 def is_credential(name: str) -> bool:
-    """True for a variable that gives minionize a credential."""
-    return name in CREDENTIAL_VARIABLES or (name.startswith(_OWN_PREFIXES) and name.endswith(_SECRET_ENDINGS))
+    """True for a variable that gives minionize a credential (whichever engine it is for)."""
+    if not name.startswith(VARIABLE_PREFIXES):
+        return False
+    if name.startswith(_RUNTIME_PREFIXES):
+        return name.endswith(_SECRET_ENDINGS)
+    return name.endswith(_ENGINE_CREDENTIAL_ENDINGS)
 
 
 def child_environment(

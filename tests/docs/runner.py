@@ -63,7 +63,7 @@ SHIMS = Path(__file__).resolve().parent / "shims"
 _MARK = "\x1e"
 _SPLIT = re.compile(rf"\n{_MARK}(\d+|end){_MARK}\n")
 #: What the tests' clean_env removes, and what would tie a block to this pytest run.
-_PREFIXES = (*TEST_PREFIXES, "DOCKER_", "TESTCONTAINERS_", "PYTEST_", "DOCS_", "POSTGRES_")
+_PREFIXES = (*TEST_PREFIXES, "TESTCONTAINERS_", "PYTEST_", "DOCS_")
 _NAMES = {*TEST_NAMES, "DATABASE_URL", "VIRTUAL_ENV", "HOME"}
 SUBSTITUTIONS = ("/shared/venv",)
 

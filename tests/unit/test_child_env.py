@@ -17,9 +17,15 @@ SECRETS = {
 
 
 def test_credentials_are_recognised_by_name() -> None:
-    assert all(is_credential(name) for name in ["REDIS_URL", "REDIS_PASSWORD", "AMQP_URL", "PULSAR_TOKEN",
-                                                 "PULSAR_TOKEN_FILE", "MINION_METRICS_TOKEN"])
-    assert not any(is_credential(name) for name in ["REDIS_STREAM", "MINION_TIMEOUT", "HOME", "DB_PASSWORD"])
+    assert all(is_credential(name) for name in [
+        "REDIS_URL", "REDIS_PASSWORD", "AMQP_URL", "PULSAR_CONNECTION", "PULSAR_TOKEN", "PULSAR_TOKEN_FILE",
+        "PULSAR_TLS_KEY_FILE", "GOOGLE_APPLICATION_CREDENTIALS", "POSTGRES_URL", "NATS_URL", "NATS_USER",
+        "NATS_CREDS", "MINION_METRICS_TOKEN",
+    ])
+    assert not any(is_credential(name) for name in [
+        "REDIS_STREAM", "NATS_TLS_CA_FILE", "MINION_TIMEOUT", "MINION_STATUS_URL", "HOME", "DB_PASSWORD",
+        "DATABASE_URL",
+    ])
     kept = child_environment({"REDIS_URL": "x", "HOME": "/h"}, passed=["REDIS_URL"])
     assert kept == {"REDIS_URL": "x", "HOME": "/h"}
 

@@ -8,6 +8,7 @@ import pytest
 
 from minionize import config, registry
 from minionize.errors import ConfigError, MissingExtra
+from tests.conftest import ROOT
 
 
 def test_defaults_match_the_original_readme() -> None:
@@ -59,6 +60,25 @@ def test_missing_optional_package_names_the_extra(tmp_path: Path, monkeypatch: p
     registry_ = {"rabbit": "needs_pika_engine:Engine"}
     with pytest.raises(MissingExtra, match=r"pip install 'minionize\[amqp\]'"):
         registry.load(registry_, "MINION_ENGINE", "rabbit")
+
+
+def test_an_engine_without_its_client_names_the_extra_named_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "lab_engine.py").write_text("import lab_client_is_not_installed_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(registry.ENGINES, "lab", "lab_engine:LabEngine")
+    with pytest.raises(MissingExtra, match=r"pip install 'minionize\[lab\]'"):
+        registry.engine_class("lab")
+
+
+def test_every_engine_that_needs_a_client_has_an_extra_named_after_it() -> None:
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    core = {"execo", "file", "memory"}  # nothing beyond minionize's own dependencies
+    assert set(registry.ENGINES) - core <= set(extras)
+    assert set(registry.ENGINES) - core <= set(extras["all"][0][len("minionize["):-1].split(","))
 
 
 def test_dotenv_does_not_override_the_environment(tmp_path: Path) -> None:
