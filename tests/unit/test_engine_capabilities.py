@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from minionize.registry import ENGINES, engine_class
-from tests.integration.backends import BACKENDS, load
+from tests.integration.backends import BACKENDS, engine_of, load
 
 #: Backend attribute -> the engine's declaration it must equal.
 AGREE = {
@@ -21,10 +21,6 @@ AGREE = {
     "has_deadline": "has_deadline",
     "ack_delay": "ack_delay",
 }
-
-
-def engine_of(backend_name: str) -> str:
-    return backend_name.split("-")[0]  # amqp-prefetch is the amqp engine, differently set
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))

@@ -2,8 +2,12 @@
 
 A backend knows how to reach (or start) the real server of its engine, how
 to give each test a fresh queue, where its dead letters are, and how to
-restart its broker. Adding an engine to the contract suite means one module
-here and one line in BACKENDS.
+restart its broker. Every engine of minionize.registry.ENGINES has its module
+here, named after it, that declares its backends in a module-level tuple
+`BACKENDS` (amqp.py: `(AmqpBackend, AmqpPrefetchBackend)`, the second a way
+of setting the same engine; memory.py: none). BACKENDS below is made of those
+declarations, the first time it is read: importing a backend module is cheap
+(clients are imported where they are used), so collection may do it.
 
 The servers that the backends start themselves (the Pub/Sub emulator, a JVM
 that takes seconds to start; pulsar-lite) are started once per session and
@@ -14,24 +18,59 @@ the parametrized `backend` fixture that each suite declares.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
-from typing import Any, Literal, Union
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Literal, Optional, Union
 
 import pytest
 
+from minionize.registry import ENGINES
+
 from .base import Backend
 
-BACKENDS = {
-    "execo": "tests.integration.backends.execo:ExecoBackend",
-    "file": "tests.integration.backends.file:FileBackend",
-    "google": "tests.integration.backends.google:GoogleBackend",
-    "pulsar": "tests.integration.backends.pulsar:PulsarBackend",
-    "redis": "tests.integration.backends.redis:RedisBackend",
-    "amqp": "tests.integration.backends.amqp:AmqpBackend",
-    "amqp-prefetch": "tests.integration.backends.amqp:AmqpPrefetchBackend",
-    "nats": "tests.integration.backends.nats:NatsBackend",
-    "postgres": "tests.integration.backends.postgres:PostgresBackend",
-}
+
+class _Declared(Mapping[str, type[Backend]]):
+    """name -> backend class, from the `BACKENDS` of each engine's module (read at first use)."""
+
+    def __init__(self) -> None:
+        self._found: Optional[dict[str, type[Backend]]] = None
+        self._engines: dict[str, str] = {}
+
+    def _all(self) -> dict[str, type[Backend]]:
+        if self._found is None:
+            found: dict[str, type[Backend]] = {}
+            for engine in ENGINES:
+                module = importlib.import_module(f"{__name__}.{engine}")
+                declared = getattr(module, "BACKENDS", None)
+                if not isinstance(declared, tuple):
+                    raise TypeError(f"{module.__name__} declares no BACKENDS tuple (its backend classes)")
+                names = [backend.name for backend in declared]
+                if declared and names[0] != engine:
+                    raise TypeError(f"{module.__name__}: the first of BACKENDS is named after the engine ({names})")
+                for backend in declared:
+                    if backend.name in found:
+                        raise TypeError(f"two backends named {backend.name!r}")
+                    found[backend.name] = backend
+                    self._engines[backend.name] = engine
+            self._found = found
+        return self._found
+
+    def __getitem__(self, name: str) -> type[Backend]:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def engine_of(self, name: str) -> str:
+        self._all()
+        return self._engines[name]
+
+
+#: Every backend by name, in the registry's order of engines: the engine's own
+#: first (named after it), then the other ways of setting it (amqp-prefetch).
+BACKENDS = _Declared()
 
 #: The session's backends, by name: a running one, or why it could not start
 #: (a skip or a failure, raised again for every test that asks for it).
@@ -44,9 +83,18 @@ def with_capability(capability: str) -> list[str]:
 
 
 def load(name: str) -> type[Backend]:
-    module, _, attribute = BACKENDS[name].partition(":")
-    backend: type[Backend] = getattr(importlib.import_module(module), attribute)
-    return backend
+    return BACKENDS[name]
+
+
+def engine_of(name: str) -> str:
+    """The engine (MINION_ENGINE value) of the backend `name`: amqp for amqp-prefetch."""
+    return BACKENDS.engine_of(name)
+
+
+def engine_backends() -> list[str]:
+    """One backend per engine, the one named after it, for what is about the engine and not
+    about a way of setting it (amqp, not amqp-prefetch)."""
+    return [name for name in BACKENDS if engine_of(name) == name]
 
 
 def started(name: str, config: pytest.Config) -> Backend:
@@ -91,4 +139,6 @@ def backend_fixture(
     return pytest.fixture(scope=scope, params=list(names))(backend)
 
 
-__all__ = ["BACKENDS", "Backend", "backend_fixture", "load", "started", "with_capability"]
+__all__ = [
+    "BACKENDS", "Backend", "backend_fixture", "engine_backends", "engine_of", "load", "started", "with_capability",
+]

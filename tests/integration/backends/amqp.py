@@ -120,3 +120,6 @@ class AmqpPrefetchBackend(AmqpBackend):
 
     def env(self, workdir: Path) -> dict[str, str]:
         return {**super().env(workdir), "AMQP_PREFETCH": self.PREFETCH}
+
+
+BACKENDS = (AmqpBackend, AmqpPrefetchBackend)

@@ -33,3 +33,6 @@ class ExecoBackend(Backend):
 
     def long_run(self) -> tuple[float, dict[str, str]]:
         return 5.0, {"MINION_LEASE_SECONDS": "2"}
+
+
+BACKENDS = (ExecoBackend,)

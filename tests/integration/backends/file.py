@@ -30,3 +30,6 @@ class FileBackend(Backend):
         path = Path(env["FILE_DEAD_LETTER"])
         lines = path.read_text().splitlines() if path.exists() else []
         return [(json.loads(line), "") for line in lines]
+
+
+BACKENDS = (FileBackend,)

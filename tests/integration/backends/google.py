@@ -185,3 +185,6 @@ class GoogleBackend(Backend):
             subscriber.transport.close()
             publisher.transport.close()
         return {"GOOGLE_PROJECT_ID": project, "GOOGLE_TOPIC_ID": topic, "GOOGLE_SUBSCRIPTION": subscription}
+
+
+BACKENDS = (GoogleBackend,)

@@ -145,3 +145,6 @@ class NatsBackend(Backend):
         assert self.server is not None
         self.server.shutdown()
         self.server.start()
+
+
+BACKENDS = (NatsBackend,)

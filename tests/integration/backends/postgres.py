@@ -188,3 +188,7 @@ class PrivatePostgresBackend(PostgresBackend):
         assert self.server is not None
         self.server.stop("immediate")
         self.server.start()
+
+
+#: PrivatePostgresBackend is not among them: the fault suite starts it itself, for what restarts a server.
+BACKENDS = (PostgresBackend,)

@@ -162,3 +162,6 @@ class PulsarBackend(Backend):
             return found
         finally:
             client.close()
+
+
+BACKENDS = (PulsarBackend,)

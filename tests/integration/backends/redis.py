@@ -93,3 +93,6 @@ class RedisBackend(Backend):
         assert self.server is not None
         self.server.shutdown()
         self.server.start()
+
+
+BACKENDS = (RedisBackend,)
