@@ -17,10 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
+from minionize.registry import engine_class
 from tests.conftest import minion_env, run_minion
+
+from .backends import engine_backends, load
 
 pytestmark = pytest.mark.integration
 #: Each engine's operation timeout is 5 s by default; here it is set to this.
@@ -60,38 +64,39 @@ def silent() -> Iterator[SilentListener]:
     listener.close()
 
 
+def operation_timeout(engine: str) -> Optional[str]:
+    """The engine's setting of its operation timeout (`REDIS_OPERATION_TIMEOUT`), if it declares one."""
+    return next((s.name for s in engine_class(engine).settings if s.name.endswith("_OPERATION_TIMEOUT")), None)
+
+
 def engine_env(engine: str, port: int, secret: str = PASSWORD) -> tuple[dict[str, str], str]:
     """The variables pointing `engine` at 127.0.0.1:`port` with a password, and the address the error names."""
-    address = f"127.0.0.1:{port}"
-    env = {
-        "redis": {"MINION_ENGINE": "redis", "REDIS_STREAM": "s", "REDIS_URL": f"redis://u:{secret}@{address}/0",
-                  "REDIS_OPERATION_TIMEOUT": str(TIMEOUT)},
-        "amqp": {"MINION_ENGINE": "amqp", "AMQP_QUEUE": "q", "AMQP_URL": f"amqp://u:{secret}@{address}/%2F",
-                 "AMQP_OPERATION_TIMEOUT": str(TIMEOUT)},
-        "pulsar": {"MINION_ENGINE": "pulsar", "PULSAR_TOPIC": "t", "PULSAR_CONNECTION": f"pulsar://{address}",
-                   "PULSAR_TOKEN": secret, "PULSAR_OPERATION_TIMEOUT": str(TIMEOUT)},
-        "nats": {"MINION_ENGINE": "nats", "NATS_STREAM": "s", "NATS_URL": f"nats://u:{secret}@{address}",
-                 "NATS_OPERATION_TIMEOUT": str(TIMEOUT)},
-        "google": {"MINION_ENGINE": "google", "GOOGLE_PROJECT_ID": "p", "GOOGLE_TOPIC_ID": "topic",
-                   "GOOGLE_SUBSCRIPTION": "sub", "PUBSUB_EMULATOR_HOST": address,
-                   "GOOGLE_OPERATION_TIMEOUT": str(TIMEOUT)},
-        "postgres": {"MINION_ENGINE": "postgres", "POSTGRES_TABLE": "q",
-                     "POSTGRES_URL": f"postgresql://u:{secret}@{address}/test",
-                     "POSTGRES_OPERATION_TIMEOUT": str(TIMEOUT)},
-    }[engine]
-    shown = {"redis": f"redis://u:***@{address}/0", "amqp": f"amqp://u:***@{address}/%2F",
-             "nats": f"nats://u:***@{address}",
-             "postgres": f"postgresql://u:***@{address}/test"}.get(engine, address)
-    return env, shown
+    env, shown = load(engine).pointed_at(f"127.0.0.1:{port}", secret)
+    timeout = operation_timeout(engine)
+    assert timeout is not None, f"{engine} reaches a server but declares no *_OPERATION_TIMEOUT"
+    return {**env, timeout: str(TIMEOUT)}, shown
 
 
 def push_cmd() -> list[str]:
     return [sys.executable, "-m", "minionize.push", "x"]
 
 
-ENGINES = ["redis", "amqp", "pulsar", "google", "nats", "postgres"]
-NAMES = {"redis": "redis", "amqp": "RabbitMQ", "pulsar": "Pulsar", "google": "Pub/Sub",
-         "nats": "NATS", "postgres": "postgres"}
+#: The engines with a server to reach: their backend says how to point them at an address (Backend.pointed_at).
+ENGINES = [name for name in engine_backends() if load(name).server_name]
+
+
+def test_every_engine_with_a_server_is_tested_here() -> None:
+    """An engine that declares connection errors or an operation timeout reaches a server over the network:
+    its backend must say how to point it at an address, how its errors name the server, and which bad URLs
+    it refuses, or this suite would leave it out."""
+    for engine in engine_backends():
+        declared = engine_class(engine)
+        if declared.connection_errors or operation_timeout(engine):
+            backend = load(engine)
+            assert backend.server_name, f"backends/{engine}.py: {backend.__name__} sets no server_name"
+            assert backend.bad_urls, f"backends/{engine}.py: {backend.__name__} gives no bad_urls"
+            env, shown = backend.pointed_at("127.0.0.1:1", PASSWORD)  # NotImplementedError: it has none
+            assert env["MINION_ENGINE"] == engine and "127.0.0.1:1" in shown and PASSWORD not in shown
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -105,7 +110,8 @@ def test_a_port_that_never_answers_exits_3_with_one_line(
     lines = minion.stderr.strip().splitlines()
     assert minion.returncode == 3, minion.stderr
     assert len(lines) == 1, minion.stderr
-    assert lines[0].startswith("minionize: ") and NAMES[engine] in lines[0] and shown in lines[0], lines[0]
+    named = load(engine).server_name
+    assert lines[0].startswith("minionize: ") and named in lines[0] and shown in lines[0], lines[0]
     assert PASSWORD not in minion.stderr
     assert took < TIMEOUT + SLACK, f"{engine} gave up after {took:.1f}s"
 
@@ -126,18 +132,7 @@ def test_minion_push_to_a_port_that_never_answers_exits_3(
 
 @pytest.mark.parametrize(
     ("engine", "variable", "url"),
-    [
-        # The Pulsar client refuses user:password@ in its URL, and said why with the password in it.
-        ("pulsar", "PULSAR_CONNECTION", "pulsar://u:{secret}@127.0.0.1:{port}"),
-        ("redis", "REDIS_URL", "redis://u:{secret}@127.0.0.1:{port}/0?socket_timeout=soon"),
-        ("redis", "REDIS_URL", "redis://127.0.0.1:{port}/0?password={secret}&db=x"),
-        ("amqp", "AMQP_URL", "amqp://u:{secret}@127.0.0.1:{port}/%2F?heartbeat=often"),
-        ("amqp", "AMQP_URL", "amqp://u:{secret}@127.0.0.1:99999/%2F"),
-        ("postgres", "POSTGRES_URL", "postgresql://u:{secret}@127.0.0.1:{port}/test?timeout_please=5"),
-        ("postgres", "POSTGRES_URL", "host=127.0.0.1 port={port} password={secret} dbname"),
-        ("google", "PUBSUB_EMULATOR_HOST", "u:{secret}@127.0.0.1:{port}"),
-        ("nats", "NATS_URL", "nats://u:{secret}@127.0.0.1:{port}0000"),
-    ],
+    [(engine, variable, url) for engine in ENGINES for variable, url in load(engine).bad_urls],
 )
 def test_a_bad_url_with_a_password_is_a_config_error_that_hides_it(
     engine: str, variable: str, url: str, silent: SilentListener, tmp_path: Path

@@ -70,9 +70,19 @@ class AmqpBackend(Backend):
     # server-wide setting in 3.10): nothing renews it, and a run outliving
     # it is run again, as the engine documents; no short deadline to test.
     has_deadline = False
+    server_name = "RabbitMQ"
+    bad_urls = (
+        ("AMQP_URL", "amqp://u:{secret}@127.0.0.1:{port}/%2F?heartbeat=often"),
+        ("AMQP_URL", "amqp://u:{secret}@127.0.0.1:99999/%2F"),
+    )
 
     def __init__(self) -> None:
         self.queues: list[str] = []
+
+    @classmethod
+    def pointed_at(cls, address: str, secret: str) -> tuple[dict[str, str], str]:
+        env = {"MINION_ENGINE": "amqp", "AMQP_QUEUE": "q", "AMQP_URL": f"amqp://u:{secret}@{address}/%2F"}
+        return env, f"amqp://u:***@{address}/%2F"
 
     def start(self) -> None:
         if not listening() and shutil.which("rabbitmq-server"):

@@ -100,6 +100,19 @@ class Backend:
     #: Seconds for which the client may hold an ack before sending it (a
     #: killed minion loses those acks, and their parameters run again).
     ack_delay = 0.0
+    # A network engine's (one that declares connection_errors or an operation
+    # timeout): test_unreachable points it at a port that never answers.
+    #: How the engine's errors name its server ("RabbitMQ", "Pub/Sub"); "": no server.
+    server_name = ""
+    #: (variable, value) that the engine must refuse as a configuration error
+    #: without showing the password in it; `{secret}` and `{port}` are filled in.
+    bad_urls: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def pointed_at(cls, address: str, secret: str) -> tuple[dict[str, str], str]:
+        """The variables pointing the engine at `address` (host:port) with the password `secret`,
+        and that address as its errors must show it (the password masked)."""
+        raise NotImplementedError(f"{cls.__name__} cannot point its engine at an address (pointed_at)")
 
     def start(self) -> None:
         """Make sure the server runs (start it if needed); `require` when it cannot."""

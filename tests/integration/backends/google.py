@@ -118,9 +118,18 @@ class GoogleBackend(Backend):
     #: The emulator keeps nothing across a restart (topics, subscriptions, messages):
     #: a restart loses everything, so the restart promise cannot be checked with it.
     restartable = False
+    server_name = "Pub/Sub"
+    bad_urls = (("PUBSUB_EMULATOR_HOST", "u:{secret}@127.0.0.1:{port}"),)
 
     def __init__(self) -> None:
         self.emulator: Optional[Emulator] = None
+
+    @classmethod
+    def pointed_at(cls, address: str, secret: str) -> tuple[dict[str, str], str]:
+        """The emulator takes no password: the address alone."""
+        env = {"MINION_ENGINE": "google", "GOOGLE_PROJECT_ID": "p", "GOOGLE_TOPIC_ID": "topic",
+               "GOOGLE_SUBSCRIPTION": "sub", "PUBSUB_EMULATOR_HOST": address}
+        return env, address
 
     def start(self) -> None:
         if not emulator_ready():

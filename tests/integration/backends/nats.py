@@ -98,9 +98,16 @@ class NatsBackend(Backend):
     name = "nats"
     has_deadline = True  # NATS_ACK_WAIT
     restartable = True
+    server_name = "NATS"
+    bad_urls = (("NATS_URL", "nats://u:{secret}@127.0.0.1:{port}0000"),)
 
     def __init__(self) -> None:
         self.server: Optional[NatsServer] = None
+
+    @classmethod
+    def pointed_at(cls, address: str, secret: str) -> tuple[dict[str, str], str]:
+        env = {"MINION_ENGINE": "nats", "NATS_STREAM": "s", "NATS_URL": f"nats://u:{secret}@{address}"}
+        return env, f"nats://u:***@{address}"
 
     def start(self) -> None:
         require(Path(NATS_SERVER).exists(), "nats-server is not installed (scripts/services.sh)")

@@ -41,9 +41,19 @@ class PostgresBackend(Backend):
     has_deadline = True  # POSTGRES_LEASE_SECONDS
     #: A text column: the server refuses bytes that are not UTF-8 when they are written.
     raw_bytes = False
+    server_name = "postgres"
+    bad_urls = (
+        ("POSTGRES_URL", "postgresql://u:{secret}@127.0.0.1:{port}/test?timeout_please=5"),
+        ("POSTGRES_URL", "host=127.0.0.1 port={port} password={secret} dbname"),
+    )
 
     def __init__(self) -> None:
         self.tables: list[str] = []
+
+    @classmethod
+    def pointed_at(cls, address: str, secret: str) -> tuple[dict[str, str], str]:
+        env = {"MINION_ENGINE": "postgres", "POSTGRES_TABLE": "q", "POSTGRES_URL": f"postgresql://u:{secret}@{address}/test"}
+        return env, f"postgresql://u:***@{address}/test"
 
     def start(self) -> None:
         try:

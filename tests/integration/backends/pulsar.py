@@ -47,6 +47,9 @@ class PulsarBackend(Backend):
     # turn that off (the C++ ackGroupingTimeMs is not exposed).
     ack_delay = 0.1
     exact_redelivery = False  # pulsar-lite 0.2.0: see Backend.exact_redelivery
+    server_name = "Pulsar"
+    # The Pulsar client refuses user:password@ in its URL, and said why with the password in it.
+    bad_urls = (("PULSAR_CONNECTION", "pulsar://u:{secret}@127.0.0.1:{port}"),)
 
     def __init__(self) -> None:
         self.port = 0
@@ -55,6 +58,13 @@ class PulsarBackend(Backend):
         self._process: Optional[subprocess.Popen[bytes]] = None
         self._log: Optional[IO[bytes]] = None
         self._relay: Optional[Relay] = None
+
+    @classmethod
+    def pointed_at(cls, address: str, secret: str) -> tuple[dict[str, str], str]:
+        """The password is a token, in a variable of its own."""
+        env = {"MINION_ENGINE": "pulsar", "PULSAR_TOPIC": "t", "PULSAR_CONNECTION": f"pulsar://{address}",
+               "PULSAR_TOKEN": secret}
+        return env, address
 
     @property
     def url(self) -> str:

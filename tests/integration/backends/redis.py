@@ -46,9 +46,19 @@ class RedisBackend(Backend):
     name = "redis"
     has_deadline = True  # REDIS_CLAIM_IDLE
     restartable = True
+    server_name = "redis"
+    bad_urls = (
+        ("REDIS_URL", "redis://u:{secret}@127.0.0.1:{port}/0?socket_timeout=soon"),
+        ("REDIS_URL", "redis://127.0.0.1:{port}/0?password={secret}&db=x"),
+    )
 
     def __init__(self) -> None:
         self.server: Optional[RedisServer] = None
+
+    @classmethod
+    def pointed_at(cls, address: str, secret: str) -> tuple[dict[str, str], str]:
+        env = {"MINION_ENGINE": "redis", "REDIS_STREAM": "s", "REDIS_URL": f"redis://u:{secret}@{address}/0"}
+        return env, f"redis://u:***@{address}/0"
 
     def start(self) -> None:
         require(shutil.which("redis-server") is not None, "redis-server is not installed (scripts/services.sh)")
