@@ -99,7 +99,7 @@ KEDA_EXTRA: dict[str, dict[str, Any]] = {
     "google": {},
     "pulsar": {"keda": {"pulsar": {"adminURL": "https://broker:8443"}}},
     "redis": {},
-    "amqp": {},
+    "amqp": {"keda": {"rabbitmq": {"managementURL": "http://rabbitmq:15672/%2F"}}},
     "nats": {"keda": {"nats": {"monitoringEndpoint": "nats:8222"}}},
     "postgres": {},
 }
@@ -531,7 +531,7 @@ def test_job_never_restart_fails_fast_on_config_errors(helm: str) -> None:
     fail_job, ignore = spec["podFailurePolicy"]["rules"]
     assert fail_job["action"] == "FailJob"
     assert fail_job["onExitCodes"] == {"containerName": "minion", "operator": "In", "values": [2]}
-    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
 
 
 def test_deployment_has_no_restart_policy_but_always(helm: str) -> None:
@@ -562,7 +562,7 @@ def trigger(helm: str, engine: str, mode: str = "deployment", extra: Optional[di
 def test_keda_trigger_metadata(helm: str) -> None:
     google = trigger(helm, "google")["metadata"]
     assert google["subscriptionName"] == "projects/proj/subscriptions/params-sub"
-    assert google["mode"] == "SubscriptionSize" and google["value"] == "5"
+    assert google["mode"] == "SubscriptionSize" and google["value"] == "1"
 
     pulsar = trigger(helm, "pulsar")["metadata"]
     assert pulsar["adminURL"] == "https://broker:8443"
@@ -572,15 +572,15 @@ def test_keda_trigger_metadata(helm: str) -> None:
 
     # The address comes from redis.url unless keda.redis.address says otherwise.
     redis = trigger(helm, "redis", "job")["metadata"]
-    assert (redis["address"], redis["stream"], redis["consumerGroup"]) == ("redis-master:6380", "params", "minionize")
-    assert redis["lagCount"] == "5"
+    assert (redis["address"], redis["stream"], redis["databaseIndex"]) == ("redis-master:6380", "params", "1")
+    assert redis["streamLength"] == "1"
     redis = trigger(helm, "redis", extra={"redis": {"url": "redis://cache"}})["metadata"]
     assert redis["address"] == "cache:6379"
-    redis = trigger(helm, "redis", extra={"keda": {"redis": {"address": "r:1", "metric": "streamLength"}}})["metadata"]
+    redis = trigger(helm, "redis", extra={"keda": {"redis": {"address": "r:1"}, "target": 5}})["metadata"]
     assert (redis["address"], redis["streamLength"]) == ("r:1", "5")
-    assert "lagCount" not in redis
 
-    amqp = trigger(helm, "amqp", extra={"keda": {"target": 20, "triggerMetadata": {"vhostName": "/"}}})["metadata"]
+    extra = {"keda": {"target": 20, "triggerMetadata": {"vhostName": "/"}, "rabbitmq": {"protocol": "amqp"}}}
+    amqp = trigger(helm, "amqp", extra=extra)["metadata"]
     assert (amqp["queueName"], amqp["mode"], amqp["value"], amqp["vhostName"]) == ("params", "QueueLength", "20", "/")
     assert "host" not in amqp, "the URL holds a password: it comes from the TriggerAuthentication"
 
@@ -589,7 +589,6 @@ def test_keda_trigger_metadata(helm: str) -> None:
     ("engine", "parameter", "secret", "key"),
     [
         ("google", "GoogleApplicationCredentials", "gcp-key", "sa.json"),
-        ("pulsar", "bearerToken", "pulsar-auth", "jwt"),
         ("redis", "password", "redis-pass", "password"),
         ("amqp", "host", "amqp-url", "url"),
     ],
@@ -597,7 +596,9 @@ def test_keda_trigger_metadata(helm: str) -> None:
 def test_keda_trigger_authentication_reads_the_engine_secret(
     helm: str, engine: str, parameter: str, secret: str, key: str
 ) -> None:
-    auth = one(render(helm, case_values(engine, "deployment", keda=True)), "TriggerAuthentication")
+    # The AMQP URL is the trigger's host with protocol amqp (the default reads the management API).
+    values = merge(case_values(engine, "deployment", keda=True), {"keda": {"rabbitmq": {"protocol": "amqp"}}})
+    auth = one(render(helm, values), "TriggerAuthentication")
     assert auth["spec"]["secretTargetRef"] == [{"parameter": parameter, "name": secret, "key": key}]
 
 
@@ -751,7 +752,7 @@ def test_schema_closes_every_object_and_matches_values() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     # Kubernetes types: closed too, but values.yaml sets only some of their fields.
     kubernetes_types = (".podSecurityContext", ".securityContext", ".resources", ".affinity", ".deployment.strategy",
-                        ".metrics.livenessProbe", ".metrics.readinessProbe")
+                        ".metrics.livenessProbe", ".metrics.readinessProbe", ".keda.behavior")
     for path, node in _schema_objects(schema):
         assert node.get("additionalProperties") is False, f"{path or '(root)'} accepts unknown keys"
         if path.startswith(kubernetes_types):
@@ -853,10 +854,12 @@ GUARDS = [
     (merge(ENGINES["redis"], {"redis": {"url": "", "urlSecret": {"existingSecret": "u"}}, "keda": {"enabled": True}}),
      "keda.enabled with engine redis needs keda.redis.address"),
     # AMQP_URL in extraEnv serves the minions, not KEDA's trigger.
-    (merge(ENGINES["amqp"], {"amqp": {"urlSecret": {"existingSecret": ""}}, "keda": {"enabled": True},
+    (merge(ENGINES["amqp"], {"amqp": {"urlSecret": {"existingSecret": ""}},
+                             "keda": {"enabled": True, "rabbitmq": {"protocol": "amqp"}},
                              "extraEnv": [{"name": "AMQP_URL", "value": "amqp://rabbitmq"}]}),
      "keda.enabled with engine amqp needs amqp.url or amqp.urlSecret"),
-    (merge(ENGINES["amqp"], {"keda": {"enabled": True, "minReplicaCount": 5, "maxReplicaCount": 2}}),
+    (merge(ENGINES["amqp"], KEDA_EXTRA["amqp"], {"keda": {"enabled": True, "minReplicaCount": 5,
+                                                          "maxReplicaCount": 2}}),
      "keda.minReplicaCount (5) is greater than keda.maxReplicaCount (2)"),
 ]
 

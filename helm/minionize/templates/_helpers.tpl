@@ -48,6 +48,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+Labels of the pod template: the common ones without the chart's and the
+app's versions, so that a chart bump alone changes no pod template (a
+Deployment would roll its busy minions, a ScaledJob would restart its Jobs).
+*/}}
+{{- define "minionize.podLabels" -}}
+{{ include "minionize.selectorLabels" . }}
+app.kubernetes.io/component: minion
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
 Selector labels
 */}}
 {{- define "minionize.selectorLabels" -}}

@@ -344,7 +344,7 @@ for a Job.
 {{- $v := $.Values -}}
 metadata:
   labels:
-    {{- include "minionize.labels" $ | nindent 4 }}
+    {{- include "minionize.podLabels" $ | nindent 4 }}
     {{- with $v.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -457,7 +457,9 @@ podFailurePolicy:
     # An evicted or preempted minion gave its parameters back: not a failure.
     - action: Ignore
       onPodConditions:
+        # status: required by the Job schema of KEDA's ScaledJob up to 2.19.
         - type: DisruptionTarget
+          status: "True"
 {{- end }}
 template:
   {{- include "minionize.podTemplate" (dict "context" . "restartPolicy" $v.job.restartPolicy) | nindent 2 }}

@@ -168,10 +168,22 @@ so a Deployment would restart it forever and a Job would complete at once.
 {{- if and (eq $v.engine "pulsar") (not $v.keda.pulsar.adminURL) }}
   {{- include "minionize.refuse" "keda.enabled with engine pulsar needs keda.pulsar.adminURL: the pulsar trigger reads the backlog from the admin (HTTP) API" }}
 {{- end }}
+{{- if and (eq $v.engine "google") $v.google.emulatorHost }}
+  {{- include "minionize.refuse" "keda.enabled with google.emulatorHost: the gcp-pubsub trigger reads Cloud Monitoring, which the emulator does not have (nor credentials); disable keda with the emulator" }}
+{{- end }}
+{{- if and (eq $v.engine "pulsar") (hasPrefix "non-persistent://" $v.pulsar.topic) }}
+  {{- include "minionize.refuse" "keda.enabled with a non-persistent:// pulsar.topic: the pulsar trigger reads the stats of persistent topics only" }}
+{{- end }}
+{{- if eq $v.engine "redis" }}
+  {{- include "minionize.validateKedaRedis" . }}
+{{- end }}
+{{- if and (eq $v.engine "amqp") (eq $v.keda.rabbitmq.protocol "http") (not (or $v.keda.rabbitmq.managementURL $v.keda.rabbitmq.managementURLSecret.existingSecret)) }}
+  {{- include "minionize.refuse" "keda.enabled with engine amqp needs keda.rabbitmq.managementURL (e.g. http://rabbitmq:15672/%2F) or keda.rabbitmq.managementURLSecret: the management API counts the unacknowledged messages, those being run. Or set keda.rabbitmq.protocol=amqp, which counts the ready messages only: a Deployment then shrinks while its minions run" }}
+{{- end }}
 {{- if and (eq $v.engine "redis") (not (include "minionize.kedaRedisAddress" .)) }}
   {{- include "minionize.refuse" "keda.enabled with engine redis needs keda.redis.address (host:port), or a plain redis.url to take it from: the redis-streams trigger cannot read redis.urlSecret" }}
 {{- end }}
-{{- if and (eq $v.engine "amqp") (not (or $v.amqp.url $v.amqp.urlSecret.existingSecret)) }}
+{{- if and (eq $v.engine "amqp") (eq $v.keda.rabbitmq.protocol "amqp") (not (or $v.amqp.url $v.amqp.urlSecret.existingSecret)) }}
   {{- include "minionize.refuse" "keda.enabled with engine amqp needs amqp.url or amqp.urlSecret: the rabbitmq trigger must know the broker" }}
 {{- end }}
 {{- if and (eq $v.engine "postgres") (not (or $v.postgres.url $v.postgres.urlSecret.existingSecret)) }}
@@ -182,5 +194,25 @@ so a Deployment would restart it forever and a Job would complete at once.
 {{- end }}
 {{- if and (eq $v.mode "deployment") (gt ($v.keda.minReplicaCount | int) ($v.keda.maxReplicaCount | int)) }}
   {{- include "minionize.refuse" (printf "keda.minReplicaCount (%d) is greater than keda.maxReplicaCount (%d)" ($v.keda.minReplicaCount | int) ($v.keda.maxReplicaCount | int)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The redis-streams trigger counts the stream's length (XLEN): right only when
+settled entries are deleted, and it must reach Redis with the minions' password.
+*/}}
+{{- define "minionize.validateKedaRedis" -}}
+{{- $v := .Values -}}
+{{- $metric := $v.keda.redis.metric }}
+{{- if eq $metric "lagCount" }}
+  {{- include "minionize.refuse" "keda.redis.metric lagCount counts only the entries not yet delivered: the fleet scales to zero while its minions run, and an entry handed back at a shutdown wakes nobody. Use streamLength (the default)" }}
+{{- else if eq $metric "pendingEntriesCount" }}
+  {{- include "minionize.refuse" "keda.redis.metric pendingEntriesCount counts only the entries being run: a fleet at zero never wakes. Use streamLength (the default)" }}
+{{- end }}
+{{- if and (include "minionize.isSet" $v.redis.deleteAcked) (not $v.redis.deleteAcked) }}
+  {{- include "minionize.refuse" "keda.enabled with redis.deleteAcked=false: the stream keeps settled entries, so its length, which the trigger counts, never falls and the fleet never shrinks. Keep redis.deleteAcked true with KEDA" }}
+{{- end }}
+{{- if and $v.redis.urlSecret.existingSecret (not $v.redis.passwordSecret.existingSecret) (not $v.keda.authenticationRef) }}
+  {{- include "minionize.refuse" "keda.enabled with redis.urlSecret needs redis.passwordSecret (or keda.authenticationRef): KEDA cannot read the password inside the URL, and would get NOAUTH" }}
 {{- end }}
 {{- end }}
