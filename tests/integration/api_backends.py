@@ -3,8 +3,7 @@
 One class per engine (and per mode worth its own run, such as amqp with
 AMQP_PREFETCH): which of the process suite's backends runs its server and
 gives a test a fresh queue (the session's one, shared with the other
-suites), how to put raw bodies on that queue with the server's own client,
-how to point the engine at a given host and port, and what the suite must
+suites; its `publish_raw` puts raw bodies on that queue), how to point the engine at a given host and port, and what the suite must
 expect of it beyond what the engine class declares
 (`tells_drained`, `free_release`, `keeps_reason`, its settings: read from
 the class, never repeated here), each with the reason.
@@ -43,8 +42,6 @@ class ApiBackend:
     knows_remaining = True
     #: `remaining()` counts the messages held by minions, not only those waiting.
     remaining_counts_held = True
-    #: The queue holds any bytes (False: PostgreSQL's text holds UTF-8 only, and refuses the rest when written).
-    raw_bytes = True
     #: How long the extend test holds a message, renewing it: past the lease
     #: the variables of `env` set (0: the lease is too long for this suite).
     hold_seconds = 0.5
@@ -58,9 +55,15 @@ class ApiBackend:
         assert self.server is not None
         return self.server.env(workdir)
 
+    @property
+    def raw_bytes(self) -> bool:
+        """The queue holds any bytes (the process backend's `raw_bytes`)."""
+        return self.server is None or self.server.raw_bytes
+
     def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
         """Put `bodies` on the queue as they are, with the server's own client (the queue exists)."""
-        raise NotImplementedError
+        assert self.server is not None, f"{self.engine} has no server to publish to"
+        self.server.publish_raw(env, bodies)
 
     def address_env(self, host: str, port: int) -> Optional[dict[str, str]]:
         """The variables that point the engine at host:port; None: it has no server to reach."""
@@ -99,10 +102,6 @@ class FileApi(ApiBackend):
     knows_remaining = False
     hold_seconds = 0.3  # no lease: held until settled
 
-    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
-        with open(env["FILE_PATH"], "ab") as out:
-            out.write(b"".join(body + b"\n" for body in bodies))
-
 
 class ExecoApi(ApiBackend):
     engine = "execo"
@@ -123,11 +122,6 @@ class RedisApi(ApiBackend):
     def env(self, workdir: Path) -> dict[str, str]:
         return {**super().env(workdir), "REDIS_CLAIM_IDLE": "1"}
 
-    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
-        with self.server.client() as client:  # type: ignore[union-attr]
-            for body in bodies:
-                client.xadd(env["REDIS_STREAM"], {"param": body})
-
     def address_env(self, host: str, port: int) -> dict[str, str]:
         return {"REDIS_URL": f"redis://{host}:{port}/0"}
 
@@ -138,18 +132,6 @@ class AmqpApi(ApiBackend):
     #: RabbitMQ's queue.declare counts the ready messages, not those unacked.
     remaining_counts_held = False
     hold_seconds = 0.5  # held by the connection: renewals only service heartbeats
-
-    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
-        import pika
-
-        from .backends.amqp import channel
-
-        ch = channel()
-        try:
-            for body in bodies:
-                ch.basic_publish("", env["AMQP_QUEUE"], body, pika.BasicProperties(delivery_mode=2))
-        finally:
-            ch.connection.close()
 
     def address_env(self, host: str, port: int) -> dict[str, str]:
         return {"AMQP_URL": f"amqp://guest:guest@{host}:{port}/%2F"}
@@ -173,17 +155,6 @@ class GoogleApi(ApiBackend):
     #: The ack deadline is 10 s at the least: the process suite's long-run test holds one past it.
     hold_seconds = 0.0
 
-    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
-        from .backends.google import clients
-
-        subscriber, publisher = clients()
-        topic = f"projects/{env['GOOGLE_PROJECT_ID']}/topics/{env['GOOGLE_TOPIC_ID']}"
-        try:
-            publisher.publish(topic=topic, messages=[{"data": body} for body in bodies], timeout=30)
-        finally:
-            subscriber.transport.close()
-            publisher.transport.close()
-
     def address_env(self, host: str, port: int) -> dict[str, str]:
         return {"PUBSUB_EMULATOR_HOST": f"{host}:{port}"}
 
@@ -201,22 +172,6 @@ class PulsarApi(ApiBackend):
     def env(self, workdir: Path) -> dict[str, str]:
         return {**super().env(workdir), "PULSAR_NACK_DELAY": "0.1"}
 
-    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
-        import os
-
-        import pulsar
-
-        url = self.server.url  # type: ignore[union-attr]
-        client = pulsar.Client(url, operation_timeout_seconds=10,
-                               logger=pulsar.FileLogger(pulsar.LoggerLevel.Warn, os.devnull))
-        try:
-            producer = client.create_producer(env["PULSAR_TOPIC"])
-            for body in bodies:
-                producer.send(body)
-            producer.close()
-        finally:
-            client.close()
-
     def address_env(self, host: str, port: int) -> dict[str, str]:
         return {"PULSAR_CONNECTION": f"pulsar://{host}:{port}"}
 
@@ -227,15 +182,10 @@ class PulsarApi(ApiBackend):
 class PostgresApi(ApiBackend):
     engine = "postgres"
     process = "postgres"
-    #: A text column: bytes that are not UTF-8 never reach the table (the server refuses them).
-    raw_bytes = False
     hold_seconds = 1.6  # past POSTGRES_LEASE_SECONDS=1 (another minion's take finds expired leases)
 
     def env(self, workdir: Path) -> dict[str, str]:
         return {**super().env(workdir), "POSTGRES_LEASE_SECONDS": "1"}
-
-    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
-        self.server.publish_raw(env, [body.decode() for body in bodies])  # type: ignore[union-attr]
 
     def address_env(self, host: str, port: int) -> dict[str, str]:
         return {"POSTGRES_URL": f"postgresql://postgres@{host}:{port}/test"}
@@ -248,9 +198,6 @@ class NatsApi(ApiBackend):
 
     def env(self, workdir: Path) -> dict[str, str]:
         return {**super().env(workdir), "NATS_ACK_WAIT": "1"}
-
-    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
-        self.server.publish_raw(env, bodies)  # type: ignore[union-attr]
 
     def address_env(self, host: str, port: int) -> dict[str, str]:
         return {"NATS_URL": f"nats://{host}:{port}"}

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
-from .backends import BACKENDS, Backend, backend_fixture
+from .backends import Backend, backend_fixture, with_capability
 
 pytestmark = pytest.mark.integration
 ARGV = (sys.executable, str(ROOT / "tests" / "programs" / "argv.py"))
@@ -26,8 +26,8 @@ SWEEP = ("--sweep", "lr=0.1,0.01", "--sweep", "seed=1,2")
 EXPECTED = sorted(["--lr", lr, "--seed", seed] for lr in ("0.1", "0.01") for seed in ("1", "2"))
 
 
-#: execo keeps Python objects (pickled), not bodies: it has no wire format.
-WIRED = [name for name in BACKENDS if name != "execo"]
+#: Not execo, which keeps Python objects (pickled), not bodies: it has no wire format.
+WIRED = with_capability("holds_bodies")
 
 
 backend = backend_fixture(WIRED, doc="Every engine whose queue holds bodies, on its real server.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -105,13 +104,23 @@ class AmqpBackend(Backend):
         self.queues.append(queue)
         return {"MINION_ENGINE": "amqp", "AMQP_URL": URL, "AMQP_QUEUE": queue, "AMQP_DECODER": "json"}
 
-    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        import pika
+
+        ch = channel()
+        try:
+            for body in bodies:
+                ch.basic_publish("", env["AMQP_QUEUE"], body, pika.BasicProperties(delivery_mode=2))
+        finally:
+            ch.connection.close()
+
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, str]]:
         dead = env.get("AMQP_DEAD_LETTER_QUEUE") or f"{env['AMQP_QUEUE']}.dead"
         letters = []
         for _, properties, body in read_queue(dead):
             headers = properties.headers or {}
             reason = headers.get("minion_reason", b"")
-            letters.append((json.loads(body), reason.decode() if isinstance(reason, bytes) else str(reason)))
+            letters.append((body, reason.decode() if isinstance(reason, bytes) else str(reason)))
         return letters
 
     def restart(self) -> None:

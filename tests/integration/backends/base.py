@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -93,6 +94,9 @@ class Backend:
     exact_redelivery = True
     #: The queue holds any bytes (False: PostgreSQL's text holds UTF-8 only, and refuses the rest when written).
     raw_bytes = True
+    #: The queue holds encoded bodies (publish_raw, raw_dead_letters): False for execo,
+    #: whose sweeps keep Python objects (pickled), and so have no wire format.
+    holds_bodies = True
     #: The broker has a delivery deadline that a long run must outlive.
     has_deadline = False
     #: The broker can be restarted with its data (the restart test applies).
@@ -128,8 +132,19 @@ class Backend:
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
     def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
-        """(parameter, reason) of everything in the dead-letter place."""
-        raise NotImplementedError
+        """(parameter, reason) of everything in the dead-letter place: by default, the raw
+        dead letters' bodies read as JSON (every backend's env sets the json decoder)."""
+        return [(json.loads(body), reason) for body, reason in self.raw_dead_letters(env)]
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        """With holds_bodies: put `bodies` on the queue of `env` as they are, as a producer
+        other than minion-push could (the queue exists)."""
+        raise NotImplementedError(f"{type(self).__name__} has no publish_raw")
+
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, str]]:
+        """With holds_bodies: (body as it was queued, reason) of each dead letter; the
+        reason is "" where none is kept (not dead_letter_reason)."""
+        raise NotImplementedError(f"{type(self).__name__} has no raw_dead_letters")
 
     def lease_env(self) -> dict[str, str]:
         """Variables that shorten the time after which a dead minion's message comes back.

@@ -12,6 +12,7 @@ from .base import Backend
 class ExecoBackend(Backend):
     name = "execo"
     has_deadline = True  # the lease
+    holds_bodies = False  # its sweeps keep Python objects (pickled)
 
     def env(self, workdir: Path) -> dict[str, str]:
         return {"MINION_ENGINE": "execo", "EXECO_PERSISTENCE_DIR": str(workdir / self.unique("sweep"))}

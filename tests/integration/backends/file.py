@@ -31,5 +31,13 @@ class FileBackend(Backend):
         lines = path.read_text().splitlines() if path.exists() else []
         return [(json.loads(line), "") for line in lines]
 
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        with open(env["FILE_PATH"], "ab") as out:
+            out.write(b"".join(body + b"\n" for body in bodies))
+
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, str]]:
+        path = Path(env["FILE_DEAD_LETTER"])
+        return [(line, "") for line in path.read_bytes().split(b"\n")[:-1]] if path.exists() else []
+
 
 BACKENDS = (FileBackend,)

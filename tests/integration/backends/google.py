@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -150,10 +149,19 @@ class GoogleBackend(Backend):
             "GOOGLE_DECODER": "json",
         }
 
-    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        subscriber, publisher = clients()
+        topic = f"projects/{env['GOOGLE_PROJECT_ID']}/topics/{env['GOOGLE_TOPIC_ID']}"
+        try:
+            publisher.publish(topic=topic, messages=[{"data": body} for body in bodies], timeout=30)
+        finally:
+            subscriber.transport.close()
+            publisher.transport.close()
+
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, str]]:
         project, topic = env["GOOGLE_PROJECT_ID"], env["GOOGLE_TOPIC_ID"]
         letters = pull_all(f"projects/{project}/subscriptions/{topic}-dead-letter-sub")
-        return [(json.loads(letter.data), letter.attributes.get("minion_reason", "")) for letter in letters]
+        return [(letter.data, letter.attributes.get("minion_reason", "")) for letter in letters]
 
     def lease_env(self) -> dict[str, str]:
         # A killed minion's message comes back after one ack deadline; the next

@@ -8,7 +8,6 @@ to 8 MB for the poison suite's 1 MiB body (1 MB by default).
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import socket
 from pathlib import Path
@@ -131,13 +130,14 @@ class NatsBackend(Backend):
             "NATS_DECODER": "json",
         }
 
-    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, dict[str, str]]]:
+    def dead_letter_messages(self, env: dict[str, str]) -> list[tuple[bytes, dict[str, str]]]:
+        """(body, headers) of each message on the dead-letter subject."""
         subject = env.get("NATS_DEAD_LETTER_SUBJECT") or f"{env.get('NATS_SUBJECT') or env['NATS_STREAM']}.dead"
         found: list[tuple[bytes, dict[str, str]]] = run(_dead(self.url, subject))
         return found
 
-    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
-        return [(json.loads(body), headers.get("minion_reason", "")) for body, headers in self.raw_dead_letters(env)]
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, str]]:
+        return [(body, headers.get("minion_reason", "")) for body, headers in self.dead_letter_messages(env)]
 
     def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
         run(_publish(self.url, env.get("NATS_SUBJECT") or env["NATS_STREAM"], bodies))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import shutil
 import signal
@@ -89,16 +88,17 @@ class PostgresBackend(Backend):
         with connect(self.url) as conn:
             return conn.execute(query.format(sql.Identifier(env["POSTGRES_TABLE"]))).fetchall()
 
-    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
-        return [(json.loads(param), reason) for param, _, _, reason in self.rows(env, "state = 'failed'")]
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, str]]:
+        """The failed rows: the table is the dead-letter place."""
+        return [(param.encode(), reason) for param, _, _, reason in self.rows(env, "state = 'failed'")]
 
-    def publish_raw(self, env: dict[str, str], bodies: list[str]) -> None:
-        """Insert rows as a user's SQL would (the table exists)."""
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        """Insert rows as a user's SQL would (the table exists); `bodies` are UTF-8 (raw_bytes is False)."""
         from psycopg import sql
 
         with connect(self.url) as conn:
             query = sql.SQL("INSERT INTO {} (param) VALUES (%s)").format(sql.Identifier(env["POSTGRES_TABLE"]))
-            conn.cursor().executemany(query, [(body,) for body in bodies])
+            conn.cursor().executemany(query, [(body.decode(),) for body in bodies])
 
     def lease_env(self) -> dict[str, str]:
         return {"POSTGRES_LEASE_SECONDS": "2"}

@@ -10,7 +10,6 @@ real Pulsar broker does not (relay.py says more).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -18,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Optional
 
 from tests.conftest import require
 
@@ -144,10 +143,24 @@ class PulsarBackend(Backend):
             "PULSAR_DECODER": "json",
         }
 
-    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, str]]:
         # The name and subscription that the engine's docstring promises.
         topic = f"{env['PULSAR_TOPIC']}-minionize-DLQ"
-        return [(json.loads(body), properties.get("minion_reason", "")) for body, properties in self.read(topic)]
+        return [(body, properties.get("minion_reason", "")) for body, properties in self.read(topic)]
+
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        import pulsar
+
+        client = pulsar.Client(
+            self.url, operation_timeout_seconds=10, logger=pulsar.FileLogger(pulsar.LoggerLevel.Warn, os.devnull)
+        )
+        try:
+            producer = client.create_producer(env["PULSAR_TOPIC"])
+            for body in bodies:
+                producer.send(body)
+            producer.close()
+        finally:
+            client.close()
 
     def read(self, topic: str, subscription: str = "minionize") -> list[tuple[bytes, dict[str, str]]]:
         """Everything queued for `subscription` on `topic`, left unacknowledged."""

@@ -6,7 +6,6 @@ restart loses nothing; this one fsyncs every write (`appendfsync always`).
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 from pathlib import Path
@@ -87,11 +86,16 @@ class RedisBackend(Backend):
             "REDIS_DECODER": "json",
         }
 
-    def dead_letters(self, env: dict[str, str]) -> list[tuple[Any, str]]:
+    def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
+        with self.client() as client:
+            for body in bodies:
+                client.xadd(env["REDIS_STREAM"], {"param": body})
+
+    def raw_dead_letters(self, env: dict[str, str]) -> list[tuple[bytes, str]]:
         stream = env.get("REDIS_DEAD_LETTER_STREAM") or f"{env['REDIS_STREAM']}:dead"
         with self.client() as client:
             entries = client.xrange(stream)
-        return [(json.loads(fields[b"param"]), fields[b"minion_reason"].decode()) for _, fields in entries]
+        return [(fields[b"param"], fields[b"minion_reason"].decode()) for _, fields in entries]
 
     def lease_env(self) -> dict[str, str]:
         return {"REDIS_CLAIM_IDLE": "2"}
