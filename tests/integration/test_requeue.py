@@ -13,14 +13,17 @@ import pytest
 
 from tests.conftest import minion_env, minionize_cmd
 
-from .backends import Backend, backend_fixture
+from .backends import Backend, backend_fixture, with_capability
 
 pytestmark = pytest.mark.integration
 #: Fails for "doomed" until the file `fixed` exists; leaves `<param>.ok` behind each success.
 PROGRAM = ("sh", "-c", 'test "$1" != doomed || test -e fixed || exit 1; touch "$1.ok"', "sh")
 
 
-backend = backend_fixture(["file", "redis", "amqp", "amqp-prefetch", "pulsar", "google", "nats", "postgres"])
+backend = backend_fixture(
+    with_capability("retry_empties_dead_letters"),
+    doc="Every engine whose dead-letter place the retry empties (execo's journal keeps the history: its own test).",
+)
 
 
 def command(env: dict[str, str], cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:

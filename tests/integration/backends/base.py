@@ -97,6 +97,11 @@ class Backend:
     #: The queue holds encoded bodies (publish_raw, raw_dead_letters): False for execo,
     #: whose sweeps keep Python objects (pickled), and so have no wire format.
     holds_bodies = True
+    #: Once `minion-push --retry-failed` has queued the failed parameters again,
+    #: `dead_letters` reads none: the retry takes them out of the dead-letter place
+    #: (test_requeue's shared test applies). False for execo, whose journal, which
+    #: `dead_letters` reads, keeps every failure as history: a retry adds an event.
+    retry_empties_dead_letters = True
     #: The broker has a delivery deadline that a long run must outlive.
     has_deadline = False
     #: The broker can be restarted with its data (the restart test applies).

@@ -13,6 +13,8 @@ class ExecoBackend(Backend):
     name = "execo"
     has_deadline = True  # the lease
     holds_bodies = False  # its sweeps keep Python objects (pickled)
+    #: The journal keeps the failure after a retry (test_requeue has execo's own test).
+    retry_empties_dead_letters = False
 
     def env(self, workdir: Path) -> dict[str, str]:
         return {"MINION_ENGINE": "execo", "EXECO_PERSISTENCE_DIR": str(workdir / self.unique("sweep"))}
