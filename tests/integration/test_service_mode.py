@@ -25,13 +25,13 @@ import pytest
 
 from tests.conftest import ROOT, minion_env, minionize_cmd
 
-from .backends import BACKENDS, Backend, started
+from .backends import BACKENDS, Backend, load, started
 from .backends.pulsar import PulsarBackend
 from .test_contract import push
 
 pytestmark = pytest.mark.integration
 RECORD = (sys.executable, str(ROOT / "tests" / "programs" / "record.py"))
-BROKERS = [name for name in BACKENDS if name not in ("execo", "file")]
+BROKERS = [name for name in BACKENDS if not load(name).input_ends]
 #: How long after the minion is ready the parameter is pushed (the 5 s that
 #: issue #11 names), and how long it must stay after its work: a minion that
 #: ended on a drained queue would be gone well before (Redis tells at once,

@@ -16,6 +16,7 @@ from tests.integration.backends import BACKENDS, engine_of, load
 #: Backend attribute -> the engine's declaration it must equal.
 AGREE = {
     "drains": "tells_drained",
+    "input_ends": "input_ends",
     "survives_kill": "redelivers",
     "dead_letter_reason": "keeps_reason",
     "has_deadline": "has_deadline",

@@ -414,11 +414,3 @@ def test_minion_batch_is_read_from_the_environment() -> None:
     assert Settings.from_env({"MINION_BATCH": "1"}).batch is True
     assert Settings.from_env({"MINION_BATCH": "false"}).batch is False
 
-
-def test_every_engine_says_whether_its_input_ends_and_whether_it_can_tell_drained() -> None:
-    from minionize.registry import ENGINES, engine_class
-
-    ends = {name for name in ENGINES if engine_class(name).input_ends}
-    tells = {name for name in ENGINES if engine_class(name).tells_drained}
-    assert ends == {"execo", "file", "memory"}
-    assert tells == {"execo", "file", "memory", "redis", "amqp", "postgres", "nats"}

@@ -84,6 +84,10 @@ class Backend:
     #: A minion exits by itself once nothing is queued or in flight anywhere;
     #: otherwise the suite sets MINION_IDLE_TIMEOUT.
     drains = True
+    #: The input ends by itself (a sweep, a file): a minion ends once it is drained,
+    #: batch mode or not. False for a broker, where more may come at any time: a
+    #: minion there is a service (test_service_mode).
+    input_ends = False
     #: A killed minion's parameter comes back to another minion.
     survives_kill = True
     #: The dead-letter place keeps why each parameter failed.

@@ -12,6 +12,7 @@ from .base import Backend
 class ExecoBackend(Backend):
     name = "execo"
     has_deadline = True  # the lease
+    input_ends = True  # the sweep is done
     holds_bodies = False  # its sweeps keep Python objects (pickled)
     #: The journal keeps the failure after a retry (test_requeue has execo's own test).
     retry_empties_dead_letters = False

@@ -11,6 +11,7 @@ from .base import Backend
 class FileBackend(Backend):
     name = "file"
     shared_by_processes = False
+    input_ends = True  # end of file
     survives_kill = False  # documented: a file has nobody to give lines back to
     #: FILE_DEAD_LETTER keeps raw lines, so that it can be fed back as it is.
     dead_letter_reason = False
