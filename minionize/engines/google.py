@@ -193,7 +193,7 @@ class GoogleEngine(Engine):
                 minimum=10, maximum=600),
         Setting("GOOGLE_DEAD_LETTER_TOPIC", "text", "default <topic>-dead-letter"),
         Setting("PUBSUB_EMULATOR_HOST", "text", "host:port of the Pub/Sub emulator, instead of Google",
-                chart="emulatorHost"),
+                chart="emulatorHost", example="pubsub-emulator:8085"),
         Setting("GOOGLE_OPERATION_TIMEOUT", "seconds", "seconds any call may take, retries included", default=5.0,
                 above=0),
     )

@@ -55,6 +55,9 @@ class Setting:
     #: when the chart does not set it (`chart_why` says why, in values.yaml too).
     chart: Optional[str] = None
     chart_why: str = ""
+    #: A valid value other than the default, where none can be made from the
+    #: default (no default: `postgresql://minion@postgres:5432/sweeps`); the tests set it.
+    example: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

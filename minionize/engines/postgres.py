@@ -250,7 +250,7 @@ class PostgresEngine(Engine):
     title = "PostgreSQL (pip install 'minionize[postgres]')"
     settings = (
         Setting("POSTGRES_URL", "url", "postgresql:// URL or key=value string; default DATABASE_URL, then PG*",
-                secret=True),
+                secret=True, example="postgresql://minion@postgres:5432/sweeps"),
         Setting("DATABASE_URL", "url", "read when POSTGRES_URL is unset", chart="",
                 chart_why="the chart sets POSTGRES_URL (postgres.url or postgres.urlSecret); DATABASE_URL is "
                           "the fallback for minions started by hand"),
