@@ -21,13 +21,20 @@ log = logging.getLogger("minionize")
 BACKOFF_MAX = 30.0
 #: The engine calls that settle messages: an unexpected error there concerns those messages only.
 SETTLING = frozenset({"ack", "nack", "release", "fail", "extend"})
+#: The calls whose success shows that the broker answers again: `drained` and
+#: `remaining` may answer from what the client knows (or a default), and
+#: would end an outage in the log at every turn of the loop while it lasts.
+REACHING = SETTLING | {"next"}
 
 
 class EngineCalls:
     """Calls to the engine through `__call__`: the result, or None when the call failed (then `failed`)."""
 
-    def __init__(self, stop: StopRequest, pause: Callable[[float], None], stop_takes: float) -> None:
+    def __init__(self, stop: StopRequest, pause: Callable[[float], None], stop_takes: float,
+                 offline: frozenset[str] = frozenset()) -> None:
         self._stop, self._pause, self._stop_takes = stop, pause, stop_takes
+        #: The calls that show the broker is back (without the engine's `offline_calls`).
+        self._reaching = REACHING - offline
         #: Failed calls in a row (the minion is not ready while there are some).
         self.failures = 0
         #: Whether the last call failed, or was not made.
@@ -55,9 +62,9 @@ class EngineCalls:
             self.failed = True
             log.exception("engine %s failed on one message; left to the broker's redelivery", method.__name__)
             return None
-        if self.failures:
+        if self.failures and method.__name__ in self._reaching:
             log.warning("engine reachable again after %d failed calls", self.failures)
-        self.failures = 0
+            self.failures = 0
         return result
 
     def _back_off(self, name: str, exc: BaseException) -> None:

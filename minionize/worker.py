@@ -79,7 +79,7 @@ class Worker:
         self._lock = threading.Lock()
         self._looping = False
         # Every engine call: a failed one is retried after a backoff, a late one in a stop not made.
-        self._engine_call = EngineCalls(self._stop, self._pause, KILL_AFTER + _STOP_MARGIN)
+        self._engine_call = EngineCalls(self._stop, self._pause, KILL_AFTER + _STOP_MARGIN, engine.offline_calls)
         self.counts: dict[str, int] = {v.value: 0 for v in (Verdict.ACKED, Verdict.RETRIED, Verdict.FAILED,
                                                             Verdict.RELEASED)}
         #: The broken-node guard: after strikes of runs failing at once, take nothing for a while, then give up.
@@ -164,10 +164,11 @@ class Worker:
                     return self._stop.result()
                 self._collect(0.1)
                 continue
-            if self._slots.runs or self._health.paused:
-                idle_since = time.monotonic()  # a strike's pause is not idleness
             if self._may_take() and self._take():
                 continue
+            if self._slots.runs or self._health.paused or self._engine_call.failures:
+                # Neither a strike's pause nor a lost broker is idleness: an empty queue is.
+                idle_since = time.monotonic()
             if self._slots.runs:
                 # Nothing to take: wait for a run to end rather than poll the queue.
                 self._collect(POLL)

@@ -83,6 +83,9 @@ class Engine(abc.ABC):
     #: Seconds for which the client may hold an ack before sending it: a killed
     #: minion loses those acks, and their parameters run again.
     ack_delay: ClassVar[float] = 0.0
+    #: Calls that the client may answer without its broker (it queues what they
+    #: send): their success does not show that a lost broker is back.
+    offline_calls: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     @abc.abstractmethod

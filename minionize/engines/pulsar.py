@@ -24,7 +24,9 @@ Environment
         minion may hold besides those it runs (see Caveats).
     PULSAR_OPERATION_TIMEOUT (seconds, default 5): how long connecting,
         subscribing and publishing may take before the minion gives up
-        (exit code 3 at start-up).
+        (exit code 3 at start-up). A minion that received nothing for that
+        long asks the broker for the topic's metadata: a dead link shows
+        within two timeouts (the client's own keep-alive takes 30 to 60 s).
     PULSAR_TOKEN (JWT, default none) or PULSAR_TOKEN_FILE (path, re-read at
         each connection, default none): token authentication. Never logged.
     PULSAR_TLS_TRUST_CERTS_FILE (path, default: the certifi bundle): the CA
@@ -78,6 +80,7 @@ import math
 import os
 import re
 import threading
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +294,7 @@ class PulsarEngine(Engine):
     tells_drained = False  # Pulsar cannot tell that a topic will stay empty
     free_release = False  # the broker counts every redelivery
     ack_delay = 0.1  # the client groups acks for 100 ms, and cannot be told not to
+    offline_calls = frozenset({"ack", "nack", "release"})  # queued by the client, sent once it is connected
 
     def __init__(self, settings: PulsarSettings) -> None:
         self.config = settings
@@ -298,6 +302,8 @@ class PulsarEngine(Engine):
         self._consumer: Optional[pulsar.Consumer] = None
         self._dead_letters: Optional[pulsar.Producer] = None
         self._connected = True
+        #: When the broker last answered (a message, or a check of the connection).
+        self._heard = time.monotonic()
         self._guard = ConnectionGuard(f"Pulsar at {mask_url(settings.connection)}", self.connection_errors,
                                       settings.operation_timeout)
 
@@ -343,14 +349,31 @@ class PulsarEngine(Engine):
                 received = consumer.receive(timeout_millis=max(1, int(timeout * 1000)))
             except pulsar.Timeout:
                 self._watch_connection(consumer)
+                self._check_connection()
                 return None
             except pulsar.AlreadyClosed:
                 self._consumer = None  # subscribed again at the next call
                 raise
+        self._heard = time.monotonic()
         message = Message(
             id=str(received.message_id()), param=None, attempt=received.redelivery_count() + 1, handle=received
         )
         return decode_into(message, received.data(), self.config.decoder)
+
+    def _check_connection(self) -> None:
+        """With nothing received for an operation timeout, ask the broker something (a topic lookup).
+
+        A receive only waits on the client's own queue, and the client notices
+        a dead link by its keep-alive, after 30 to 60 s: until then a minion
+        cut off from its broker would look merely idle. An unanswered lookup
+        fails within the operation timeout, and the worker backs off.
+        """
+        if time.monotonic() - self._heard < self.config.operation_timeout:
+            return
+        assert self._client is not None
+        with self._guard("checking the connection"):
+            self._client.get_topic_partitions(self.config.topic)
+        self._heard = time.monotonic()
 
     def _watch_connection(self, consumer: pulsar.Consumer) -> None:
         """Log when the client loses the broker, and when it is back (it reconnects by itself)."""

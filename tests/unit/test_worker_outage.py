@@ -118,3 +118,42 @@ def test_a_stop_during_an_outage_ends_within_grace_plus_kill_delay() -> None:
     assert code == 0
     assert took < grace + KILL_AFTER + _STOP_MARGIN + 1.0, f"stop took {took:.1f}s"
     assert engine.acked == []  # left to the broker's redelivery, not acked
+
+
+def test_a_lost_broker_is_not_idleness() -> None:
+    """A batch minion with an idle timeout keeps waiting for a broker it cannot reach (it would exit 0 otherwise,
+    as if the queue were empty, with its work left undone)."""
+    engine = Down()
+    worker = Worker(engine, FuncCallback(print), Settings(engine="memory", idle_timeout=0.3, batch=True))
+    ended: list[int] = []
+    thread = threading.Thread(target=lambda: ended.append(worker.run()))
+    thread.start()
+    try:
+        time.sleep(2.0)  # several idle timeouts, and a backoff or two
+        assert not ended, "the minion took a lost broker for an empty queue"
+    finally:
+        worker.request_stop()
+        thread.join(30)
+
+
+def test_only_a_call_that_reaches_the_broker_ends_an_outage() -> None:
+    """`drained` and the engine's offline calls can answer without the broker: the outage goes on, once logged."""
+    calls = EngineCalls(StopRequest(), lambda seconds: None, stop_takes=10.0, offline=frozenset({"ack"}))
+
+    def next() -> None:  # noqa: A001 - named as the engine call it stands for
+        raise ConnectionError("down")
+
+    def drained() -> bool:
+        return False
+
+    def ack() -> None:
+        pass
+
+    calls(next)
+    for local in (drained, ack):
+        calls(local)
+        assert calls.failures == 1, f"{local.__name__} ended the outage"
+    calls.failures, reached = 1, lambda: None
+    reached.__name__ = "extend"
+    calls(reached)
+    assert calls.failures == 0
