@@ -275,7 +275,7 @@ def amqp_case(helm: str) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     queue = f"keda-{uuid.uuid4().hex[:8]}"
     metadata = rendered_trigger(helm, {"engine": "amqp", "amqp": {
         "url": "amqp://127.0.0.1:5672/%2F", "queue": queue}, "keda": {"rabbitmq": {
-        "managementURL": f"{MANAGEMENT_API}/%2F"}}})
+        "managementURL": f"{MANAGEMENT_API}/%2F", "credentialsSecret": {"existingSecret": "monitoring"}}}})
     env = {"MINION_ENGINE": "amqp", "AMQP_URL": amqp_backend.URL, "AMQP_QUEUE": queue}
     yield env, metadata
     channel = amqp_backend.channel()

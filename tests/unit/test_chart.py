@@ -99,7 +99,8 @@ KEDA_EXTRA: dict[str, dict[str, Any]] = {
     "google": {},
     "pulsar": {"keda": {"pulsar": {"adminURL": "https://broker:8443"}}},
     "redis": {},
-    "amqp": {"keda": {"rabbitmq": {"managementURL": "http://rabbitmq:15672/%2F"}}},
+    "amqp": {"keda": {"rabbitmq": {"managementURL": "http://rabbitmq:15672/%2F",
+                                   "credentialsSecret": {"existingSecret": "rabbit-monitor"}}}},
     "nats": {"keda": {"nats": {"monitoringEndpoint": "nats:8222"}}},
     "postgres": {},
 }

@@ -276,6 +276,8 @@ def test_redis_url_secret_alone_is_refused_with_keda(helm: str) -> None:
     ({"redis": {"deleteAcked": False}}, "redis.deleteAcked=false: the stream keeps settled entries"),
     ({"engine": "google", "google": {"emulatorHost": "pubsub:8085"}}, "the emulator does not have"),
     ({"engine": "amqp", "keda": {"rabbitmq": {"managementURL": ""}}}, "keda.rabbitmq.managementURL"),
+    ({"engine": "amqp", "keda": {"rabbitmq": {"credentialsSecret": {"existingSecret": ""}}}},
+     "keda.rabbitmq.managementURL needs keda.rabbitmq.credentialsSecret"),
     ({"engine": "pulsar", "pulsar": {"topic": "non-persistent://public/default/p"}}, "non-persistent://"),
 ])
 def test_keda_guards(helm: str, values: dict[str, Any], message: str) -> None:
@@ -291,8 +293,10 @@ def test_rabbitmq_counts_unacknowledged_messages_by_default(helm: str) -> None:
     assert (metadata["protocol"], metadata["host"], metadata["mode"]) == ("http", "http://rabbitmq:15672/%2F",
                                                                           "QueueLength")
     assert "excludeUnacknowledged" not in metadata
-    # The AMQP URL's Secret is the minions', not the management API's.
-    assert not [d for d in docs if d["kind"] == "TriggerAuthentication"]
+    # The management API's user, not the AMQP URL's Secret, which is the minions'.
+    assert one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"] == [
+        {"parameter": "username", "name": "rabbit-monitor", "key": "username"},
+        {"parameter": "password", "name": "rabbit-monitor", "key": "password"}]
     docs = render(helm, keda_case("amqp-management-secret", "deployment"))
     assert "host" not in trigger_metadata(docs)
     assert one(docs, "TriggerAuthentication")["spec"]["secretTargetRef"] == [

@@ -38,7 +38,7 @@ trigger needs none (or keda.authenticationRef names an existing one).
   (and (eq $v.engine "pulsar") (or $v.pulsar.token.existingSecret $pulsar.trustCerts.existingSecret $pulsar.clientCert.existingSecret))
   (and (eq $v.engine "redis") $v.redis.passwordSecret.existingSecret)
   (and (eq $v.engine "amqp") (eq $v.keda.rabbitmq.protocol "amqp") $v.amqp.urlSecret.existingSecret)
-  (and (eq $v.engine "amqp") (eq $v.keda.rabbitmq.protocol "http") $v.keda.rabbitmq.managementURLSecret.existingSecret)
+  (and (eq $v.engine "amqp") (eq $v.keda.rabbitmq.protocol "http") (or $v.keda.rabbitmq.managementURLSecret.existingSecret $v.keda.rabbitmq.credentialsSecret.existingSecret))
   (and (eq $v.engine "nats") $v.keda.nats.monitoringEndpointSecret.existingSecret)
   (and (eq $v.engine "postgres") $v.postgres.urlSecret.existingSecret) }}
 {{- if $needed }}{{ include "minionize.fullname" . }}{{ end }}

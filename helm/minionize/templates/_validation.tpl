@@ -180,6 +180,11 @@ so a Deployment would restart it forever and a Job would complete at once.
 {{- if and (eq $v.engine "amqp") (eq $v.keda.rabbitmq.protocol "http") (not (or $v.keda.rabbitmq.managementURL $v.keda.rabbitmq.managementURLSecret.existingSecret)) }}
   {{- include "minionize.refuse" "keda.enabled with engine amqp needs keda.rabbitmq.managementURL (e.g. http://rabbitmq:15672/%2F) or keda.rabbitmq.managementURLSecret: the management API counts the unacknowledged messages, those being run. Or set keda.rabbitmq.protocol=amqp, which counts the ready messages only: a Deployment then shrinks while its minions run" }}
 {{- end }}
+{{- with $v.keda.rabbitmq }}
+{{- if and (eq $v.engine "amqp") (eq .protocol "http") .managementURL (not .managementURLSecret.existingSecret) (not .credentialsSecret.existingSecret) (not $v.keda.authenticationRef) }}
+  {{- include "minionize.refuse" "keda.rabbitmq.managementURL needs keda.rabbitmq.credentialsSecret (or keda.authenticationRef): the management API answers a user only. Or give the whole URL, credentials inside, in keda.rabbitmq.managementURLSecret" }}
+{{- end }}
+{{- end }}
 {{- if and (eq $v.engine "redis") (not (include "minionize.kedaRedisAddress" .)) }}
   {{- include "minionize.refuse" "keda.enabled with engine redis needs keda.redis.address (host:port), or a plain redis.url to take it from: the redis-streams trigger cannot read redis.urlSecret" }}
 {{- end }}
