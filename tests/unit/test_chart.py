@@ -2,7 +2,8 @@
 
 Every engine is rendered in both modes (and with KEDA for the brokers); the
 core objects are validated with `kubernetes-validate --strict`, the KEDA
-objects (no bundled schema) are checked here. helm and kubernetes-validate
+objects' structure here, and against KEDA's CRDs and scalers in
+test_chart_keda.py. helm and kubernetes-validate
 come from scripts/k8s-tools.sh: a missing tool skips locally and fails under
 CI=true.
 """

@@ -29,6 +29,7 @@ CRDS = ROOT / "tests" / "data" / "crds"
 #: The oldest and newest KEDA the chart supports (Chart.yaml says the same), and one between.
 KEDA_VERSIONS = ("v2.16.1", "v2.17.0", "v2.20.2")
 PROMETHEUS_OPERATOR = "v0.93.0"
+SERVICE_MONITOR_CRD = CRDS / f"prometheus-operator-{PROMETHEUS_OPERATOR}" / "monitoring.coreos.com_servicemonitors.yaml"
 KEDA_FILES = {"ScaledObject": "keda.sh_scaledobjects.yaml", "ScaledJob": "keda.sh_scaledjobs.yaml",
               "TriggerAuthentication": "keda.sh_triggerauthentications.yaml"}
 
@@ -184,8 +185,7 @@ def test_keda_objects_match_every_supported_crd(helm: str, name: str, mode: str)
         for doc in keda:
             assert keda_schema_errors(doc, version) == [], (version, doc["kind"])
     for monitor in (d for d in docs if d["kind"] == "ServiceMonitor"):
-        path = CRDS / f"prometheus-operator-{PROMETHEUS_OPERATOR}" / "monitoring.coreos.com_servicemonitors.yaml"
-        assert schema_errors(monitor, path) == []
+        assert schema_errors(monitor, SERVICE_MONITOR_CRD) == []
     check_trigger_against_the_scaler(docs)
 
 
@@ -369,6 +369,19 @@ def test_numbers_are_written_as_integers(helm: str) -> None:
         "1000000", "2", "2000000")
     done = helm_template(helm, merge(values, {"keda": {"target": 2.5}}))
     assert done.returncode != 0 and "keda.target" in done.stderr
+    # The objects' own integers too (a values file's numbers are floats to Helm).
+    big = 1000000
+    values = merge(keda_case("redis", "job"), {"keda": {"pollingInterval": big, "maxReplicaCount": big,
+                                                        "scaledJob": {"successfulJobsHistoryLimit": big}},
+                                               "job": {"activeDeadlineSeconds": big, "backoffLimit": big}})
+    scaled = one(render(helm, values), "ScaledJob")
+    spec = scaled["spec"]
+    assert [spec["pollingInterval"], spec["maxReplicaCount"], spec["successfulJobsHistoryLimit"],
+            spec["jobTargetRef"]["activeDeadlineSeconds"], spec["jobTargetRef"]["backoffLimit"]] == [big] * 5
+    assert keda_schema_errors(scaled, KEDA_VERSIONS[0]) == []
+    values = merge(keda_case("redis", "deployment"), {"keda": {"cooldownPeriod": big, "minReplicaCount": 3}})
+    scaled = one(render(helm, values), "ScaledObject")
+    assert (scaled["spec"]["cooldownPeriod"], scaled["spec"]["minReplicaCount"]) == (big, 3)
 
 
 def test_google_trigger_reads_an_idle_subscription_as_empty(helm: str) -> None:

@@ -1,7 +1,8 @@
 """The chart's metrics option: /metrics, the probes and how Prometheus finds them.
 
 Rendered with the real helm; the core objects pass `kubernetes-validate
---strict`, the ServiceMonitor (no bundled schema) is checked here.
+--strict`, the ServiceMonitor its CRD's schema (the Prometheus Operator's, in
+tests/data/crds/), and the links between them are checked here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.unit.test_chart import (
     render_notes,
     validate,
 )
+from tests.unit.test_chart_keda import SERVICE_MONITOR_CRD, schema_errors
 
 ON = {"metrics": {"enabled": True}}
 MONITORED = {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True}}}
@@ -54,6 +56,7 @@ def test_metrics_render_validates(
     docs = render(helm, merge(case_values(engine, mode, keda), MONITORED))
     validate(kubernetes_validate, [d for d in docs if d["kind"] != "ServiceMonitor"], tmp_path)
     service, monitor = one(docs, "Service"), one(docs, "ServiceMonitor")
+    assert schema_errors(monitor, SERVICE_MONITOR_CRD) == []
     # The ServiceMonitor finds the Service, whose selector finds the minion pods.
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "minions"
@@ -142,6 +145,7 @@ def test_service_monitor_settings(helm: str) -> None:
                                        "labels": {"release": "kube-prometheus-stack"}}},
     })
     monitor = one(render(helm, values), "ServiceMonitor")
+    assert schema_errors(monitor, SERVICE_MONITOR_CRD) == []
     assert monitor["metadata"]["name"] == FULLNAME
     labels = monitor["metadata"]["labels"]
     assert labels["release"] == "kube-prometheus-stack", "the ServiceMonitor's own labels win"

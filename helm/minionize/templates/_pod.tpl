@@ -391,7 +391,7 @@ spec:
       {{- if $v.metrics.enabled }}
       ports:
         - name: metrics
-          containerPort: {{ $v.metrics.port }}
+          containerPort: {{ $v.metrics.port | int64 }}
           protocol: TCP
       {{- with $v.metrics.livenessProbe }}
       livenessProbe:
@@ -439,10 +439,10 @@ others have stopped.
 */}}
 {{- define "minionize.jobSpec" -}}
 {{- $v := .Values -}}
-parallelism: {{ $v.job.parallelism }}
-backoffLimit: {{ $v.job.backoffLimit }}
+parallelism: {{ $v.job.parallelism | int64 }}
+backoffLimit: {{ $v.job.backoffLimit | int64 }}
 {{- with $v.job.activeDeadlineSeconds }}
-activeDeadlineSeconds: {{ . }}
+activeDeadlineSeconds: {{ . | int64 }}
 {{- end }}
 {{- if eq $v.job.restartPolicy "Never" }}
 podFailurePolicy:
