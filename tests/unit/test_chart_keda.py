@@ -17,11 +17,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require
 from tests.unit.keda_scalers import SCALERS, TESTED_KEDA, readme_table
 from tests.unit.test_chart import CHART, ENGINES, case_values, helm_template, merge, one, render
 
@@ -80,6 +79,10 @@ OBJECT_META = {
 @cache
 def crd_schema(path: Path) -> tuple[str, str, Any]:
     """(apiVersion, kind, validator) of the CRD's served version."""
+    try:
+        import jsonschema  # the test extra's, which kubernetes-validate brings too
+    except ImportError:
+        require(False, "jsonschema is missing: pip install -e '.[test]'")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(path.read_text(), Loader=loader)
     (version,) = [v for v in crd["spec"]["versions"] if v.get("served") and v.get("storage")]
