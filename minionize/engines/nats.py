@@ -33,8 +33,9 @@ Environment
         the stream `<stream>_dead` created here.
     NATS_USER, NATS_PASSWORD (text, default none): user and password.
     NATS_TOKEN (text, default none): a token, instead of a user.
-    NATS_CREDS (path, default none): a credentials file (JWT and NKey seed;
-        needs the Python package nkeys).
+    NATS_CREDS (path, default none): a credentials file (JWT and NKey seed,
+        as `nsc generate creds` writes it; signed with the package nkeys,
+        which the nats extra installs).
     NATS_TLS_CA_FILE (path, default none): the CA bundle that signs the
         server's certificate (default: the system's).
     NATS_TLS_CERT_FILE, NATS_TLS_KEY_FILE (paths, default none): a client
@@ -128,6 +129,9 @@ _FETCH_MIN = 0.05
 #: A stream or consumer name: no whitespace, dots, wildcards or path separators.
 _NAME = re.compile(r"[^\s.*>/\\]{1,255}")
 _T = TypeVar("_T")
+#: The TLS alerts of a server that wants another client certificate (OpenSSL's names).
+_CLIENT_CERT_REFUSED = frozenset({"SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+                                  "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV1_ALERT_UNKNOWN_CA"})
 
 
 def _clean(text: str) -> str:
@@ -173,10 +177,21 @@ def _why(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class _QuietTlsUpgrade(logging.Filter):
+    """Drop asyncio's warning at the end of each connection upgraded to TLS by start_tls (as nats-py does):
+    its stream protocol, made before the upgrade, asks to stay half open, which TLS ignores. It means nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "returning true from eof_received() has no effect when using ssl"
+
+
 class _Loop:
     """A private asyncio event loop on a thread of its own: the engine's verbs run their coroutines there."""
 
     def __init__(self) -> None:
+        asyncio_log = logging.getLogger("asyncio")
+        if not any(isinstance(kept, _QuietTlsUpgrade) for kept in asyncio_log.filters):
+            asyncio_log.addFilter(_QuietTlsUpgrade())
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="minionize-nats", daemon=True)
         self.thread.start()
@@ -226,7 +241,7 @@ class NatsEngine(Engine):
         Setting("NATS_USER", "text", "with NATS_PASSWORD", secret=True, chart="secret:userSecret"),
         Setting("NATS_PASSWORD", "text", "with NATS_USER", secret=True, chart="secret:passwordSecret"),
         Setting("NATS_TOKEN", "text", "a token, instead of a user", secret=True, chart="secret:tokenSecret"),
-        Setting("NATS_CREDS", "path", "a credentials file (JWT and NKey seed; pip install nkeys)", secret=True,
+        Setting("NATS_CREDS", "path", "a credentials file (JWT and NKey seed)", secret=True,
                 chart="file:credsSecret"),
         Setting("NATS_TLS_CA_FILE", "path", "the CA bundle of the server's certificate", chart="file:tls.ca"),
         Setting("NATS_TLS_CERT_FILE", "path", "a client certificate (with NATS_TLS_KEY_FILE)",
@@ -384,8 +399,8 @@ class NatsEngine(Engine):
             try:
                 import nkeys  # noqa: F401 - nats-py signs with it
             except ImportError:
-                raise ConfigError("NATS_CREDS", self._creds, "needs the Python package 'nkeys': pip install nkeys") \
-                    from None
+                raise ConfigError("NATS_CREDS", self._creds,
+                                  "needs the Python package nkeys: pip install 'minionize[nats]'") from None
             options["user_credentials"] = self._creds
         context = self._ssl_context()
         if context is not None:
@@ -432,6 +447,18 @@ class NatsEngine(Engine):
                                   f"NATS refused the credentials ({self._said(self._auth_error)})")
         return connecting.result()
 
+    def _refusal(self, exc: BaseException) -> str:
+        """Why connecting failed; a failed TLS handshake names the variable that decides it."""
+        ca, cert, _ = self._tls
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            trusted = f"NATS_TLS_CA_FILE ({ca})" if ca else "the system's CAs (NATS_TLS_CA_FILE is not set)"
+            return f"the server's certificate is not verified by {trusted}: {exc.verify_message}"
+        if isinstance(exc, ssl.SSLError) and exc.reason in _CLIENT_CERT_REFUSED:
+            refused = f"refused the client certificate NATS_TLS_CERT_FILE ({cert})" if cert else \
+                "wants a client certificate (NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE are not set)"
+            return f"the server {refused}: {exc.reason.lower().replace('_', ' ')}"
+        return self._said(exc)
+
     def _shown_secret(self) -> str:
         return self.where if self._refused_variable() == "NATS_URL" else "***"
 
@@ -451,12 +478,12 @@ class NatsEngine(Engine):
             raise
         except TimeoutError:
             late = f"no answer within {self.operation_timeout:g}s"
-            why = self._said(self._last_error) if self._last_error else late
+            why = self._refusal(self._last_error) if self._last_error else late
             self.close()
             raise QueueUnreachable(f"cannot reach NATS at {self.where}: {why}") from None
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             self.close()
-            raise QueueUnreachable(f"cannot reach NATS at {self.where}: {self._said(exc)}") from None
+            raise QueueUnreachable(f"cannot reach NATS at {self.where}: {self._refusal(exc)}") from None
         except BaseException:  # a bug, a KeyboardInterrupt: the loop thread must not outlive the engine
             self.close()
             raise

@@ -25,18 +25,23 @@ class NatsServer(ServerProcess):
 
     program, log_name = "nats-server", "nats.log"
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, config: str = "") -> None:
+        """`options`: nats-server's command line; `config`: more lines of its configuration file."""
         super().__init__()
-        config = self.directory / "nats.conf"
-        config.write_text(
+        path = self.directory / "nats.conf"
+        path.write_text(
             f"listen: 127.0.0.1:{self.port}\nmax_payload: 8MB\n"
-            f'jetstream {{ store_dir: "{self.directory / "store"}" }}\n'
+            f'jetstream {{ store_dir: "{self.directory / "store"}" }}\n{config}'
         )
-        self.command = [NATS_SERVER, "-c", str(config), "-l", str(self.log), *options]
+        self.command = [NATS_SERVER, "-c", str(path), "-l", str(self.log), *options]
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"tls://127.0.0.1:{self.port}"
 
     def ready(self) -> bool:
         """The server answers, and JetStream has finished recovering its streams."""
