@@ -326,9 +326,16 @@ def test_target_defaults_to_what_the_minions_run_at_once(
         assert metadata[key] == target, engine
 
 
-def test_scale_down_waits_and_goes_one_pod_at_a_time(helm: str) -> None:
+def test_scale_down_never_stops_a_busy_minion_by_default_and_goes_one_pod_at_a_time_when_asked(helm: str) -> None:
     spec = scaled_spec(render(helm, keda_case("redis", "deployment")))
     scale_down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    # The HPA removes no pod (the ReplicaSet would pick busy ones too): KEDA stops the
+    # fleet whole once the backlog, runs in flight included, is zero.
+    assert scale_down["selectPolicy"] == "Disabled"
+    spec = scaled_spec(render(helm, merge(keda_case("redis", "deployment"),
+                                          {"keda": {"behavior": {"scaleDown": {"selectPolicy": "Min"}}}})))
+    scale_down = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert scale_down["selectPolicy"] == "Min"
     assert scale_down["stabilizationWindowSeconds"] >= 300
     assert scale_down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
     spec = scaled_spec(render(helm, merge(keda_case("redis", "deployment"), {"keda": {"behavior": None}})))
