@@ -71,10 +71,12 @@ A crashed minion
     twice. A crashed minion stops doing so: after the ack wait, JetStream
     delivers the message again, to any minion, one attempt more. A lost
     connection is reopened in the background by the client (once a second);
-    meanwhile the verbs fail with ConnectionError (the worker backs off)
-    and the acks, nacks and fails owed are kept and sent once it is back,
-    oldest first: with file storage, a server restart loses neither the
-    messages nor the consumer's state.
+    meanwhile the verbs fail at once with ConnectionError (the worker backs
+    off) and the acks, nacks and fails owed are kept and sent once it is
+    back, oldest first: with file storage, a server restart loses neither
+    the messages nor the consumer's state. A call left unanswered for
+    NATS_OPERATION_TIMEOUT (a paused server, a partition) makes the calls
+    of the next one fail without being tried (kit.ConnectionGuard).
 
 Caveats
     Drained (what ends a minion in batch mode, MINION_BATCH) means the
@@ -114,7 +116,7 @@ from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
-from .kit import DEAD_REASON, Setting, dead_letter_metadata, read_settings
+from .kit import DEAD_REASON, ConnectionGuard, Setting, dead_letter_metadata, read_settings
 
 log = logging.getLogger("minionize")
 
@@ -129,6 +131,14 @@ _FETCH_MIN = 0.05
 #: A stream or consumer name: no whitespace, dots, wildcards or path separators.
 _NAME = re.compile(r"[^\s.*>/\\]{1,255}")
 _T = TypeVar("_T")
+#: The client's errors of a server that is away or does not answer: the connection
+#: is being reopened (by the client), or a call went unanswered (TimeoutError:
+#: _Loop.run's, past NATS_OPERATION_TIMEOUT; asyncio's and nats-py's, of a request).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    TimeoutError, asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError, nats.errors.NoRespondersError, nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError, nats.js.errors.ServiceUnavailableError, OSError,
+)
 #: The TLS alerts of a server that wants another client certificate (OpenSSL's names).
 _CLIENT_CERT_REFUSED = frozenset({"SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
                                   "SSLV3_ALERT_CERTIFICATE_UNKNOWN", "TLSV1_ALERT_UNKNOWN_CA"})
@@ -225,6 +235,7 @@ class _Loop:
 
 class NatsEngine(Engine):
     name = "nats"
+    connection_errors = _UNAVAILABLE
     title = "NATS JetStream (pip install 'minionize[nats]')"
     settings = (
         Setting("NATS_URL", "url", "nats:// or tls://, comma-separated for a cluster; masked", default=DEFAULT_URL,
@@ -293,7 +304,9 @@ class NatsEngine(Engine):
         self._unsettled: list[tuple[str, Message, str]] = []
         #: Acks sent and not yet answered by the server (see ack).
         self._acks: list[tuple[Message, concurrent.futures.Future[None]]] = []
-        self._silent_until = 0.0  # see _call
+        # The client reconnects by itself (_connect): a lost connection is
+        # nothing to drop, only calls to refuse until it is back (_call).
+        self._guard = ConnectionGuard(f"NATS at {self.where}", _UNAVAILABLE, operation_timeout, why=self._said)
         self._last_error: Optional[BaseException] = None
         self._auth_error: Optional[BaseException] = None
         self._lost = False
@@ -343,31 +356,21 @@ class NatsEngine(Engine):
 
     # -- the loop thread and the connection ----------------------------------
 
-    def _call(self, coroutine: Coroutine[Any, Any, _T], wait: float = 0.0) -> _T:
-        """Run `coroutine` on the loop, within `wait` + NATS_OPERATION_TIMEOUT; ConnectionError when it cannot.
-
-        A call that got no answer makes the calls of the next operation
-        timeout fail at once: a stop must not wait for each of them.
-        """
-        if self._loop is None or self._nc is None:
-            coroutine.close()
-            raise ConnectionError(f"not connected to NATS at {self.where}")
-        if time.monotonic() < self._silent_until:
-            coroutine.close()
-            raise ConnectionError(f"NATS at {self.where} does not answer (within {self.operation_timeout:g}s)")
-        if not self._nc.is_connected:  # the client reconnects by itself: nothing can be answered meanwhile
-            coroutine.close()
-            raise ConnectionError(f"lost the connection to NATS at {self.where}: reconnecting")
+    def _call(self, coroutine: Coroutine[Any, Any, _T], doing: str, wait: float = 0.0) -> _T:
+        """Run `coroutine` on the loop, within `wait` + NATS_OPERATION_TIMEOUT, through the guard: a lost
+        or silent server is the ConnectionError the worker backs off on (kit.ConnectionGuard)."""
+        sent = False
         try:
-            result = self._loop.run(coroutine, wait + self.operation_timeout)
-        except TimeoutError as exc:
-            self._silent_until = time.monotonic() + self.operation_timeout
-            raise ConnectionError(f"NATS at {self.where}: {exc}") from None
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-                nats.errors.NoRespondersError, nats.errors.StaleConnectionError, nats.errors.OutboundBufferLimitError,
-                nats.js.errors.ServiceUnavailableError, OSError) as exc:
-            raise ConnectionError(f"NATS at {self.where}: {self._said(exc)}") from None
-        return result
+            if self._loop is None or self._nc is None:
+                raise ConnectionError(f"not connected to NATS at {self.where}")
+            with self._guard(doing, wait):
+                if not self._nc.is_connected:  # the client reconnects by itself: nothing can be answered meanwhile
+                    raise nats.errors.ConnectionReconnectingError
+                sent = True
+                return self._loop.run(coroutine, wait + self.operation_timeout)
+        finally:
+            if not sent:  # refused before the loop had it: never awaited
+                coroutine.close()
 
     def _ssl_context(self) -> Optional[ssl.SSLContext]:
         ca, cert, key = self._tls
@@ -567,15 +570,10 @@ class NatsEngine(Engine):
 
     # -- taking ----------------------------------------------------------------
 
-    def _check_connected(self) -> None:
-        if self._nc is None or not self._nc.is_connected:
-            raise ConnectionError(f"lost the connection to NATS at {self.where}: reconnecting")
-
     def next(self, timeout: float) -> Optional[Message]:
         self._send_unsettled()
-        self._check_connected()
         wait = max(timeout, _FETCH_MIN)
-        received = self._call(self._fetch(wait), wait)
+        received = self._call(self._fetch(wait), "fetch", wait)
         return None if received is None else self._message(received)
 
     async def _fetch(self, wait: float) -> Any:
@@ -596,13 +594,13 @@ class NatsEngine(Engine):
     def drained(self) -> bool:
         self._collect_acks(wait=True)
         self._send_unsettled()
-        info = self._call(self._js.consumer_info(self.stream, self.consumer))
+        info = self._call(self._js.consumer_info(self.stream, self.consumer), "consumer info")
         return not info.num_pending and not info.num_ack_pending
 
     def remaining(self) -> Optional[int]:
         self._collect_acks(wait=True)
         self._send_unsettled()
-        info = self._call(self._js.consumer_info(self.stream, self.consumer))
+        info = self._call(self._js.consumer_info(self.stream, self.consumer), "consumer info")
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     # -- settling ----------------------------------------------------------------
@@ -617,7 +615,7 @@ class NatsEngine(Engine):
         while self._unsettled:
             kind, message, reason = self._unsettled[0]
             try:
-                self._call(self._settlement(kind, message, reason))
+                self._call(self._settlement(kind, message, reason), kind)
             except (nats.errors.Error, nats.js.errors.Error) as exc:  # refused for good (the stream is gone)
                 log.warning("%s: NATS refused its %s (%s): JetStream delivers it again", message.id, kind,
                             self._said(exc))
@@ -658,9 +656,9 @@ class NatsEngine(Engine):
     def ack(self, message: Message) -> None:
         """Sent at once, its answer collected by a later verb: the minion does not wait a round trip
         between two runs. One the server refused or left unanswered is sent again, as any settlement."""
-        self._send_unsettled()
-        if self._loop is None or self._nc is None or not self._nc.is_connected:
-            self._settle("ack", message)
+        self._collect_acks()
+        if self._unsettled or self._loop is None or self._nc is None or not self._nc.is_connected:
+            self._settle("ack", message)  # owed first, after those owed already: kept whatever fails now
             return
         future = asyncio.run_coroutine_threadsafe(self._reply(message.handle, b"+ACK"), self._loop.loop)
         self._acks.append((message, future))
@@ -694,7 +692,7 @@ class NatsEngine(Engine):
         async def in_progress() -> None:
             await asyncio.gather(*(self._reply(m.handle, b"+WPI") for m in messages))
 
-        self._call(in_progress())
+        self._call(in_progress(), "in progress")
 
     # -- filling and the dead letters -----------------------------------------
 
@@ -709,7 +707,7 @@ class NatsEngine(Engine):
         try:
             for start in range(0, len(bodies), 256):
                 batch = bodies[start : start + 256]
-                self._call(publish(batch), wait=self.operation_timeout)
+                self._call(publish(batch), "publish", wait=self.operation_timeout)
                 done += len(batch)
         except (ConnectionError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise QueueUnreachable(f"NATS at {self.where} did not take parameter {done + 1} "
@@ -733,7 +731,7 @@ class NatsEngine(Engine):
                 sequence = stored.seq + 1
 
         try:
-            return self._call(read(), wait=self.operation_timeout)
+            return self._call(read(), "read the dead letters", wait=self.operation_timeout)
         except (ConnectionError, nats.errors.Error, nats.js.errors.Error) as exc:
             where = f"{self.dead_letter_subject} at {self.where}"
             raise QueueUnreachable(f"cannot read {where}: {self._said(exc)}") from None
@@ -751,7 +749,7 @@ class NatsEngine(Engine):
                 await self._js.delete_msg(self.dead_letter_stream, stored.seq)
 
             try:
-                self._call(move())
+                self._call(move(), "requeue a dead letter")
             except (ConnectionError, nats.errors.Error, nats.js.errors.Error) as exc:
                 raise QueueUnreachable(f"NATS at {self.where} did not take a failed parameter back "
                                        f"({count} queued again before it): {self._said(exc)}") from None

@@ -2,8 +2,10 @@
 
 Its private event loop thread and connection end with close(), whatever
 happened before; a settlement made while the server is away is kept and
-sent once it is back; refused credentials are a configuration error; a
+sent once it is back; a silent or gone server fails the calls through
+kit.ConnectionGuard; refused credentials are a configuration error; a
 consumer made elsewhere with a lower delivery limit gets a warning.
+(Every other credential: test_engine_nats_credentials.py.)
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -116,6 +120,81 @@ def test_a_settlement_made_while_the_server_is_away_is_sent_once_it_is_back(tmp_
         server.remove()
 
 
+def until(check: Callable[[], bool], what: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def fails_saying(call: Callable[[], object], says: str) -> bool:
+    """Whether `call` fails with a ConnectionError that says `says`."""
+    try:
+        call()
+    except ConnectionError as exc:
+        return says in str(exc)
+    return False
+
+
+def answered(call: Callable[[], object]) -> object:
+    """What `call` returns, or None when it fails with a ConnectionError."""
+    try:
+        return call()
+    except ConnectionError:
+        return None
+
+
+def test_a_silent_or_gone_server_fails_the_calls_through_the_guard(tmp_path: Path) -> None:
+    """kit.ConnectionGuard: a call left unanswered makes the calls of one NATS_OPERATION_TIMEOUT fail
+    without being tried; while the client reconnects, each call fails without waiting for an answer."""
+    server = NatsServer()
+    server.start()
+    assert server.process is not None
+    try:
+        minion = engine({"NATS_URL": server.url, "NATS_STREAM": "guarded", "NATS_OPERATION_TIMEOUT": "3"})
+        minion.push(["x"])
+        server.process.send_signal(signal.SIGSTOP)  # connected, and nothing answers
+        try:
+            with pytest.raises(ConnectionError, match=r"^NATS at nats://127\.0\.0\.1:\d+: consumer info failed"):
+                minion.remaining()
+            with pytest.raises(ConnectionError, match="consumer info not tried: no answer within 3s"):
+                minion.remaining()
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        # The silence ends after one timeout; the connection itself was never lost.
+        until(lambda: not fails_saying(minion.remaining, ""), "the engine did not answer again")
+        assert minion.remaining() == 1
+        server.shutdown()
+        until(lambda: fails_saying(lambda: minion.next(0.1), "fetch failed: connection reconnecting"),
+              "no call refused while the client reconnects")
+        minion.close()
+        assert loop_threads() == []
+    finally:
+        server.remove()
+
+
+def test_every_ack_made_while_the_client_reconnects_is_kept_and_sent_once_it_is_back(tmp_path: Path) -> None:
+    """An ack is owed before anything is tried: the second one is not lost because the first could not be sent."""
+    server = NatsServer()
+    server.start()
+    try:
+        env = {"NATS_URL": server.url, "NATS_STREAM": "owed", "NATS_OPERATION_TIMEOUT": "1", "NATS_ACK_WAIT": "30"}
+        minion = engine(env)
+        minion.push(["a", "b"])
+        held = [take(minion), take(minion)]
+        server.shutdown()
+        until(lambda: fails_saying(lambda: minion.next(0.1), "connection reconnecting"), "the client did not notice")
+        for message in held:
+            with pytest.raises(ConnectionError):
+                minion.ack(message)  # type: ignore[arg-type]
+        server.start()
+        # Back before the ack wait: drained only if both acks reached the server.
+        until(lambda: answered(minion.drained) is True, "the acks owed did not reach the server", within=20)
+        minion.close()
+    finally:
+        server.remove()
+
+
 def test_refused_credentials_are_a_config_error_that_hides_them(tmp_path: Path) -> None:
     server = NatsServer("--user", "minion", "--pass", SECRET)
     server.start()
@@ -173,7 +252,7 @@ def test_the_consumer_follows_minion_max_attempts_and_a_lower_limit_is_warned_of
     env = backend.env(tmp_path)
     made = engine(env, MINION_MAX_ATTEMPTS="4", NATS_ACK_WAIT="12")
     made.open()
-    info = made._call(made._js.consumer_info(made.stream, made.consumer))
+    info = made._call(made._js.consumer_info(made.stream, made.consumer), "consumer info")
     assert (info.config.max_deliver, info.config.ack_wait) == (5, 12)  # the last delivery sets a dead run's aside
     made.close()
 
