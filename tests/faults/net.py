@@ -290,6 +290,15 @@ class Network:
             run(IP, "netns", "exec", namespace, IPTABLES, "-D", "INPUT", *rule)
 
 
+def remove_stale() -> None:
+    """Delete the namespaces of test runs that were killed before their teardown (their pid is gone)."""
+    listed = subprocess.run([IP, "netns", "list"], capture_output=True, text=True, timeout=30).stdout
+    for name in re.findall(r"^(mnz-(\d+)-\d+-[mb])\b", listed, re.MULTILINE):
+        if not Path(f"/proc/{name[1]}").exists():
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                run(IP, "netns", "delete", name[0])
+
+
 def can_make_namespaces() -> Optional[str]:
     """None when this machine lets the tests make namespaces and iptables rules; otherwise why not."""
     if os.geteuid() != 0:
@@ -305,6 +314,7 @@ def network() -> Iterator[Network]:
     """A fresh test network, removed at the end whatever happened (required: a failure under CI=true)."""
     why = can_make_namespaces()
     require(why is None, f"no test network: {why}")
+    remove_stale()
     net = Network()
     try:
         try:

@@ -34,17 +34,22 @@ LOST_BROKER = re.compile(r"WARNING engine \w+ failed \(")
 
 @dataclass(frozen=True)
 class NetSizes:
-    """FAULTS_NET_PARAMS, FAULTS_NET_MINIONS, FAULTS_NET_RUN_SECONDS, FAULTS_PARTITION: the CI-sized run by
-    default, `scripts/faults` the full one."""
+    """FAULTS_NET_PARAMS, FAULTS_NET_MINIONS, FAULTS_NET_RUN_SECONDS, FAULTS_PARTITION,
+    FAULTS_NET_OPERATION_TIMEOUT, FAULTS_NET_DEGRADED_PARAMS, FAULTS_LONG_PARTITION: the CI-sized run by default,
+    `scripts/faults` the full one."""
 
     params: int = 24
     minions: int = 2
     run_seconds: float = 0.2
     #: Seconds the link stays cut in the middle of a run.
-    partition: float = 4.0
+    partition: float = 6.0
     #: <ENGINE>_OPERATION_TIMEOUT of the minions ("": the engine's default), which bounds how long an
     #: engine takes to notice a dead link: under the CI-sized partition, so that the cut is noticed.
     operation_timeout: str = "1.5"
+    #: Parameters of the degraded-link run (latency for the first half, loss for the rest).
+    degraded_params: int = 8
+    #: Seconds of the partition longer than the lease (the cut-off minions' runs last half of it).
+    long_partition: float = 6.0
 
     @classmethod
     def from_env(cls) -> NetSizes:
@@ -55,6 +60,8 @@ class NetSizes:
             run_seconds=float(env.get("FAULTS_NET_RUN_SECONDS") or cls.run_seconds),
             partition=float(env.get("FAULTS_PARTITION") or cls.partition),
             operation_timeout=env.get("FAULTS_NET_OPERATION_TIMEOUT", cls.operation_timeout),
+            degraded_params=int(env.get("FAULTS_NET_DEGRADED_PARAMS") or cls.degraded_params),
+            long_partition=float(env.get("FAULTS_LONG_PARTITION") or cls.long_partition),
         )
 
 
