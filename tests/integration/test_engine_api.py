@@ -7,7 +7,8 @@ as a minion does, and calls `push`, `next`, `ack`, `nack`, `release`,
 `fail`, `extend`, `drained`, `remaining`, `dead_letters` and `describe`
 directly. Where an engine cannot keep a promise by design, its class
 declares it (`tells_drained`, `free_release`, `keeps_reason`, its settings),
-or its backend in api_backends.py where the promise is about this suite's
+or its API backend (api_backends.ApiBackend, declared in the engine's
+module of tests/integration/backends) where the promise is about this suite's
 servers (pulsar-lite) or an engine setting (AMQP_PREFETCH), and the test
 asserts the documented behaviour instead. The black-box process suite
 (test_contract.py) and the fault suite check the same engines with real
@@ -349,7 +350,8 @@ def test_describe_never_shows_a_secret_setting(api: ApiBackend, tmp_path: Path) 
 
 def test_every_registry_engine_has_an_api_backend() -> None:
     covered = {backend.engine for backend in API_BACKENDS.values()}
-    assert set(ENGINES) <= covered, f"add a backend to api_backends.py for {sorted(set(ENGINES) - covered)}"
+    missing = sorted(set(ENGINES) - covered)
+    assert not missing, f"declare API_BACKENDS in tests/integration/backends/<engine>.py for {missing}"
 
 
 def test_the_process_level_unreachable_test_runs_every_engine_with_a_server() -> None:

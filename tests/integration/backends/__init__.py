@@ -3,11 +3,35 @@
 A backend knows how to reach (or start) the real server of its engine, how
 to give each test a fresh queue, where its dead letters are, and how to
 restart its broker. Every engine of minionize.registry.ENGINES has its module
-here, named after it, that declares its backends in a module-level tuple
-`BACKENDS` (amqp.py: `(AmqpBackend, AmqpPrefetchBackend)`, the second a way
-of setting the same engine; memory.py: none). BACKENDS below is made of those
-declarations, the first time it is read: importing a backend module is cheap
-(clients are imported where they are used), so collection may do it.
+here, named after it, that declares its classes in module-level tuples;
+BACKENDS below (and api_backends.API_BACKENDS) are made of those declarations
+the first time they are read: importing a backend module is cheap (clients
+are imported where they are used), so collection may do it. Every suite
+takes its engines from them and from the backends' capabilities: a new
+engine adds its module here and no line elsewhere in the tests.
+
+What a new engine's module must give (base.Backend and api_backends.ApiBackend
+say more of each):
+
+- `BACKENDS = (XBackend, ...)`: the first is named after the engine (`name`),
+  the others are other ways of setting it (amqp-prefetch).
+- `env(workdir)`: the variables of a fresh queue with the json decoder;
+  `start`/`stop` when there is a server to reach or start.
+- The capabilities, as class attributes: `drains`, `input_ends`,
+  `survives_kill`, `dead_letter_reason`, `has_deadline`, `ack_delay` must equal
+  what the engine class declares (test_engine_capabilities); the others
+  (`shared_by_processes`, `exact_redelivery`, `raw_bytes`, `restartable`,
+  `holds_bodies`, `retry_empties_dead_letters`) where the default is wrong.
+- A queue of bodies (`holds_bodies`, the default): `publish_raw` and
+  `raw_dead_letters` (`dead_letters` reads them as JSON); otherwise `dead_letters`.
+- `has_deadline`: `lease_env` and `long_run`; `restartable`: `restart`.
+- A server over the network (the engine declares `connection_errors` or a
+  `*_OPERATION_TIMEOUT`): `pointed_at`, `server_name` and `bad_urls`
+  (test_unreachable fails without them).
+- `API_BACKENDS = (XApi, ...)`: the in-process suite's view of the engine,
+  `address_env` when it has a server (and only then).
+- In the engine's own module: a URL setting without a default declares an
+  `example` (kit.Setting), for the chart test.
 
 The servers that the backends start themselves (the Pub/Sub emulator, a JVM
 that takes seconds to start; pulsar-lite) are started once per session and
@@ -18,7 +42,7 @@ the parametrized `backend` fixture that each suite declares.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, Optional, Union
 
 import pytest
@@ -28,33 +52,38 @@ from minionize.registry import ENGINES
 from .base import Backend
 
 
-class _Declared(Mapping[str, type[Backend]]):
-    """name -> backend class, from the `BACKENDS` of each engine's module (read at first use)."""
+class Declared(Mapping[str, Any]):
+    """name -> class, from a tuple that each engine's module here declares (`BACKENDS`,
+    `API_BACKENDS`), read at first use; `named` gives a class's name, and the first
+    class of a module is named after its engine."""
 
-    def __init__(self) -> None:
-        self._found: Optional[dict[str, type[Backend]]] = None
+    def __init__(self, attribute: str, named: Callable[[Any], str]) -> None:
+        self.attribute = attribute
+        self.named = named
+        self._found: Optional[dict[str, Any]] = None
         self._engines: dict[str, str] = {}
 
-    def _all(self) -> dict[str, type[Backend]]:
+    def _all(self) -> dict[str, Any]:
         if self._found is None:
-            found: dict[str, type[Backend]] = {}
+            found: dict[str, Any] = {}
             for engine in ENGINES:
                 module = importlib.import_module(f"{__name__}.{engine}")
-                declared = getattr(module, "BACKENDS", None)
+                declared = getattr(module, self.attribute, None)
                 if not isinstance(declared, tuple):
-                    raise TypeError(f"{module.__name__} declares no BACKENDS tuple (its backend classes)")
-                names = [backend.name for backend in declared]
+                    raise TypeError(f"{module.__name__} declares no {self.attribute} tuple (its classes)")
+                names = [self.named(kind) for kind in declared]
                 if declared and names[0] != engine:
-                    raise TypeError(f"{module.__name__}: the first of BACKENDS is named after the engine ({names})")
-                for backend in declared:
-                    if backend.name in found:
-                        raise TypeError(f"two backends named {backend.name!r}")
-                    found[backend.name] = backend
-                    self._engines[backend.name] = engine
+                    raise TypeError(f"{module.__name__}: the first of {self.attribute} is named {engine} ({names})")
+                for kind in declared:
+                    name = self.named(kind)
+                    if name in found:
+                        raise TypeError(f"two of {self.attribute} are named {name!r}")
+                    found[name] = kind
+                    self._engines[name] = engine
             self._found = found
         return self._found
 
-    def __getitem__(self, name: str) -> type[Backend]:
+    def __getitem__(self, name: str) -> Any:
         return self._all()[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -64,13 +93,14 @@ class _Declared(Mapping[str, type[Backend]]):
         return len(self._all())
 
     def engine_of(self, name: str) -> str:
+        """The engine whose module declares `name`."""
         self._all()
         return self._engines[name]
 
 
 #: Every backend by name, in the registry's order of engines: the engine's own
 #: first (named after it), then the other ways of setting it (amqp-prefetch).
-BACKENDS = _Declared()
+BACKENDS: Mapping[str, type[Backend]] = Declared("BACKENDS", lambda backend: str(backend.name))
 
 #: The session's backends, by name: a running one, or why it could not start
 #: (a skip or a failure, raised again for every test that asks for it).
@@ -88,6 +118,7 @@ def load(name: str) -> type[Backend]:
 
 def engine_of(name: str) -> str:
     """The engine (MINION_ENGINE value) of the backend `name`: amqp for amqp-prefetch."""
+    assert isinstance(BACKENDS, Declared)
     return BACKENDS.engine_of(name)
 
 
@@ -140,5 +171,6 @@ def backend_fixture(
 
 
 __all__ = [
-    "BACKENDS", "Backend", "backend_fixture", "engine_backends", "engine_of", "load", "started", "with_capability",
+    "BACKENDS", "Backend", "Declared", "backend_fixture", "engine_backends", "engine_of", "load", "started",
+    "with_capability",
 ]

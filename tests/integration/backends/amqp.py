@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.conftest import require
 
+from ..api_backends import ApiBackend
 from .base import Backend
 
 HOST, PORT = "127.0.0.1", 5672
@@ -142,3 +143,27 @@ class AmqpPrefetchBackend(AmqpBackend):
 
 
 BACKENDS = (AmqpBackend, AmqpPrefetchBackend)
+
+
+class AmqpApi(ApiBackend):
+    engine = "amqp"
+    process = "amqp"
+    #: RabbitMQ's queue.declare counts the ready messages, not those unacked.
+    remaining_counts_held = False
+    hold_seconds = 0.5  # held by the connection: renewals only service heartbeats
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"AMQP_URL": f"amqp://guest:guest@{host}:{port}/%2F"}
+
+
+class AmqpPrefetchApi(AmqpApi):
+    """The amqp engine consuming with AMQP_PREFETCH: messages are pushed to the minion ahead."""
+
+    process = "amqp-prefetch"
+    #: RabbitMQ pushes a message given back to any consumer with room in its
+    #: prefetch window, the one that gave it back included: another minion
+    #: gets it only when this one's window is full or its connection gone.
+    shares = False
+
+
+API_BACKENDS = (AmqpApi, AmqpPrefetchApi)

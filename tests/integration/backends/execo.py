@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from ..api_backends import ApiBackend
 from .base import Backend
 
 
@@ -40,3 +41,17 @@ class ExecoBackend(Backend):
 
 
 BACKENDS = (ExecoBackend,)
+
+
+class ExecoApi(ApiBackend):
+    engine = "execo"
+    process = "execo"
+    #: MINION_LEASE_SECONDS=1: another minion would reclaim it 1.33 s after the last renewal, at one of
+    #: its reclaim passes (one a second): 2.6 s let two of them pass after that.
+    hold_seconds = 2.6
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "MINION_LEASE_SECONDS": "1"}
+
+
+API_BACKENDS = (ExecoApi,)

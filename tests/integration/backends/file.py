@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..api_backends import ApiBackend
 from .base import Backend
 
 
@@ -42,3 +43,16 @@ class FileBackend(Backend):
 
 
 BACKENDS = (FileBackend,)
+
+
+class FileApi(ApiBackend):
+    engine = "file"
+    process = "file"
+    #: A file has no broker: a line given back is queued again in the engine that read it.
+    shares = False
+    #: Lines are read as they come; the engine does not count those ahead.
+    knows_remaining = False
+    hold_seconds = 0.3  # no lease: held until settled
+
+
+API_BACKENDS = (FileApi,)

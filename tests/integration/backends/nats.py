@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from tests.conftest import require
 
+from ..api_backends import ApiBackend
 from .base import Backend, ServerProcess
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -160,3 +161,22 @@ class NatsBackend(Backend):
 
 
 BACKENDS = (NatsBackend,)
+
+
+class NatsApi(ApiBackend):
+    engine = "nats"
+    process = "nats"
+    hold_seconds = 1.6  # past NATS_ACK_WAIT=1 (JetStream redelivers a message without news after it)
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "NATS_ACK_WAIT": "1"}
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"NATS_URL": f"nats://{host}:{port}"}
+
+    def secret_companions(self, name: str) -> dict[str, str]:
+        companions = {"NATS_PASSWORD": {"NATS_USER": "minion"}, "NATS_TLS_KEY_FILE": {"NATS_TLS_CERT_FILE": "/c.pem"}}
+        return companions.get(name, {})
+
+
+API_BACKENDS = (NatsApi,)

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from tests.conftest import require
 
+from ..api_backends import ApiBackend
 from .base import Backend, free_port
 
 URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -202,3 +203,18 @@ class PrivatePostgresBackend(PostgresBackend):
 
 #: PrivatePostgresBackend is not among them: the fault suite starts it itself, for what restarts a server.
 BACKENDS = (PostgresBackend,)
+
+
+class PostgresApi(ApiBackend):
+    engine = "postgres"
+    process = "postgres"
+    hold_seconds = 1.6  # past POSTGRES_LEASE_SECONDS=1 (another minion's take finds expired leases)
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "POSTGRES_LEASE_SECONDS": "1"}
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"POSTGRES_URL": f"postgresql://postgres@{host}:{port}/test"}
+
+
+API_BACKENDS = (PostgresApi,)

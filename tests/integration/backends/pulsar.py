@@ -21,6 +21,7 @@ from typing import IO, Optional
 
 from tests.conftest import require
 
+from ..api_backends import ApiBackend
 from .base import Backend, free_port
 from .relay import Relay
 
@@ -188,3 +189,26 @@ class PulsarBackend(Backend):
 
 
 BACKENDS = (PulsarBackend,)
+
+
+class PulsarApi(ApiBackend):
+    engine = "pulsar"
+    process = "pulsar"
+    #: pulsar-lite 0.2.0 numbers every client's consumers from 0, so two clients
+    #: cannot share a subscription: the engine that gave a message back takes it.
+    shares = False
+    #: Pulsar cannot count what a subscription has left.
+    knows_remaining = False
+    hold_seconds = 0.5  # no deadline (ack timeout off): held until settled
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "PULSAR_NACK_DELAY": "0.1"}
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"PULSAR_CONNECTION": f"pulsar://{host}:{port}"}
+
+    def secret_companions(self, name: str) -> dict[str, str]:
+        return {"PULSAR_TLS_KEY_FILE": {"PULSAR_TLS_CERT_FILE": "/nowhere/client.pem"}}.get(name, {})
+
+
+API_BACKENDS = (PulsarApi,)

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from tests.conftest import require
 
+from ..api_backends import ApiBackend
 from .base import Backend, ServerProcess
 
 
@@ -110,3 +111,18 @@ class RedisBackend(Backend):
 
 
 BACKENDS = (RedisBackend,)
+
+
+class RedisApi(ApiBackend):
+    engine = "redis"
+    process = "redis"
+    hold_seconds = 1.6  # past REDIS_CLAIM_IDLE=1 (another minion claims idle entries at each empty read)
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {**super().env(workdir), "REDIS_CLAIM_IDLE": "1"}
+
+    def address_env(self, host: str, port: int) -> dict[str, str]:
+        return {"REDIS_URL": f"redis://{host}:{port}/0"}
+
+
+API_BACKENDS = (RedisApi,)
