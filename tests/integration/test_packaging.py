@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from minionize.registry import ENGINES
 from tests.conftest import ROOT, minion_env
 
 pytestmark = pytest.mark.integration
@@ -77,11 +78,12 @@ def test_the_wheel_holds_this_project(dists: dict[str, Path]) -> None:
         names = wheel.namelist()
         meta = wheel.read(f"minionize-{version()}.dist-info/METADATA").decode()
         scripts = wheel.read(f"minionize-{version()}.dist-info/entry_points.txt").decode()
-    # The engines of this project, not only those of the original minionize.
-    for module in ("redis", "amqp", "pulsar", "google", "execo", "file"):
-        assert f"minionize/engines/{module}.py" in names
+    # Every engine of the registry, and the extra named after each that needs a client.
+    for engine, target in ENGINES.items():
+        assert target.partition(":")[0].replace(".", "/") + ".py" in names, engine
+        assert engine in ("execo", "file", "memory") or f"Provides-Extra: {engine}" in meta, engine
     assert not [name for name in names if name.startswith("tests/")]
-    for extra in ("redis", "amqp", "metrics", "all"):
+    for extra in ("metrics", "all"):
         assert f"Provides-Extra: {extra}" in meta
     assert "Requires-Dist: execo>=2.6" in meta
     for command in COMMANDS:
