@@ -71,7 +71,28 @@ def names_read(paths: list[Path]) -> set[str]:
 def test_readme_engine_block_is_made_of_the_declarations() -> None:
     shown = fenced_block_after(README.read_text(), "<!-- engine-settings -->")
     expected = readme_block(ENGINE_CLASSES)
-    assert shown == expected, "README.md's engine variables differ: paste `python -m minionize.engines readme`"
+    assert shown == expected, (
+        "README.md's engine variables differ: python -m minionize.engines readme --write README.md"
+    )
+
+
+def test_the_readme_block_is_written_in_place(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    text = README.read_text()
+    stale = text.replace(fenced_block_after(text, "<!-- engine-settings -->"), "# An engine since removed\nOLD_URL=\n")
+    readme.write_text(stale)
+    command = [sys.executable, "-m", "minionize.engines", "readme", "--write", str(readme)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "written" in done.stdout, done.stderr
+    assert readme.read_text() == text
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "already up to date" in again.stdout
+    readme.write_text("# no marker here\n")
+    broken = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 1 and broken.stderr.count("\n") == 1 and "engine-settings" in broken.stderr
+    assert readme.read_text() == "# no marker here\n"  # left as it was
+    usage = subprocess.run([*command[:3], "readme", "--wirte", "x"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage:")
 
 
 def test_readme_runtime_block_lists_exactly_what_the_runtime_reads() -> None:
