@@ -56,6 +56,8 @@ class MetricsReporter(Reporter):
         self.in_flight = Gauge("minion_in_flight", "Runs in progress.", registry=self.registry)
         self.free_slots = Gauge("minion_free_slots", "Slots free to run a parameter.", registry=self.registry)
         self.draining = Gauge("minion_draining", "1 while the minion stops.", registry=self.registry)
+        self.ready = Gauge("minion_ready", "1 while /readyz answers 200 (the engine answers, no stop).",
+                           registry=self.registry)
         self.broken_node = Gauge(
             "minion_broken_node", "Strikes since the last success (0: the node looks fine).", registry=self.registry
         )
@@ -89,6 +91,7 @@ class MetricsReporter(Reporter):
         self.in_flight.set(probe.in_flight)
         self.free_slots.set(probe.free_slots)
         self.draining.set(1 if probe.draining else 0)
+        self.ready.set(1 if probe.ready else 0)
         self.broken_node.set(probe.strikes)
         return generate_latest(self.registry)
 

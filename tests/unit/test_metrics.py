@@ -78,6 +78,7 @@ def test_counters_match_what_was_done_and_probes_follow_a_drain(tmp_path: Path) 
         assert metric(text, "minion_messages_dead_lettered_total") == 0
         assert metric(text, "minion_in_flight") == 1
         assert metric(text, "minion_free_slots") == 0
+        assert metric(text, "minion_ready") == 1
         assert metric(text, "minion_run_duration_seconds_count") == 3
         assert get(port, "/healthz")[0] == 200
         assert get(port, "/readyz") == (200, '{"ok": true, "draining": false, "in_flight": 1}')
@@ -85,6 +86,7 @@ def test_counters_match_what_was_done_and_probes_follow_a_drain(tmp_path: Path) 
         wait_for(lambda: get(port, "/readyz")[0] == 503, 5)
         assert get(port, "/healthz")[0] == 200  # draining is not dead
         assert metric(get(port, "/metrics")[1], "minion_draining") == 1
+        assert metric(get(port, "/metrics")[1], "minion_ready") == 0
         assert get(port, "/nothing")[0] == 404
         _, err = minion.communicate(timeout=30)
     finally:
