@@ -24,9 +24,10 @@ Environment
         minion may hold besides those it runs (see Caveats).
     PULSAR_OPERATION_TIMEOUT (seconds, default 5): how long connecting,
         subscribing and publishing may take before the minion gives up
-        (exit code 3 at start-up). A minion that received nothing for that
-        long asks the broker for the topic's metadata: a dead link shows
-        within two timeouts (the client's own keep-alive takes 30 to 60 s).
+        (exit code 3 at start-up). A minion that received nothing for a
+        second asks the broker for the topic's metadata: a dead link shows
+        within a second and a timeout (the client's own keep-alive takes 30
+        to 60 s).
     PULSAR_TOKEN (JWT, default none) or PULSAR_TOKEN_FILE (path, re-read at
         each connection, default none): token authentication. Never logged.
     PULSAR_TLS_TRUST_CERTS_FILE (path, default: the certifi bundle): the CA
@@ -286,6 +287,11 @@ def _unreachable(settings: PulsarSettings, exc: object) -> QueueUnreachable:
     return QueueUnreachable(f"cannot use Pulsar topic {settings.topic} at {where}: {why}{hint}")
 
 
+#: Seconds without a message after which a minion checks that its broker answers: as often
+#: as an idle Redis or PostgreSQL minion asks its server for work.
+CHECK_AFTER = 1.0
+
+
 class PulsarEngine(Engine):
     name = "pulsar"
     connection_errors = (pulsar.PulsarException,)
@@ -361,14 +367,15 @@ class PulsarEngine(Engine):
         return decode_into(message, received.data(), self.config.decoder)
 
     def _check_connection(self) -> None:
-        """With nothing received for an operation timeout, ask the broker something (a topic lookup).
+        """With nothing received for CHECK_AFTER seconds, ask the broker something (a topic lookup).
 
         A receive only waits on the client's own queue, and the client notices
         a dead link by its keep-alive, after 30 to 60 s: until then a minion
-        cut off from its broker would look merely idle. An unanswered lookup
-        fails within the operation timeout, and the worker backs off.
+        cut off from its broker would look merely idle (and end as idle, in
+        batch mode). An unanswered lookup fails within the operation timeout,
+        and the worker backs off.
         """
-        if time.monotonic() - self._heard < self.config.operation_timeout:
+        if time.monotonic() - self._heard < CHECK_AFTER:
             return
         assert self._client is not None
         with self._guard("checking the connection"):

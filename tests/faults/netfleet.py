@@ -127,6 +127,9 @@ class Watch:
     first_ack: Optional[float] = None
     ready_again: Optional[float] = None
     _acked: dict[int, float] = field(default_factory=dict)
+    #: The minions back after the link's return: /readyz 200, or an exit 0 (which needed the broker's answer:
+    #: a drained queue, or an idle time that a lost broker does not count), by pid.
+    _back: set[int] = field(default_factory=set)
 
     def during_cut(self, seconds: float) -> None:
         """Cut the link for `seconds`, noting when each minion says it is not ready."""
@@ -151,8 +154,9 @@ class Watch:
             if any(count > self._acked.get(pid, 0.0) for pid, count in acked.items()):
                 self.first_ack = now
         if self.ready_again is None:
-            statuses = self.fleet.ready()
-            if statuses and all(status == 200 for status in statuses.values()):
+            self._back |= {pid for pid, status in self.fleet.ready().items() if status == 200}
+            self._back |= {minion.pid for minion in self.fleet.minions if minion.poll() == 0}
+            if self._back >= set(self.fleet.ports):
                 self.ready_again = now
 
     def describe(self) -> str:
