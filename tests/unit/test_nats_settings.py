@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from minionize.config import EnvReader
-from minionize.engines.nats import NatsEngine, _subject_matches
+from minionize.engines.jetstream import subject_matches
+from minionize.engines.nats import NatsEngine
 from minionize.errors import ConfigError
 
 SECRET = "Zq-nats-secret"
@@ -93,7 +94,7 @@ def test_unreadable_files_are_config_errors_before_any_connection(tmp_path: obje
         with pytest.raises(ConfigError) as caught:
             built.open()
         assert caught.value.variable == variable
-        assert built._loop is None  # no thread was started
+        assert built._connection.loop is None  # no thread was started
 
 
 @pytest.mark.parametrize(
@@ -110,4 +111,4 @@ def test_unreadable_files_are_config_errors_before_any_connection(tmp_path: obje
     ],
 )
 def test_which_stream_subjects_capture_a_subject(pattern: str, subject: str, captured: bool) -> None:
-    assert _subject_matches(pattern, subject) is captured
+    assert subject_matches(pattern, subject) is captured
