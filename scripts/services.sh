@@ -65,5 +65,8 @@ fi
 
 # Not a server, but the lint tests need it too.
 command -v shellcheck >/dev/null || apt_install shellcheck
+# Not started here either: the chart's monitoring tests run their own
+# prometheus on a free port, and run promtool on the rendered rules.
+command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
 
 echo "services: redis, rabbitmq and nats are up"

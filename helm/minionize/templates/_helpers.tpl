@@ -81,6 +81,15 @@ Create the name of the service account to use
 {{- end }}
 
 {{/*
+The label matchers of the minions' series in PromQL, for the alert rules and
+the dashboard: those a ServiceMonitor of this release gives them, unless
+metrics.promqlSelector says otherwise.
+*/}}
+{{- define "minionize.promqlSelector" -}}
+{{- default (printf "job=%q,namespace=%q" (include "minionize.metricsServiceName" .) .Release.Namespace) .Values.metrics.promqlSelector }}
+{{- end }}
+
+{{/*
 The headless Service listing the minions for the ServiceMonitor.
 */}}
 {{- define "minionize.metricsServiceName" -}}

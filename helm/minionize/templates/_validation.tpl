@@ -158,6 +158,12 @@ so a Deployment would restart it forever and a Job would complete at once.
 {{- if and $v.metrics.serviceMonitor.enabled (not $v.metrics.enabled) }}
   {{- include "minionize.refuse" "metrics.serviceMonitor.enabled needs metrics.enabled=true: without MINION_METRICS_PORT the minions serve no /metrics to scrape" }}
 {{- end }}
+{{- if and $v.metrics.prometheusRule.enabled (not $v.metrics.enabled) }}
+  {{- include "minionize.refuse" "metrics.prometheusRule.enabled needs metrics.enabled=true: without MINION_METRICS_PORT the alerts have no series to read" }}
+{{- end }}
+{{- if and $v.metrics.grafanaDashboard.enabled (not $v.metrics.enabled) }}
+  {{- include "minionize.refuse" "metrics.grafanaDashboard.enabled needs metrics.enabled=true: without MINION_METRICS_PORT the dashboard has no series to show" }}
+{{- end }}
 {{- end }}
 
 {{- define "minionize.validateKeda" -}}
