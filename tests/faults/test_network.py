@@ -100,6 +100,7 @@ def run_through(fleet: Fleet, records: Path, params: list[str], watch: Watch, wi
         if time.monotonic() > deadline:
             return "stuck: " + ("a minion did not exit" if not not_done(params, records) else "parameters not done")
         time.sleep(0.1)
+    watch.after()  # the last minion may have ended since the last look
     return ""
 
 
