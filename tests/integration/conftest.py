@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -30,6 +30,9 @@ DOCKERD_TIMEOUT = 240
 PYTHON_IMAGE = "minionize-test/python:bookworm"
 MINIONIZE_IMAGE = "minionize-test/base:latest"
 EXAMPLE_IMAGE = "minionize-test/collatz:latest"
+#: The build arguments of docker/Dockerfile's OCI labels, as the release workflow passes them.
+OCI_BUILD_ARGS = {"VERSION": "1.0.0-test", "REVISION": "0123456789abcdef0123456789abcdef01234567",
+                  "CREATED": "2026-01-02T03:04:05Z", "SOURCE": "https://github.com/example/minionize"}
 #: debootstrap on a machine that has never made the Python base image.
 PYTHON_BASE_TIMEOUT = 900
 BUILD_TIMEOUT = 900
@@ -114,13 +117,19 @@ def _make_python_base(engine: DockerEngine) -> None:
     require(done.returncode == 0, f"{DOCKERD_SCRIPT.name} python-base failed (exit {done.returncode}): {last}")
 
 
-def _build(engine: DockerEngine, dockerfile: Path, context: Path, tag: str, **args: str) -> None:
-    """`docker build` with the CLI, as a user would; FROM images must already be local."""
+def _build(
+    engine: DockerEngine, dockerfile: Path, context: Path, tag: str, labels: Optional[dict[str, str]] = None,
+    **args: str,
+) -> None:
+    """`docker build` with the CLI, as a user would; FROM images (`args`) must already be local.
+
+    `labels`: more build arguments, which name no image (those of the OCI labels).
+    """
     for parent in args.values():
         engine.client.images.get(parent)
     # --force-rm: a failed build leaves no container behind either.
     command = ["docker", "build", "--network=host", "--force-rm", "-f", str(dockerfile), "-t", tag]
-    for name, value in args.items():
+    for name, value in {**args, **(labels or {})}.items():
         command += ["--build-arg", f"{name}={value}"]
     done = subprocess.run(
         [*command, str(context)], capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=_docker_env(engine)
@@ -137,7 +146,8 @@ def built_images(docker_engine: DockerEngine, request: pytest.FixtureRequest) ->
     _make_python_base(docker_engine)
     times.append(f"python-base {time.monotonic() - started:.1f}s")
     started = time.monotonic()
-    _build(docker_engine, ROOT / "docker" / "Dockerfile", ROOT, MINIONIZE_IMAGE, BASE_IMAGE=PYTHON_IMAGE)
+    _build(docker_engine, ROOT / "docker" / "Dockerfile", ROOT, MINIONIZE_IMAGE, labels=OCI_BUILD_ARGS,
+           BASE_IMAGE=PYTHON_IMAGE)
     times.append(f"base {time.monotonic() - started:.1f}s")
     started = time.monotonic()
     example = ROOT / "examples" / "docker"

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import ROOT, minion_env, require, run_minion
 
-from .conftest import DOCKERD_SCRIPT, BuiltImages, DockerEngine
+from .conftest import DOCKERD_SCRIPT, OCI_BUILD_ARGS, BuiltImages, DockerEngine
 
 try:
     from testcontainers.core.config import testcontainers_config
@@ -286,3 +286,35 @@ def test_docker_stop_reaches_every_process_of_a_plain_command(tc: Images) -> Non
     # (The shell may also say, on stderr, that the signal ended a sleep.)
     lines = output.splitlines()
     assert {"inner got TERM", "outer got TERM", "outer done"} <= set(lines), output
+
+
+# ---- what the image says and holds
+
+
+def test_the_image_carries_the_oci_labels_of_its_build(tc: Images) -> None:
+    labels = tc.engine.client.images.get(tc.base).labels
+    prefix = "org.opencontainers.image."
+    assert labels[prefix + "version"] == OCI_BUILD_ARGS["VERSION"]
+    assert labels[prefix + "revision"] == OCI_BUILD_ARGS["REVISION"]
+    assert labels[prefix + "created"] == OCI_BUILD_ARGS["CREATED"]
+    assert labels[prefix + "source"] == OCI_BUILD_ARGS["SOURCE"]
+    assert labels[prefix + "licenses"] == "GPL-3.0-or-later"
+
+
+def test_the_image_holds_the_versions_of_the_constraints_and_nothing_else(tc: Images) -> None:
+    """docker/constraints.txt pins every package of the venv (pip itself and minionize aside)."""
+    from tests.unit.test_image_lock import pins_for
+
+    exit_code, output = _run_to_exit(tc.container(tc.base, "--exec", "python3", "-m", "pip", "list",
+                                                  "--format=freeze", "--disable-pip-version-check"))
+    assert exit_code == 0, output
+    frozen = dict(line.split("==") for line in output.splitlines() if "==" in line)
+    frozen = {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in frozen.items()}
+    exit_code, python = _run_to_exit(tc.container(tc.base, "--exec", "python3", "-c",
+                                                  "import platform; print(platform.python_version())"))
+    assert exit_code == 0, python
+    pins = pins_for(python.strip())
+    installed = {name: version for name, version in frozen.items() if name not in {"pip", "setuptools", "minionize"}}
+    assert installed == {name: pins[name] for name in installed}, "installed at a version other than the pin"
+    assert set(installed) == set(pins), "pinned but not installed, or installed but not pinned"
+
