@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -144,16 +145,31 @@ def answered(call: Callable[[], object]) -> object:
         return None
 
 
+def pause(process: subprocess.Popen[bytes]) -> None:
+    """SIGSTOP, then wait until every thread of the process is stopped: until then it may still answer."""
+    process.send_signal(signal.SIGSTOP)
+    tasks = Path(f"/proc/{process.pid}/task")
+
+    def stopped() -> bool:
+        states = []
+        for task in tasks.iterdir():
+            with contextlib.suppress(OSError):  # a thread that ended since it was listed
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        return bool(states) and all(state in ("T", "t") for state in states)
+
+    until(stopped, "the server did not stop")
+
+
 def test_a_silent_or_gone_server_fails_the_calls_through_the_guard(tmp_path: Path) -> None:
     """kit.ConnectionGuard: a call left unanswered makes the calls of one NATS_OPERATION_TIMEOUT fail
     without being tried; while the client reconnects, each call fails without waiting for an answer."""
     server = NatsServer()
     server.start()
     assert server.process is not None
+    minion = engine({"NATS_URL": server.url, "NATS_STREAM": "guarded", "NATS_OPERATION_TIMEOUT": "3"})
     try:
-        minion = engine({"NATS_URL": server.url, "NATS_STREAM": "guarded", "NATS_OPERATION_TIMEOUT": "3"})
         minion.push(["x"])
-        server.process.send_signal(signal.SIGSTOP)  # connected, and nothing answers
+        pause(server.process)  # connected, and nothing answers
         try:
             with pytest.raises(ConnectionError, match=r"^NATS at nats://127\.0\.0\.1:\d+: consumer info failed"):
                 minion.remaining()
@@ -167,19 +183,19 @@ def test_a_silent_or_gone_server_fails_the_calls_through_the_guard(tmp_path: Pat
         server.shutdown()
         until(lambda: fails_saying(lambda: minion.next(0.1), "fetch failed: connection reconnecting"),
               "no call refused while the client reconnects")
-        minion.close()
-        assert loop_threads() == []
     finally:
+        minion.close()
         server.remove()
+    assert loop_threads() == []
 
 
 def test_every_ack_made_while_the_client_reconnects_is_kept_and_sent_once_it_is_back(tmp_path: Path) -> None:
     """An ack is owed before anything is tried: the second one is not lost because the first could not be sent."""
     server = NatsServer()
     server.start()
+    env = {"NATS_URL": server.url, "NATS_STREAM": "owed", "NATS_OPERATION_TIMEOUT": "1", "NATS_ACK_WAIT": "30"}
+    minion = engine(env)
     try:
-        env = {"NATS_URL": server.url, "NATS_STREAM": "owed", "NATS_OPERATION_TIMEOUT": "1", "NATS_ACK_WAIT": "30"}
-        minion = engine(env)
         minion.push(["a", "b"])
         held = [take(minion), take(minion)]
         server.shutdown()
@@ -190,8 +206,8 @@ def test_every_ack_made_while_the_client_reconnects_is_kept_and_sent_once_it_is_
         server.start()
         # Back before the ack wait: drained only if both acks reached the server.
         until(lambda: answered(minion.drained) is True, "the acks owed did not reach the server", within=20)
-        minion.close()
     finally:
+        minion.close()
         server.remove()
 
 
@@ -267,8 +283,6 @@ def test_the_consumer_follows_minion_max_attempts_and_a_lower_limit_is_warned_of
 
 
 def test_a_server_without_jetstream_is_a_config_error(tmp_path: Path) -> None:
-    import subprocess
-
     from .backends.base import free_port
 
     port = free_port()
