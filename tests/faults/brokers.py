@@ -22,8 +22,9 @@ from pathlib import Path
 from tests.integration.backends.amqp import HOST as AMQP_HOST
 from tests.integration.backends.amqp import PORT as AMQP_PORT
 from tests.integration.backends.amqp import AmqpBackend, channel
-from tests.integration.backends.base import free_port
+from tests.integration.backends.base import ServerProcess, free_port
 from tests.integration.backends.google import Emulator
+from tests.integration.backends.nats import NatsServer
 from tests.integration.backends.postgres import PrivatePostgresBackend
 from tests.integration.backends.pulsar import PulsarBackend
 from tests.integration.backends.redis import RedisServer
@@ -115,16 +116,17 @@ class Broker:
         raise NotImplementedError
 
 
-class RedisBroker(Broker):
-    engine = "redis"
+class ServerBroker(Broker):
+    """A broker that is one process of this test's own (a ServerProcess): it gets the signals."""
+
+    server: ServerProcess
+
+    def make(self) -> ServerProcess:
+        raise NotImplementedError
 
     def start(self) -> None:
-        self.server = RedisServer()
+        self.server = self.make()
         self.server.start()
-
-    def env(self, workdir: Path) -> dict[str, str]:
-        return {"MINION_ENGINE": "redis", "REDIS_URL": f"redis://127.0.0.1:{self.server.port}/0",
-                "REDIS_STREAM": f"outage-{uuid.uuid4().hex[:8]}"}
 
     def kill(self) -> None:
         assert self.server.process is not None
@@ -141,6 +143,30 @@ class RedisBroker(Broker):
             self.server.process.wait()
             self.server.process = None
         self.server.remove()
+
+
+class RedisBroker(ServerBroker):
+    engine = "redis"
+
+    def make(self) -> ServerProcess:
+        return RedisServer()
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {"MINION_ENGINE": "redis", "REDIS_URL": f"redis://127.0.0.1:{self.server.port}/0",
+                "REDIS_STREAM": f"outage-{uuid.uuid4().hex[:8]}"}
+
+
+class NatsBroker(ServerBroker):
+    """A nats-server of this test's own, with JetStream on disk."""
+
+    engine = "nats"
+
+    def make(self) -> ServerProcess:
+        return NatsServer()
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        return {"MINION_ENGINE": "nats", "NATS_URL": f"nats://127.0.0.1:{self.server.port}",
+                "NATS_STREAM": f"outage-{uuid.uuid4().hex[:8]}"}
 
 
 class AmqpBroker(Broker):
@@ -261,5 +287,6 @@ class PostgresBroker(Broker):
 
 
 BROKERS: dict[str, type[Broker]] = {
-    broker.engine: broker for broker in (RedisBroker, AmqpBroker, PulsarBroker, GoogleBroker, PostgresBroker)
+    broker.engine: broker
+    for broker in (RedisBroker, AmqpBroker, PulsarBroker, GoogleBroker, PostgresBroker, NatsBroker)
 }
