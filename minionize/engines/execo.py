@@ -39,12 +39,18 @@ A crashed minion
 Storage faults
     Every write is crash-atomic (see minionize/engines/sweepfiles.py):
     `inprogress`, `sweeps` and the leases are replaced through a temporary
-    and a rename, `done` and the journal grow by appends that are cut back
-    when they fail. Whichever write fails (ENOSPC, EDQUOT, EIO) or is the
-    last before a kill, every parameter stays done, set aside, or takeable;
-    the engine call raises OSError and the worker tries again after a pause.
-    A take costs one fsync, a settlement two, as before (leases are not
-    synced: one lost with the machine only delays its reclaim).
+    and a rename (an exchange, for `inprogress`), `done` and the journal grow
+    by appends that are cut back when they fail. Whichever write fails
+    (ENOSPC, EDQUOT, EIO) or is the last before a kill, every parameter stays
+    done, set aside, or takeable; the engine call raises OSError and the
+    worker tries again after a pause. What recovery needs is synced: an ack,
+    a failure, a nack (one fsync each, before the parameter leaves
+    `inprogress`) and a push. `inprogress` and the leases are not: a crash
+    of the machine that loses or empties them makes the parameters they
+    named reclaimable a lease later, as when their minions die with it; an
+    older `inprogress` only names parameters done since (ignored) or
+    released since (reclaimed). An ack leaves its parameter in `inprogress`,
+    as done (every minion reads it so): the next write drops it.
 
 Caveats
     A parameter put in `inprogress` by plain execo code has no lease: it is
@@ -121,6 +127,12 @@ class ExecoEngine(Engine):
         self.clock = clock
         self.minion = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
         self._tag = self.minion.replace(":", "_")  # names this minion's temporaries
+        # The paths of every take and settlement, as strings: pathlib's joins cost more than their writes.
+        self._inprogress_file = os.path.join(directory, "inprogress")
+        self._inprogress_temporary = os.path.join(directory, f".inprogress.{self._tag}.tmp")
+        self._done_file = os.path.join(directory, "done")
+        self._journal_file = os.path.join(directory, ".minionize", "journal")
+        self._leases_dir = os.path.join(directory, ".minionize", "leases", "")
         self._sweeps: set[Any] = set()
         self._sweeps_stat: tuple[int, int, int] = (0, 0, 0)
         self._done: set[Any] = set()
@@ -134,6 +146,7 @@ class ExecoEngine(Engine):
         self._reclaimed: set[Any] = set()
         self._unleased: dict[str, float] = {}  # key -> when its lease period ends
         self._last_reclaim = 0.0
+        self._untidy = False  # `inprogress` still names parameters acked here (see ack)
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ExecoEngine:
@@ -193,10 +206,10 @@ class ExecoEngine(Engine):
     def _locked(self) -> Iterator[dict[str, int]]:
         """Hold the sweep's lock (execo's: on `done`) and bring the state up to date."""
         with _PROCESS_LOCK:
-            done = sweepfiles.open_appendable(self.directory / "done")
+            done = sweepfiles.open_appendable(self._done_file)
             try:
                 fcntl.lockf(done, fcntl.LOCK_EX)  # released by the close
-                journal = sweepfiles.open_appendable(self._state / "journal")
+                journal = sweepfiles.open_appendable(self._journal_file)
                 try:
                     files = {"done": done, "journal": journal}
                     self._update(files)
@@ -244,7 +257,7 @@ class ExecoEngine(Engine):
         return param in self._sweeps and not self._settled(param)
 
     def _read_in_progress(self) -> set[Any]:
-        data = sweepfiles.read_whole(self.directory / "inprogress")
+        data = sweepfiles.read_whole(self._inprogress_file)
         if data:
             try:
                 return set(pickle.loads(data))
@@ -264,10 +277,17 @@ class ExecoEngine(Engine):
         return {param for param in self._sweeps if not self._settled(param) and param_key(param) in names}
 
     def _write_in_progress(self, params: set[Any]) -> None:
+        """Write `inprogress`, less the parameters settled meanwhile (those an ack left there)."""
+        params = {param for param in params if not self._settled(param)}
         data = pickle.dumps(params, protocol=sweepfiles.PROTOCOL)
-        temporary = self.directory / f".inprogress.{self._tag}.tmp"
-        sweepfiles.replace(self.directory / "inprogress", data, temporary, sync=True)
+        sweepfiles.swap(self._inprogress_file, data, self._inprogress_temporary)
         self._in_progress = params
+        self._untidy = False
+
+    def _tidy(self) -> None:
+        """Take the parameters acked here out of `inprogress`, when no take did it since."""
+        if self._untidy:
+            self._write_in_progress(self._in_progress)
 
     def _clean_up(self) -> None:
         """Delete what killed minions left: temporaries, leases of parameters no longer in progress."""
@@ -290,13 +310,18 @@ class ExecoEngine(Engine):
 
     # -- leases ----------------------------------------------------------
 
-    def _lease_path(self, key: str) -> Path:
-        return self._state / "leases" / key
+    def _lease_path(self, key: str) -> str:
+        return self._leases_dir + key
 
-    def _write_lease(self, key: str) -> None:
-        record = {"minion": self.minion, "expires": self.clock() + self.lease_seconds}
-        path = self._lease_path(key)
-        sweepfiles.replace(path, json.dumps(record).encode(), path.with_name(f".{key}.{self._tag}"), sync=False)
+    def _write_lease(self, key: str, first: bool = False) -> None:
+        record = json.dumps({"minion": self.minion, "expires": self.clock() + self.lease_seconds}).encode()
+        if first:
+            # A take's, under the lock: nobody reads it before `inprogress` names its parameter, and a
+            # torn one (a kill in the write) counts as none.
+            sweepfiles.create(self._lease_path(key), record)
+        else:
+            temporary = f"{self._leases_dir}.{key}.{self._tag}"
+            sweepfiles.replace(self._lease_path(key), record, temporary, sync=False)
 
     def _lease_expired(self, key: str, now: float) -> bool:
         try:
@@ -351,13 +376,20 @@ class ExecoEngine(Engine):
                 self._refill(files)
             if self._remaining:
                 return self._take(next(iter(self._remaining)))
+            if not self._waiting_for_others():
+                return None  # nothing can come back but what this minion runs: no need to wait
         time.sleep(min(timeout, 0.5))
         return None
+
+    def _waiting_for_others(self) -> bool:
+        """Parameters in progress elsewhere, which may come back (a nack, an expired lease)."""
+        mine = set(self._mine.values())
+        return any(self._open(param) and param not in mine for param in self._in_progress)
 
     def _take(self, param: Any) -> Message:
         """The lease first, then `inprogress`: a lease without the parameter in progress has no effect."""
         key = param_key(param)
-        self._write_lease(key)
+        self._write_lease(key, first=True)
         try:
             self._write_in_progress(self._in_progress | {param})
         except OSError:
@@ -381,20 +413,27 @@ class ExecoEngine(Engine):
     def drained(self) -> bool:
         with self._locked() as files:
             self._refill(files)
+            if not self._mine:
+                self._tidy()
             return not self._remaining and not self._mine and not any(map(self._open, self._in_progress))
 
     def _settle(self, message: Message, event: str, detail: Any = None) -> None:
         """The record (durable), then `inprogress`, then the lease: a fault in between leaves the
         parameter settled and in progress, which the next reclaim tidies, or still leased to this
-        minion, which stops renewing it: it comes back after its lease."""
+        minion, which stops renewing it: it comes back after its lease.
+
+        An ack leaves its parameter in `inprogress` (done and in progress is done for every minion):
+        the next take drops it in the write it makes anyway (or `drained`, `close`, a reclaim),
+        which saves a write of `inprogress` per parameter."""
         param = self._mine.pop(message.id, message.param)
         with self._locked() as files:
             # Read back by the next `_update`, like the records of other minions.
             if event == "done":
                 sweepfiles.append(files["done"], param)
+                self._untidy = True
             else:
                 sweepfiles.append(files["journal"], (event, param, detail))
-            self._write_in_progress(self._in_progress - {param})
+                self._write_in_progress(self._in_progress - {param})
             if event in ("nack", "release") and self._open(param):
                 self._remaining.add(param)
             sweepfiles.remove(self._lease_path(message.id))
@@ -466,5 +505,12 @@ class ExecoEngine(Engine):
         return len(self._remaining) + sum(map(self._open, self._in_progress))
 
     def close(self) -> None:
+        if self._untidy:
+            try:
+                with self._locked():
+                    self._tidy()
+            except OSError:
+                pass  # left to the next minion's reclaim, which drops settled parameters
+        sweepfiles.remove(self._inprogress_temporary)  # what the last exchange left: the `inprogress` before
         for key in list(self._mine):
             sweepfiles.remove(self._lease_path(key))

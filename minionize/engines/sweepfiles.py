@@ -5,9 +5,10 @@ through this module's `os` alone (the storage tests wrap it to inject
 ENOSPC, EIO or a kill at each call):
 
 - a whole file (`inprogress`, `sweeps`, a lease) is replaced by writing a
-  temporary beside it, then renaming it over the old one: readers on any host
-  see the old file or the new one, whole, never an empty or torn one, and a
-  failed write leaves the old one in place;
+  temporary beside it, then renaming it over the old one (or, for
+  `inprogress`, exchanging the two): readers on any host see the old file or
+  the new one, whole, never an empty or torn one, and a failed write leaves
+  the old one in place;
 - an append-only file (`done`, the journal) grows by one pickle per write; a
   write that fails is cut off again, so that the next record never lands
   after a torn one.
@@ -21,16 +22,19 @@ is synced is known to be stored before the next one is made.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 #: Pickle protocol of every record: what execo writes and reads from Python 3.4 on.
 PROTOCOL = 4
 #: What a torn or unreadable pickle raises (anything else, a missing class, is not a torn record).
 TORN = (EOFError, pickle.UnpicklingError, ValueError, IndexError, TypeError)
+
+StrPath = Union[str, Path]
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -39,7 +43,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def replace(path: Path, data: bytes, temporary: Path, sync: bool) -> None:
+def replace(path: StrPath, data: bytes, temporary: StrPath, sync: bool) -> None:
     """Make `path` hold `data`, whole or not at all.
 
     `sync` fsyncs the temporary before the rename, without which a crash of
@@ -61,7 +65,80 @@ def replace(path: Path, data: bytes, temporary: Path, sync: bool) -> None:
         raise
 
 
-def remove(path: Path) -> bool:
+def swap(path: StrPath, data: bytes, temporary: StrPath) -> None:
+    """Make `path` hold `data`, whole or not at all, like `replace` but without a new file each time.
+
+    The temporary is overwritten in place, then exchanged with `path`
+    (renameat2's RENAME_EXCHANGE), so that the next call overwrites the old
+    `path`: ext4 writes a file out at once, as fsync would, when it is
+    truncated to nothing or renamed over another, which made three quarters
+    of the time of a short parameter. Where the exchange is not supported
+    (NFS, other systems), or `path` does not exist yet, the temporary is
+    renamed over `path` as by `replace`. Not synced: a crash of the machine
+    may leave `path` empty, torn or as it was before (the execo engine
+    recovers from each).
+    """
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT, 0o666)
+    try:
+        try:
+            _write_all(fd, data)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+        if not _exchange(temporary, path):
+            os.replace(temporary, path)
+    except OSError:
+        remove(temporary)
+        raise
+
+
+def create(path: StrPath, data: bytes) -> None:
+    """Write a new small file in place, for a reader who takes a torn one (a kill in the write) as none.
+
+    Cheaper than `replace` by a rename; on failure, the file is removed.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError:
+        remove(path)
+        raise
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_renameat2: Any = None  # libc's renameat2, or False where there is none or the file system refuses it
+
+
+def _exchange(first: StrPath, second: StrPath) -> bool:
+    """Swap two names in one step; False when this system cannot, or `second` is not there."""
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            import ctypes  # here: 2 ms of the start of every minion otherwise
+
+            _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+        except (OSError, AttributeError):
+            _renameat2 = False
+    if _renameat2 is False:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    import ctypes
+
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        _renameat2 = False  # not on this file system (NFS) or kernel: rename from now on
+        return False
+    if code == errno.ENOENT:
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(second))
+
+
+def remove(path: StrPath) -> bool:
     """Delete `path` if it is there; False when it could not be (best effort: callers tolerate leftovers)."""
     try:
         os.unlink(path)
@@ -72,7 +149,7 @@ def remove(path: Path) -> bool:
     return True
 
 
-def open_appendable(path: Path) -> int:
+def open_appendable(path: StrPath) -> int:
     """A descriptor to read `path` and append to it (created as execo creates it, mode 0666 less the umask)."""
     return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
 
@@ -126,7 +203,7 @@ def read_appended(fd: int, position: int) -> tuple[list[Any], int]:
     return records, position + good
 
 
-def read_whole(path: Path) -> bytes:
+def read_whole(path: StrPath) -> bytes:
     """The content of `path`; empty when it does not exist."""
     try:
         with open(path, "rb") as handle:

@@ -1,0 +1,171 @@
+"""The execo engine's fast paths, each against what it must keep: plain execo's view and a killed minion.
+
+- An ack leaves its parameter in `inprogress`, the next write drops it: no
+  minion runs it again meanwhile, and nothing stays there once the minion
+  ends, or once another minion looks after a kill.
+- `inprogress` is written by exchanging a temporary with it (renameat2),
+  or renamed over it where the exchange is refused (NFS): both leave the
+  same sweep, and no temporary once the minion is closed.
+- A minion that runs the last parameters does not wait between two looks
+  when nothing can come back but what it runs itself.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from execo_engine.sweep import ParamSweeper
+
+from minionize.engines import execo, sweepfiles
+from minionize.engines.execo import ExecoEngine
+
+
+def make_sweep(path: Path, params: object) -> Path:
+    ParamSweeper(str(path), sweeps=params, save_sweeps=True)
+    return path
+
+
+def opened(path: Path) -> ExecoEngine:
+    engine = ExecoEngine(str(path), 60)
+    engine.open()
+    return engine
+
+
+def on_disk_in_progress(path: Path) -> set[object]:
+    data = (path / "inprogress").read_bytes()
+    return set(pickle.loads(data)) if data else set()
+
+
+def test_an_acked_parameter_is_dropped_from_inprogress_by_the_next_take(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", ["a", "b", "c"])
+    minion, other = opened(d), opened(d)
+    first = minion.next(0)
+    assert first is not None
+    minion.ack(first)
+    assert first.param in on_disk_in_progress(d)  # not written again by the ack
+    assert first.param in ParamSweeper(str(d)).get_done()
+    assert first.param not in {m.param for m in iter(lambda: other.next(0), None)}
+    second = minion.next(0)
+    assert second is None  # `other` took the rest
+    assert minion.drained() is False  # `other` holds two
+    assert first.param not in on_disk_in_progress(d)  # dropped by `drained`, the next write
+
+
+def test_the_acks_left_in_inprogress_are_dropped_at_close_and_plain_execo_sees_them_done(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", range(4))
+    minion = opened(d)
+    taken = [minion.next(0) for _ in range(4)]
+    for message in taken:
+        assert message is not None
+        minion.ack(message)
+    assert on_disk_in_progress(d)  # the last ack's parameter at least
+    minion.close()
+    reader = ParamSweeper(str(d))
+    assert sorted(reader.get_done()) == [0, 1, 2, 3]
+    assert not reader.get_inprogress() and not reader.get_remaining()
+    assert not [p.name for p in d.iterdir() if p.name.startswith(".inprogress.")]
+
+
+KILLED_AFTER_ACKS = textwrap.dedent("""
+    import os, signal, sys
+    from minionize.engines.execo import ExecoEngine
+    engine = ExecoEngine(sys.argv[1], 60)
+    engine.open()
+    for _ in range(3):
+        engine.ack(engine.next(0))
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_minion_killed_after_its_acks_leaves_them_done_and_nothing_stranded(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", range(6))
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_ACKS, str(d)], capture_output=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    acked = set(ParamSweeper(str(d)).get_done())
+    assert len(acked) == 3
+    assert on_disk_in_progress(d) & acked  # killed before any write took them out
+    fresh = opened(d)
+    ran = set()
+    while (message := fresh.next(0)) is not None:
+        ran.add(message.param)
+        fresh.ack(message)
+    assert ran == set(range(6)) - acked  # none of the acked ones again
+    assert fresh.drained()
+    reader = ParamSweeper(str(d))
+    assert sorted(reader.get_done()) == list(range(6)) and not reader.get_inprogress()
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "rename"])
+def test_inprogress_is_the_same_written_by_exchange_or_by_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    if not exchange:
+        monkeypatch.setattr(sweepfiles, "_renameat2", False)  # as on NFS, which refuses the exchange
+    d = make_sweep(tmp_path / "s", ["a", "b", "c"])
+    a, b = opened(d), opened(d)
+    held = [a.next(0), b.next(0)]
+    assert None not in held
+    assert set(ParamSweeper(str(d)).get_inprogress()) == {m.param for m in held if m}
+    b.nack(held[1])  # written again at once, without the parameter
+    assert set(ParamSweeper(str(d)).get_inprogress()) == {held[0].param}
+    for engine in (a, b):
+        engine.close()
+    assert not [p.name for p in d.iterdir() if p.name.startswith(".inprogress.")]
+
+
+def test_an_exchange_refused_by_the_file_system_falls_back_to_a_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def refused(*args: object) -> int:
+        calls.append(args)
+        import ctypes
+
+        ctypes.set_errno(22)  # EINVAL: what NFS answers
+        return -1
+
+    monkeypatch.setattr(sweepfiles, "_renameat2", refused)
+    path, temporary = tmp_path / "file", tmp_path / ".file.tmp"
+    path.write_bytes(b"old")
+    sweepfiles.swap(path, b"new", temporary)
+    sweepfiles.swap(path, b"newer", temporary)
+    assert path.read_bytes() == b"newer" and not temporary.exists()
+    assert len(calls) == 1  # refused once: not asked again
+
+
+def test_a_minion_running_the_last_parameters_does_not_wait_for_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(execo.time, "sleep", slept.append)
+    d = make_sweep(tmp_path / "s", ["a", "b"])
+    minion = opened(d)
+    assert minion.next(0) is not None and minion.next(0) is not None
+    assert minion.next(5) is None  # only its own runs may come back: it says so at once
+    assert slept == []
+    other = opened(d)
+    assert other.next(5) is None  # another minion's runs may come back: a pause between two looks
+    assert slept == [0.5]
+
+
+def test_swap_leaves_the_temporary_holding_the_previous_content(tmp_path: Path) -> None:
+    """The exchange keeps both files: the next write reuses the old one (no new file per write)."""
+    if sweepfiles._renameat2 is False:  # pragma: no cover - a system without renameat2
+        pytest.skip("no renameat2 here")
+    path, temporary = tmp_path / "file", tmp_path / ".file.tmp"
+    path.write_bytes(b"first")
+    sweepfiles.swap(path, b"second", temporary)
+    if sweepfiles._renameat2 is False:
+        pytest.skip(f"the file system of {tmp_path} refuses RENAME_EXCHANGE")
+    inode = os.stat(temporary).st_ino
+    assert path.read_bytes() == b"second" and temporary.read_bytes() == b"first"
+    sweepfiles.swap(path, b"third", temporary)
+    assert os.stat(path).st_ino == inode and path.read_bytes() == b"third"
