@@ -1,9 +1,11 @@
 """Per-task overhead: 5,000 runs of `true`, 2 at a time.
 
 xargs -P2 -n1 true, GNU parallel -j2 true, and minionize with the file and
-the execo engines (MINION_CONCURRENCY=2), measured in the same run.
+the execo engines (MINION_CONCURRENCY=2; execo with its leases, as
+minion-push leaves a sweep), measured in the same run, in turns (a busy
+moment of a shared machine hits each alike).
 Targets: the file engine within 1.3x of xargs' wall time, and at least 4x
-faster than GNU parallel.
+faster than GNU parallel; the execo engine within 1.5x of xargs.
 """
 
 from __future__ import annotations
@@ -14,17 +16,15 @@ from pathlib import Path
 from common import MINIONIZE, PYTHON, best_of, have, table, timed, verdict
 
 
-def run(tasks: int = 5000, repeat: int = 3) -> str:
+def run(tasks: int = 5000, repeat: int = 3, quick: bool = False) -> str:
+    if quick:
+        tasks, repeat = 1000, 2
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     params = work / "params.txt"
     params.write_text("".join(f"{i}\n" for i in range(tasks)))
-    xargs = best_of(repeat, lambda: timed(["xargs", "-P2", "-n1", "true"], stdin=params))
     parallel = None
-    if have("parallel"):
+    if _gnu_parallel():
         parallel = best_of(repeat, lambda: timed(["parallel", "--will-cite", "-j2", "true"], stdin=params))
-    file_engine = best_of(repeat, lambda: timed(
-        [*MINIONIZE, "true"], MINION_ENGINE="file", FILE_PATH=str(params), MINION_CONCURRENCY="2"
-    ))
 
     def execo() -> float:
         sweep = work / "sweep"
@@ -37,7 +37,17 @@ def run(tasks: int = 5000, repeat: int = 3) -> str:
 
             shutil.rmtree(sweep)
 
-    execo_engine = best_of(1, execo)
+    contenders = {
+        "xargs": lambda: timed(["xargs", "-P2", "-n1", "true"], stdin=params),
+        "file": lambda: timed([*MINIONIZE, "true"], MINION_ENGINE="file", FILE_PATH=str(params),
+                              MINION_CONCURRENCY="2"),
+        "execo": execo,
+    }
+    best: dict[str, float] = {}
+    for _ in range(repeat):  # in turns
+        for name, measure in contenders.items():
+            best[name] = min(best.get(name, float("inf")), measure())
+    xargs, file_engine, execo_engine = best["xargs"], best["file"], best["execo"]
     per = lambda seconds: f"{seconds:.2f} s ({seconds / tasks * 1e3:.2f} ms/task)"  # noqa: E731
     rows = [
         ("xargs -P2 -n1 true", per(xargs), "reference", ""),
@@ -46,9 +56,20 @@ def run(tasks: int = 5000, repeat: int = 3) -> str:
          f"<= 1.3x xargs: {verdict(file_engine <= 1.3 * xargs)}"),
         ("minionize, file engine vs parallel", "", f"{parallel / file_engine:.1f}x faster" if parallel else "-",
          f">= 4x faster: {verdict(bool(parallel) and parallel >= 4 * file_engine)}"),
-        ("minionize, execo engine", per(execo_engine), f"{execo_engine / xargs:.2f}x xargs", ""),
+        ("minionize, execo engine", per(execo_engine), f"{execo_engine / xargs:.2f}x xargs",
+         f"<= 1.5x xargs: {verdict(execo_engine <= 1.5 * xargs)}"),
     ]
     return table(f"Per-task overhead: {tasks} runs of true, 2 at a time (best of {repeat})", rows)
+
+
+def _gnu_parallel() -> bool:
+    """GNU parallel, not moreutils' program of the same name (which takes other options)."""
+    import subprocess
+
+    if not have("parallel"):
+        return False
+    version = subprocess.run(["parallel", "--version"], capture_output=True, text=True, check=False)
+    return "GNU parallel" in version.stdout
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import platform
 import sys
 import time
@@ -24,6 +25,8 @@ def main() -> int:
     parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS], default=[], metavar="NAME",
                         help=f"which benchmarks (default all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--write", action="store_true", help="save the tables to bench/RESULTS.md")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes, fewer rounds (a check that the benchmarks run, not figures)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     header = (
@@ -33,7 +36,9 @@ def main() -> int:
     tables = [header]
     for name in args.names or BENCHMARKS:
         print(f"== {name}", file=sys.stderr, flush=True)
-        tables.append(importlib.import_module(name).run())
+        module = importlib.import_module(name)
+        quick = {"quick": True} if args.quick and "quick" in inspect.signature(module.run).parameters else {}
+        tables.append(module.run(**quick))
         print(tables[-1], flush=True)
     if args.write:
         (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + "\n".join(tables))
