@@ -21,6 +21,7 @@ after everything is acked or set aside.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -34,6 +35,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -63,6 +65,8 @@ exit 2
 #: A result: {pod or "": value} ("" for a series without a pod label).
 Result = dict[str, float]
 Check = Callable[[Result], bool]
+#: A series of a range query: its labels, and (time, value) pairs.
+Series = tuple[dict[str, str], list[tuple[float, float]]]
 
 
 def fleet(expected: Callable[[float], bool]) -> Check:
@@ -172,6 +176,16 @@ class Prometheus:
         return out
 
 
+    def query_range(self, expr: str, start: float, end: float, step: float = 1) -> list[Series]:
+        """(labels, [(time, value)]) of each series of `expr` from `start` to `end`."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query_range?" + urllib.parse.urlencode(
+            {"query": expr, "start": start, "end": end, "step": step})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return [(r["metric"], [(float(t), float(v)) for t, v in r["values"]]) for r in body["data"]["result"]]
+
+
 def metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         for line in response.read().decode().splitlines():
@@ -187,10 +201,20 @@ class Run:
     dashboard: dict[str, Any]
     held: float
     settled: float
+    #: When Prometheus first scraped both minions.
+    start: float
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    with monitored_fleet(tmp_path_factory.mktemp("prometheus")) as fleet:
+        yield fleet
+
+
+@contextlib.contextmanager
+def monitored_fleet(tmp: Path) -> Iterator[Run]:
+    """The scenario of the module docstring, on a Prometheus and two minions of its own
+    (also run by scripts/dashboard-screenshot, for the README's picture)."""
     prometheus_bin = shutil.which("prometheus")
     require(prometheus_bin is not None, "prometheus is missing: apt-get install prometheus (scripts/services.sh does)")
     assert prometheus_bin is not None
@@ -203,7 +227,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         require(False, f"no Redis answers on {REDIS_URL} (scripts/services.sh): {exc}")
     rule, dashboard = render_monitoring()
 
-    tmp = tmp_path_factory.mktemp("prometheus")
     state = tmp / "state"
     state.mkdir()
     program = tmp / "program.sh"
@@ -247,6 +270,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 return False
 
         poll(scraped, "prometheus scrapes both minions")
+        start = time.time()
 
         def push(*params: str) -> None:
             subprocess.run([sys.executable, "-m", "minionize.push", *params], env=minion_env(**queue),
@@ -269,7 +293,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         # Scraped on both sides of `settled`.
         poll(lambda: prometheus.query(f'count(timestamp({up}) > {settled + 1})', time.time()) == {"": 2.0},
              "prometheus scraped after the last run")
-        yield Run(prometheus, rule, dashboard, held, settled)
+        yield Run(prometheus, rule, dashboard, held, settled, start)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
