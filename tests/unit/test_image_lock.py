@@ -15,7 +15,6 @@ import sys
 from functools import cache
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 
 from tests.conftest import ROOT
@@ -65,6 +64,8 @@ def image_extras() -> set[str]:
 
 def requirements(extras: set[str]) -> list[Requirement]:
     """pyproject's dependencies and those of `extras`, self-references expanded."""
+    import tomllib  # Python 3.11+, as in tests/unit/test_config.py
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     out = [Requirement(r) for r in project["dependencies"]]
     todo, seen = list(extras), set()
