@@ -269,7 +269,7 @@ def monitored_fleet(tmp: Path) -> Iterator[Run]:
             except OSError:
                 return False
 
-        poll(scraped, "prometheus scrapes both minions")
+        poll(scraped, "prometheus scrapes both minions", timeout=60)
         start = time.time()
 
         def push(*params: str) -> None:
