@@ -26,7 +26,7 @@ SETTLING = frozenset({"ack", "nack", "release", "fail", "extend"})
 #: The calls whose success shows that the broker answers again: `drained` and
 #: `remaining` may answer from what the client knows (or a default), and
 #: would end an outage in the log at every turn of the loop while it lasts.
-REACHING = SETTLING | {"next"}
+REACHING = SETTLING | {"next", "next_many"}
 
 
 class EngineCalls:

@@ -216,14 +216,26 @@ class Worker:
         return None
 
     def _take(self, timeout: Optional[float] = None) -> bool:
-        """Take one message if one comes within `timeout`; True when one did."""
+        """Take a message for each free slot (the engine may give fewer) if one comes within `timeout`;
+        True when one did."""
         if timeout is None:
             timeout = 0.05 if self._slots.runs else POLL
-        message = self._engine_call(self.engine.next, timeout)
-        if message is not None and self._health.avoids(message.id):
-            message = self._elsewhere(message)
-        if message is None:
-            return False
+        free = self._slots.size - len(self._slots)
+        if free > 1:
+            messages = self._engine_call(self.engine.next_many, free, timeout) or []
+        else:
+            messages = [self._engine_call(self.engine.next, timeout)]
+        taken = False
+        for message in messages:
+            if message is not None and self._health.avoids(message.id):
+                message = self._elsewhere(message)
+            if message is not None:
+                self._start(message)
+                taken = True
+        return taken
+
+    def _start(self, message: Message) -> None:
+        """Give `message` a slot and start its run (or settle it at once: rejected, out of attempts)."""
         slot = self._slots.first_free()
         record = RunRecord(message.id, message.param, message.attempt, slot, time.time())
         record.extra["reclaimed"] = message.reclaimed
@@ -240,7 +252,6 @@ class Worker:
             self._settle(run, Outcome.rejected(f"delivered {message.attempt} times: the minions that took it died"))
         else:
             self._slots.start(run)
-        return True
 
     def _elsewhere(self, message: Message) -> Message:
         """Another parameter than those that just failed fast here, if one comes at once (NodeHealth.avoids).

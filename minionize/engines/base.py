@@ -99,6 +99,16 @@ class Engine(abc.ABC):
     def next(self, timeout: float) -> Optional[Message]:
         """The next message, or None when none came within `timeout` seconds."""
 
+    def next_many(self, limit: int, timeout: float) -> list[Message]:
+        """Up to `limit` messages, one for each free slot, waiting `timeout` seconds for the first.
+
+        An engine that can take several in one round trip (one lock) says so
+        by overriding this; it never returns more than `limit`, so that no
+        message waits in a minion for a slot.
+        """
+        message = self.next(timeout)
+        return [] if message is None else [message]
+
     def drained(self) -> bool:
         """True when nothing is queued nor in flight anywhere (see `input_ends`, `tells_drained`)."""
         return False

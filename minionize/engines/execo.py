@@ -69,6 +69,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -371,36 +372,46 @@ class ExecoEngine(Engine):
     # -- the engine contract ----------------------------------------------
 
     def next(self, timeout: float) -> Optional[Message]:
+        messages = self.next_many(1, timeout)
+        return messages[0] if messages else None
+
+    def next_many(self, limit: int, timeout: float) -> list[Message]:
+        """Up to `limit` parameters, taken under one lock with one write of `inprogress`."""
         with self._locked() as files:
             if not self._remaining:
                 self._refill(files)
             if self._remaining:
-                return self._take(next(iter(self._remaining)))
+                return self._take(list(itertools.islice(self._remaining, limit)))
             if not self._waiting_for_others():
-                return None  # nothing can come back but what this minion runs: no need to wait
+                return []  # nothing can come back but what this minion runs: no need to wait
         time.sleep(min(timeout, 0.5))
-        return None
+        return []
 
     def _waiting_for_others(self) -> bool:
         """Parameters in progress elsewhere, which may come back (a nack, an expired lease)."""
         mine = set(self._mine.values())
         return any(self._open(param) and param not in mine for param in self._in_progress)
 
-    def _take(self, param: Any) -> Message:
-        """The lease first, then `inprogress`: a lease without the parameter in progress has no effect."""
-        key = param_key(param)
-        self._write_lease(key, first=True)
+    def _take(self, params: list[Any]) -> list[Message]:
+        """The leases first, then `inprogress`: a lease without its parameter in progress has no effect."""
+        keys = [param_key(param) for param in params]
         try:
-            self._write_in_progress(self._in_progress | {param})
+            for key in keys:
+                self._write_lease(key, first=True)
+            self._write_in_progress(self._in_progress | set(params))
         except OSError:
-            sweepfiles.remove(self._lease_path(key))
+            for key in keys:
+                sweepfiles.remove(self._lease_path(key))
             raise
-        self._remaining.discard(param)
-        self._mine[key] = param
-        message = Message(key, param, self._attempts.get(param, 0) + 1)
-        message.reclaimed = param in self._reclaimed
-        self._reclaimed.discard(param)
-        return message
+        messages = []
+        for key, param in zip(keys, params, strict=True):
+            self._remaining.discard(param)
+            self._mine[key] = param
+            message = Message(key, param, self._attempts.get(param, 0) + 1)
+            message.reclaimed = param in self._reclaimed
+            self._reclaimed.discard(param)
+            messages.append(message)
+        return messages
 
     def _refill(self, files: dict[str, int]) -> None:
         """Look harder when nothing seems left: a grown sweep, expired leases."""

@@ -370,23 +370,28 @@ class RedisEngine(Engine):
 
     # -- taking messages ---------------------------------------------------
 
-    @_reconnecting
     def next(self, timeout: float) -> Optional[Message]:
+        messages = self.next_many(1, timeout)
+        return messages[0] if messages else None
+
+    @_reconnecting
+    def next_many(self, limit: int, timeout: float) -> list[Message]:
+        """An entry given back or claimed, or up to `limit` new ones in one XREADGROUP."""
         self._send_unsettled()
         try:
             if self._claim_due():
                 message = self._claim_idle()
                 if message is not None:
-                    return message
-            message = self._read_new(timeout)
-            self._claim_soon = message is None
-            return message
+                    return [message]
+            messages = self._read_new(limit, timeout)
+            self._claim_soon = not messages
+            return messages
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
         log.warning("redis stream %s had no group %s (lost by the server?): created again", self.stream, self.group)
         self._ensure_group()
-        return None
+        return []
 
     def _claim_due(self) -> bool:
         """Claiming is a round trip of its own: do it when it may find something.
@@ -401,13 +406,11 @@ class RedisEngine(Engine):
             return True
         return False
 
-    def _read_new(self, timeout: float) -> Optional[Message]:
+    def _read_new(self, limit: int, timeout: float) -> list[Message]:
         block = min(_MAX_BLOCK_MS, max(1, int(timeout * 1000))) if timeout > 0 else None
-        reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=1, block=block)
-        for _, entries in cast(list[Any], reply or []):
-            for entry_id, fields in entries:
-                return self._message(entry_id, fields, 1)
-        return None
+        reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=limit, block=block)
+        return [self._message(entry_id, fields, 1)
+                for _, entries in cast(list[Any], reply or []) for entry_id, fields in entries]
 
     def _claim_idle(self) -> Optional[Message]:
         """An entry given back, or held by a minion that stopped renewing it."""

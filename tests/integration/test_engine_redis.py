@@ -338,3 +338,21 @@ def test_a_server_gone_mid_run_loses_nothing_and_the_ack_is_sent_when_it_is_back
     assert "engine ack failed" in err and "engine reachable again" in err
     with client(server) as c:
         assert c.xlen(stream) == 0 and c.xpending(stream, "minionize")["pending"] == 0
+
+
+def test_next_many_reads_up_to_the_free_slots_in_one_call_and_each_is_pending_to_this_minion(
+    server: RedisServer, stream: str
+) -> None:
+    minion, other = engine(server, stream), engine(server, stream)
+    minion.push([str(i) for i in range(5)])
+    taken = minion.next_many(3, 0.1)
+    assert [m.param for m in taken] == ["0", "1", "2"] and all(m.attempt == 1 for m in taken)
+    with client(server) as c:
+        consumers = {e["name"]: e["pending"] for e in c.xpending(stream, "minionize")["consumers"]}
+        assert consumers == {minion.consumer.encode(): 3}
+    assert [m.param for m in other.next_many(8, 0.1)] == ["3", "4"]  # never more than there is
+    for message in taken:
+        minion.ack(message)
+    assert minion.next_many(3, 0.1) == []
+    minion.close()
+    other.close()

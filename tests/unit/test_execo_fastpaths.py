@@ -8,6 +8,9 @@
   same sweep, and no temporary once the minion is closed.
 - A minion that runs the last parameters does not wait between two looks
   when nothing can come back but what it runs itself.
+- Several parameters are taken under one lock, in one write of
+  `inprogress` (one per free slot): a minion killed right after holds them
+  under their leases, and they come back once these are over.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +173,64 @@ def test_swap_leaves_the_temporary_holding_the_previous_content(tmp_path: Path) 
     assert path.read_bytes() == b"second" and temporary.read_bytes() == b"first"
     sweepfiles.swap(path, b"third", temporary)
     assert os.stat(path).st_ino == inode and path.read_bytes() == b"third"
+
+
+def test_several_parameters_are_taken_in_one_write_never_more_than_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = make_sweep(tmp_path / "s", range(5))
+    writes = []
+    swap = sweepfiles.swap
+    monkeypatch.setattr(sweepfiles, "swap", lambda *args: writes.append(args[0]) or swap(*args))
+    minion = opened(d)
+    taken = minion.next_many(3, 0)
+    assert len(taken) == 3 and len(writes) == 1
+    assert set(ParamSweeper(str(d)).get_inprogress()) == {m.param for m in taken}
+    assert len({m.id for m in taken}) == 3 and all(m.attempt == 1 for m in taken)
+    assert all((d / ".minionize" / "leases" / m.id).exists() for m in taken)
+    rest = minion.next_many(3, 0)
+    assert len(rest) == 2 and not {m.param for m in rest} & {m.param for m in taken}
+    assert minion.next_many(3, 0) == []
+
+
+KILLED_AFTER_A_BATCH = textwrap.dedent("""
+    import os, signal, sys
+    from minionize.engines.execo import ExecoEngine
+    engine = ExecoEngine(sys.argv[1], 60)
+    engine.open()
+    assert len(engine.next_many(3, 0)) == 3
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+class Later:
+    """A clock `shift` seconds ahead of the wall clock."""
+
+    def __init__(self, shift: float) -> None:
+        self.shift = shift
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+
+def test_a_batch_held_by_a_killed_minion_comes_back_after_its_leases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execo, "_RECLAIM_EVERY", 0.0)
+    d = make_sweep(tmp_path / "s", range(4))
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_A_BATCH, str(d)], capture_output=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    held = set(ParamSweeper(str(d)).get_inprogress())
+    assert len(held) == 3
+    fresh = opened(d)
+    first = fresh.next_many(4, 0)
+    assert [m.param for m in first] == list(set(range(4)) - held)  # not what the dead minion leased
+    fresh.ack(first[0])
+    late = ExecoEngine(str(d), 60, clock=Later(81))  # past the leases and their margin
+    late.open()
+    back = late.next_many(4, 0)
+    assert {m.param for m in back} == held and all(m.attempt == 2 and m.reclaimed for m in back)
+    for message in back:
+        late.ack(message)
+    assert late.drained()
+    assert sorted(ParamSweeper(str(d)).get_done()) == [0, 1, 2, 3]
