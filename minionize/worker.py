@@ -67,6 +67,7 @@ class Worker:
         self.reporter = reporter or Reporter()
         self.minion = minion or MinionInfo.here(settings.env, engine.describe(), settings.concurrency)
         self._slots = Slots(settings.concurrency, self._execute)
+        engine.slots = settings.concurrency
         self._stop = StopRequest(settings.drain_signal, settings.drain_exit_code)
         self._held: list[Message] = []
         self._last_lease = time.monotonic()

@@ -3,7 +3,10 @@
 What it is
     A quorum queue by default (RabbitMQ >= 3.8; tested on 3.10). A minion
     takes one message per free slot (`basic.get`, manual acks): it never
-    holds a message it is not running. With AMQP_PREFETCH it consumes
+    holds a message it is not running. A minion of several slots
+    (MINION_CONCURRENCY > 1) consumes with a prefetch of its slots: no more
+    messages unacknowledged than slots, so one waiting in it has a free slot,
+    and no round trip per message. With AMQP_PREFETCH it consumes
     instead (`basic.consume`): faster on short runs, at the price of
     messages waiting in the minion (see Caveats). `minion-push` publishes persistent
     messages with publisher confirms. Both declare the queues, so either
@@ -24,7 +27,8 @@ Environment
     AMQP_HEARTBEAT (whole seconds, default 60; 0 disables): the heartbeat
         timeout (it overrides `?heartbeat=` in the URL).
     AMQP_PREFETCH (whole number, default 0): 0 takes a message only for a
-        free slot, one round trip each; N > 0 lets RabbitMQ push up to N
+        free slot (one round trip each with one slot, a prefetch of
+        MINION_CONCURRENCY with several); N > 0 lets RabbitMQ push up to N
         unacknowledged messages, the running ones included (so N >
         MINION_CONCURRENCY, e.g. twice it, to save the round trip).
     AMQP_OPERATION_TIMEOUT (seconds > 0, default 5): how long connecting
@@ -249,8 +253,8 @@ class AmqpEngine(Engine):
                 channel = connection.channel()
                 channel.confirm_delivery()
                 self._declare(channel)
-                if self.prefetch:
-                    channel.basic_qos(prefetch_count=self.prefetch)
+                if self._pushes:
+                    channel.basic_qos(prefetch_count=self.prefetch or self.slots)
         except BaseException:
             with suppress(*_NETWORK_ERRORS), self._bounded(connection):
                 connection.close()
@@ -353,7 +357,7 @@ class AmqpEngine(Engine):
     def next(self, timeout: float) -> Optional[Message]:
         deadline = time.monotonic() + timeout
         self._ensure()
-        if self.prefetch:
+        if self._pushes:
             return self._next_pushed(deadline)
         while True:
             if time.monotonic() >= self._next_get:
@@ -366,6 +370,22 @@ class AmqpEngine(Engine):
             with self._guard(wait=deadline - now):
                 assert self._connection is not None
                 self._connection.sleep(min(deadline, self._next_get) - now)  # services heartbeats
+
+    @property
+    def _pushes(self) -> bool:
+        """Consume rather than get: with AMQP_PREFETCH, or one message pushed per slot of a minion of
+        several (no more unacked than slots: what waits in the minion has a free slot)."""
+        return bool(self.prefetch) or self.slots > 1
+
+    def next_many(self, limit: int, timeout: float) -> list[Message]:
+        """The next message, and what else RabbitMQ pushed already, up to `limit`."""
+        first = self.next(timeout)
+        if first is None:
+            return []
+        messages = [first]
+        while self._pushed and len(messages) < limit:
+            messages.append(self._hold(*self._pushed.popleft()))
+        return messages
 
     def _get(self) -> Optional[Message]:
         with self._guard():

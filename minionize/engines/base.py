@@ -56,6 +56,9 @@ class Engine(abc.ABC):
     #: How often (seconds) the worker calls `extend` for messages in flight;
     #: None when the engine needs no lease renewal.
     lease_interval: Optional[float] = None
+    #: The minion's slots (MINION_CONCURRENCY), set by the worker before `open`: an engine whose
+    #: broker pushes messages may let it push one per slot (see the amqp engine).
+    slots: int = 1
     #: True when the engine may be called from any thread (the worker's lock
     #: lets one in at a time) and `next(0)` never blocks: the slot thread that
     #: finished a run then settles it and takes the next message itself, two

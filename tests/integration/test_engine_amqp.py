@@ -364,3 +364,28 @@ def test_describe_masks_the_password_and_the_url_options() -> None:
     url = "amqps://minion:Sesame-42@127.0.0.1:5671/jobs?ssl_options=%7B%27password%27%3A%27Key-99%27%7D"
     assert mask_url(url) == "amqps://minion:***@127.0.0.1:5671/jobs?ssl_options=***"
     assert "Key-99" not in mask_url(url) and "Sesame" not in described
+
+
+def test_a_minion_of_several_slots_is_pushed_one_message_per_slot_never_more(
+    env: dict[str, str], engines: Any
+) -> None:
+    queue = env["AMQP_QUEUE"]
+    engines(queue).push([f"p{i}" for i in range(6)])
+    several = AmqpEngine(queue, URL)
+    several.slots = 3  # as the worker of MINION_CONCURRENCY=3 sets it, before open
+    several.open()
+    try:
+        taken = several.next_many(3, 5.0)
+        while len(taken) < 3:  # the pushes may come in more than one read
+            taken += several.next_many(3 - len(taken), 5.0)
+        assert sorted(m.param for m in taken) == ["p0", "p1", "p2"]
+        other = engines(queue)
+        rest = [take(other) for _ in range(3)]  # none was pushed to the minion of three slots
+        assert sorted(m.param for m in rest) == ["p3", "p4", "p5"]
+        assert pushed(several) == 0
+        for message in taken:
+            several.ack(message)
+        for message in rest:
+            other.ack(message)
+    finally:
+        several.close()
