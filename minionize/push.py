@@ -6,7 +6,10 @@
                                               # the cartesian product, as dicts
 
 The engine and its settings come from the environment (and `.env`), as for
-`minionize` itself. Values are JSON when they parse as JSON (`1` is a
+`minionize` itself. Parameters are streamed, never held in a list: read (or
+generated) once to check them all before anything is queued, then again
+into the engine (standard input alone is kept, since it cannot be read
+twice). Values are JSON when they parse as JSON (`1` is a
 number, `x` a string) unless --raw. Every engine gets the same wire format
 (`engines.base.encode`): a string as its text, anything else as JSON, which
 the minions' decoders, identity (the default) or json, read back as pushed.
@@ -18,7 +21,8 @@ import argparse
 import itertools
 import json
 import sys
-from typing import Any, Optional
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
 
 from . import __version__, config, exitcodes
 from .engines.base import Pushed, encode
@@ -37,8 +41,14 @@ def _value(text: str, raw: bool) -> Any:
 
 def sweep(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """The cartesian product of named value lists, like execo's `sweep`."""
+    return list(iter_sweep(axes))
+
+
+def iter_sweep(axes: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
+    """The same product, one dict at a time."""
     names = list(axes)
-    return [dict(zip(names, values, strict=True)) for values in itertools.product(*(axes[n] for n in names))]
+    for values in itertools.product(*(axes[n] for n in names)):
+        yield dict(zip(names, values, strict=True))
 
 
 def _parse_sweep(specs: list[str], raw: bool) -> dict[str, list[Any]]:
@@ -51,12 +61,11 @@ def _parse_sweep(specs: list[str], raw: bool) -> dict[str, list[Any]]:
     return axes
 
 
-def _read_file(path: str, as_json: bool) -> list[Any]:
+def _read_file(path: str, as_json: bool) -> Iterator[Any]:
     try:
         handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise ConfigError("--file", path, f"cannot read it ({exc.strerror})") from None
-    params = []
     with handle:
         for number, line in enumerate(handle, 1):
             line = line.rstrip("\r\n")
@@ -64,29 +73,39 @@ def _read_file(path: str, as_json: bool) -> list[Any]:
                 continue
             if as_json:
                 try:
-                    params.append(json.loads(line))
+                    yield json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ConfigError(f"--file {path}, line {number}", line, f"not JSON ({exc.msg})") from None
             else:
-                params.append(line)
-    return params
+                yield line
 
 
-def parameters(args: argparse.Namespace) -> list[Any]:
-    params = [_value(p, args.raw) for p in args.params]
-    if args.file:
-        params += _read_file(args.file, args.json)
+def parameters(args: argparse.Namespace) -> Callable[[], Iterator[Any]]:
+    """The parameters the arguments give, as a source that can be read more than once."""
+    given = [_value(p, args.raw) for p in args.params]
+    axes = []
     if args.sweep:
-        params += sweep(_parse_sweep(args.sweep, args.raw))
+        axes.append(_parse_sweep(args.sweep, args.raw))
     if args.sweep_json:
         try:
-            axes = json.loads(args.sweep_json)
+            parsed = json.loads(args.sweep_json)
         except json.JSONDecodeError:
-            axes = None
-        if not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()):
+            parsed = None
+        if not isinstance(parsed, dict) or not all(isinstance(v, list) for v in parsed.values()):
             raise ConfigError("--sweep-json", args.sweep_json, 'expected {"name": [values...], ...}')
-        params += sweep(axes)
-    return params
+        axes.append(parsed)
+    piped = list(_read_file("-", args.json)) if args.file == "-" else None  # read once: kept
+
+    def source() -> Iterator[Any]:
+        yield from given
+        if piped is not None:
+            yield from piped
+        elif args.file:
+            yield from _read_file(args.file, args.json)
+        for each in axes:
+            yield from iter_sweep(each)
+
+    return source
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,13 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(params: list[Any]) -> None:
-    """Refuse, before anything is queued, a parameter that has no wire format."""
+def _check(params: Iterator[Any]) -> int:
+    """Refuse, before anything is queued, a parameter that has no wire format; how many there are."""
+    count = 0
     for param in params:
         try:
             encode(param, "json")
         except (TypeError, ValueError) as exc:
             raise ConfigError("parameter", param, str(exc)) from None
+        count += 1
+    return count
 
 
 def _retry_failed(settings: config.Settings) -> int:
@@ -134,13 +156,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                               "needs an engine that keeps what it queues (execo, file or a broker)")
         if args.retry_failed:
             return _retry_failed(settings)
-        params = parameters(args)
-        if not params:
+        source = parameters(args)
+        count = _check(source())
+        if not count:
             raise ConfigError("parameters", None, "give parameters, --file, --sweep, --sweep-json or --retry-failed")
-        _check(params)
         engine = build_engine(settings)
         try:
-            where = engine.push(params)
+            where = engine.push(source())  # type: ignore[arg-type]  # any iterable: each engine reads it once
         finally:
             engine.close()
     except NotImplementedError as exc:
@@ -150,11 +172,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"minion-push: {error}", file=sys.stderr)
         return exit_code_of(error)
     if isinstance(where, Pushed):
-        old = len(params) - where.new
+        old = count - where.new
         already = f"; the other {old} were in it already" if old else ""
         print(f"queued {where.new} new parameters to {where}{already}")
     else:
-        print(f"queued {len(params)} parameters to {where}")
+        print(f"queued {count} parameters to {where}")
     return exitcodes.OK
 
 

@@ -70,6 +70,7 @@ Caveats
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -530,9 +531,10 @@ class RedisEngine(Engine):
     def push(self, params: list[Any]) -> str:
         self.open()
         try:
-            for start in range(0, len(params), 1000):
+            stream = iter(params)  # any iterable (minion-push streams them): 1,000 entries a round trip
+            while batch := list(itertools.islice(stream, 1000)):
                 with self.client.pipeline(transaction=False) as pipe:
-                    for param in params[start : start + 1000]:
+                    for param in batch:
                         pipe.xadd(self.stream, {self.field: encode(param, self.decoder)[0]})
                     pipe.execute()
         except _UNAVAILABLE as exc:

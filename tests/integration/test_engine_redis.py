@@ -356,3 +356,11 @@ def test_next_many_reads_up_to_the_free_slots_in_one_call_and_each_is_pending_to
     assert minion.next_many(3, 0.1) == []
     minion.close()
     other.close()
+
+
+def test_push_takes_any_iterable_in_rounds_of_a_thousand(server: RedisServer, stream: str) -> None:
+    minion = engine(server, stream)
+    minion.push(str(i) for i in range(2500))  # a generator, as minion-push streams them
+    with client(server) as c:
+        assert c.xlen(stream) == 2500
+    minion.close()
