@@ -142,8 +142,10 @@ class Credentials:
             return "NATS_TOKEN"
         return "NATS_PASSWORD" if self.user is not None else "NATS_URL"
 
-    def tls_refusal(self, exc: BaseException) -> Optional[str]:
-        """What a failed TLS handshake means, naming the variable that decides it (None: not one)."""
+    def tls_refusal(self, exc: BaseException, tls: bool) -> Optional[str]:
+        """What a failed TLS handshake means, naming the variable that decides it (None: not one).
+
+        `tls`: whether the connection was made with TLS."""
         if isinstance(exc, ssl.SSLCertVerificationError):
             trusted = f"NATS_TLS_CA_FILE ({self.ca_file})" if self.ca_file else \
                 "the system's CAs (NATS_TLS_CA_FILE is not set)"
@@ -152,6 +154,12 @@ class Credentials:
             refused = f"refused the client certificate NATS_TLS_CERT_FILE ({self.cert_file})" if self.cert_file \
                 else "wants a client certificate (NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE are not set)"
             return f"the server {refused}: {exc.reason.lower().replace('_', ' ')}"
+        if tls and isinstance(exc, (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError)):
+            # TLS 1.3: the server checks the client's certificate after the handshake and may
+            # close the connection before its alert is read; the client sees a closed pipe.
+            refused = f"it refused the client certificate NATS_TLS_CERT_FILE ({self.cert_file})" if self.cert_file \
+                else "it wants a client certificate (NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE are not set)"
+            return f"the server closed the TLS connection as it opened: presumably {refused} ({why(exc)})"
         return None
 
 
@@ -166,6 +174,7 @@ class Connection:
         self._last_error: Optional[BaseException] = None
         self._auth_error: Optional[BaseException] = None
         self._opened = self._lost = self._closing = False
+        self._tls = False  # whether the connection is made with TLS
 
     def said(self, exc: BaseException) -> str:
         """What `exc` says, with every server URL's credentials masked."""
@@ -187,6 +196,7 @@ class Connection:
         """Connect, then run `setup(client)` on the loop, within NATS_OPERATION_TIMEOUT each; a failure
         is a ConfigError or a QueueUnreachable, and leaves no thread nor socket behind."""
         options = self.credentials.options(self.servers)
+        self._tls = "tls" in options
         self.loop = LoopThread("minionize-nats")
         started = time.monotonic()
         try:
@@ -212,7 +222,7 @@ class Connection:
     def _refusal(self, exc: Optional[BaseException], otherwise: str = "") -> str:
         if exc is None:
             return otherwise
-        return self.credentials.tls_refusal(exc) or self.said(exc)
+        return self.credentials.tls_refusal(exc, self._tls) or self.said(exc)
 
     async def _connect(self, options: dict[str, Any]) -> Any:
         """Connect, giving up at once on refused credentials (the client would try forever)."""

@@ -112,3 +112,17 @@ def test_unreadable_files_are_config_errors_before_any_connection(tmp_path: obje
 )
 def test_which_stream_subjects_capture_a_subject(pattern: str, subject: str, captured: bool) -> None:
     assert subject_matches(pattern, subject) is captured
+
+
+def test_a_tls_connection_closed_as_it_opens_names_the_client_certificate() -> None:
+    # TLS 1.3: a server that refuses the client's certificate may close the connection
+    # before the client reads its alert; the client sees a broken pipe or a reset.
+    from minionize.engines.natsconnect import Credentials
+
+    closed = BrokenPipeError(32, "Broken pipe")
+    without = Credentials(ca_file="/ca.pem").tls_refusal(closed, tls=True)
+    assert without is not None and "wants a client certificate" in without and "NATS_TLS_CERT_FILE" in without
+    refused = Credentials(ca_file="/ca.pem", cert_file="/c.pem", key_file="/k.pem").tls_refusal(
+        ConnectionResetError(104, "Connection reset by peer"), tls=True)
+    assert refused is not None and "refused the client certificate NATS_TLS_CERT_FILE (/c.pem)" in refused
+    assert Credentials().tls_refusal(closed, tls=False) is None  # a plain connection: just a closed pipe
