@@ -44,6 +44,7 @@ from common import env, table, verdict
 from consumer import AMQP_URL, NATS_URL, POSTGRES_URL, REDIS_URL, Run, launch
 
 MESSAGES = 20_000
+SLOTS = 8  # the slots of a minion set against the one-at-a-time loops (issue 14)
 Measure = Callable[[str], float]  # a fresh queue name -> messages per second
 
 
@@ -78,11 +79,11 @@ def drop_keys(pattern: str) -> None:
 
 
 def redis_contenders(work: Path, count: int) -> dict[str, Measure]:
-    def on_stream(kind: str) -> Measure:
+    def on_stream(kind: str, **more: str) -> Measure:
         def measure(name: str) -> float:
             fill_stream(name, count)
             try:
-                extra = {"MINION_ENGINE": "redis", "REDIS_URL": REDIS_URL, "REDIS_STREAM": name}
+                extra = {"MINION_ENGINE": "redis", "REDIS_URL": REDIS_URL, "REDIS_STREAM": name, **more}
                 return _rate(launch([([kind, name, str(count)], env(**extra))], work), count)
             finally:
                 drop_keys(f"{name}*")
@@ -96,7 +97,8 @@ def redis_contenders(work: Path, count: int) -> dict[str, Measure]:
             drop_keys(f"{name}:*")
 
     return {"bare": on_stream("redis-bare"), "batch": on_stream("redis-batch"),
-            "minionize": on_stream("minion"), "dramatiq": dramatiq}
+            "minionize": on_stream("minion"), "dramatiq": dramatiq,
+            "minionize 8 slots": on_stream("minion", MINION_CONCURRENCY=str(SLOTS))}
 
 
 # -- RabbitMQ ------------------------------------------------------------------------
@@ -156,7 +158,8 @@ def amqp_contenders(work: Path, count: int) -> dict[str, Measure]:
     return {"bare": on_queue("amqp-bare", "classic"), "batch": on_queue("amqp-batch", "classic"),
             "minionize": on_queue("minion", "classic"), "dramatiq": dramatiq,
             "minionize prefetch": on_queue("minion", "classic", AMQP_PREFETCH="2"),
-            "bare quorum": on_queue("amqp-bare", "quorum"), "minionize quorum": on_queue("minion", "quorum")}
+            "bare quorum": on_queue("amqp-bare", "quorum"), "minionize quorum": on_queue("minion", "quorum"),
+            "minionize 8 slots": on_queue("minion", "classic", MINION_CONCURRENCY=str(SLOTS))}
 
 
 # -- NATS JetStream ---------------------------------------------------------------------
@@ -314,6 +317,9 @@ def _rows(prefix: str, loop: str, batch: str, rates: dict[str, float]) -> list[R
                     _fmt(rates["batch"]), f"{rates['batch'] / bare:.1f}x the bare loop", ""))
     rows.append((f"{prefix}: Dramatiq {dramatiq.__version__}, 1 worker process, 1 thread", _fmt(other),
                  f"minionize {mine / other:.2f}x Dramatiq", f"minionize ahead: {verdict(mine > other)}"))
+    slots = rates["minionize 8 slots"]
+    rows.append((f"{prefix}: minionize, MINION_CONCURRENCY={SLOTS} (a message per free slot)", _fmt(slots),
+                 f"{slots / bare:.2f}x the bare loop", f">= 1x bare: {verdict(slots >= bare)}"))
     return rows
 
 
