@@ -189,7 +189,8 @@ class ExecoEngine(Engine):
             # Plain execo's save_sweeps rewrites the file in place under LOCK_EX.
             fcntl.lockf(handle, fcntl.LOCK_SH)
             try:
-                sweeps = set(pickle.load(handle))
+                loaded = pickle.load(handle)
+                sweeps = loaded if isinstance(loaded, set) else set(loaded)  # no second copy of a big one
             except sweepfiles.TORN as exc:
                 if self._sweeps_stat != (0, 0, 0):
                     return False  # being rewritten by plain execo: keep the last one, read it next time
@@ -200,7 +201,7 @@ class ExecoEngine(Engine):
             stat = os.fstat(handle.fileno())
         self._sweeps = sweeps
         self._sweeps_stat = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        self._remaining = self._sweeps - self._done - set(self._failed) - self._in_progress
+        self._remaining = self._sweeps.difference(self._done, self._failed, self._in_progress)  # one new set
         return True
 
     @contextmanager
