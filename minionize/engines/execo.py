@@ -43,9 +43,11 @@ Storage faults
     by appends that are cut back when they fail. Whichever write fails
     (ENOSPC, EDQUOT, EIO) or is the last before a kill, every parameter stays
     done, set aside, or takeable; the engine call raises OSError and the
-    worker tries again after a pause. What recovery needs is synced: an ack,
-    a failure, a nack (one fsync each, before the parameter leaves
-    `inprogress`) and a push. `inprogress` and the leases are not: a crash
+    worker tries again after a pause. What recovery needs is synced: an ack
+    (once the sweep's lock is let go, before the call returns: a fleet does
+    not wait for one minion's disk), a failure and a nack (before the
+    parameter leaves `inprogress`), a push; an ack's record lost with the
+    machine before its sync makes its parameter remaining again. `inprogress` and the leases are not: a crash
     of the machine that loses or empties them makes the parameters they
     named reclaimable a lease later, as when their minions die with it; an
     older `inprogress` only names parameters done since (ignored) or
@@ -148,6 +150,9 @@ class ExecoEngine(Engine):
         self._unleased: dict[str, float] = {}  # key -> when its lease period ends
         self._last_reclaim = 0.0
         self._untidy = False  # `inprogress` still names parameters acked here (see ack)
+        #: Seconds spent waiting for the sweep's lock (bench/fleet.py reports it per parameter).
+        self.lock_wait = 0.0
+        self._sync_done = False  # an ack's record to fsync once the lock is let go
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ExecoEngine:
@@ -210,7 +215,10 @@ class ExecoEngine(Engine):
         with _PROCESS_LOCK:
             done = sweepfiles.open_appendable(self._done_file)
             try:
+                asked = time.perf_counter()
                 fcntl.lockf(done, fcntl.LOCK_EX)  # released by the close
+                self.lock_wait += time.perf_counter() - asked
+                self._sync_done = False
                 journal = sweepfiles.open_appendable(self._journal_file)
                 try:
                     files = {"done": done, "journal": journal}
@@ -218,6 +226,12 @@ class ExecoEngine(Engine):
                     yield files
                 finally:
                     os.close(journal)
+                if self._sync_done:
+                    # An ack's record, synced once the lock is free: a fleet waits for no one's disk. Its
+                    # parameter may leave `inprogress` meanwhile (another minion's write): a crash of the
+                    # machine in between makes it remaining again, never lost.
+                    fcntl.lockf(done, fcntl.LOCK_UN)
+                    sweepfiles.sync(done)
             finally:
                 os.close(done)
 
@@ -441,8 +455,8 @@ class ExecoEngine(Engine):
         with self._locked() as files:
             # Read back by the next `_update`, like the records of other minions.
             if event == "done":
-                sweepfiles.append(files["done"], param)
-                self._untidy = True
+                sweepfiles.append(files["done"], param, sync=False)  # synced when the lock is let go
+                self._untidy = self._sync_done = True
             else:
                 sweepfiles.append(files["journal"], (event, param, detail))
                 self._write_in_progress(self._in_progress - {param})

@@ -154,24 +154,32 @@ def open_appendable(path: StrPath) -> int:
     return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
 
 
-def append(fd: int, record: Any) -> None:
-    """Append one pickled record to a file opened by `open_appendable`, and fsync it.
+def append(fd: int, record: Any, sync: bool = True) -> None:
+    """Append one pickled record to a file opened by `open_appendable`, and fsync it (unless not `sync`).
 
     The caller holds the sweep's lock, so nobody appends in between. The sync
-    makes an ack (`done`) or a failure (the journal) durable before the
-    parameter leaves `inprogress`; on failure the file is cut back to its
-    size before the write.
+    makes a failure or a nack (the journal) durable before the parameter
+    leaves `inprogress`; an ack's record (`done`) is synced by `sync` once
+    the lock is free. On failure the file is cut back to its size before the
+    write.
     """
     data = pickle.dumps(record, protocol=PROTOCOL)
     size = os.fstat(fd).st_size
     try:
         _write_all(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     except OSError:
         # Should the cut fail too, the torn record is cut off by the next reader (`read_appended`).
         with contextlib.suppress(OSError):
             os.ftruncate(fd, size)
         raise
+
+
+def sync(fd: int) -> None:
+    """fsync an appended file after the sweep's lock was let go: nothing is cut back if it fails (another
+    minion may have appended since), the caller's settlement fails and is made again."""
+    os.fsync(fd)
 
 
 def read_appended(fd: int, position: int) -> tuple[list[Any], int]:
