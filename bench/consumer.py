@@ -63,6 +63,7 @@ class Run:
     last: float  # the last message processed, by any child
     count: int
     cpu: float  # CPU seconds the children used from go to their end
+    lock_wait: float = 0.0  # seconds the children waited for an execo sweep's lock
 
     @property
     def seconds(self) -> float:
@@ -108,7 +109,8 @@ def launch(children: Sequence[tuple[Sequence[str], dict[str, str]]], cwd: Path, 
     if not busy:
         raise SystemExit("no consumer processed any message")
     return Run(go, min(r["first"] for r in busy), max(r["last"] for r in busy),
-               sum(r["count"] for r in results), sum(r["cpu"] for r in results))
+               sum(r["count"] for r in results), sum(r["cpu"] for r in results),
+               sum(r.get("lock_wait", 0.0) for r in results))
 
 
 # -- the children ----------------------------------------------------------------
@@ -118,7 +120,7 @@ class Clock:
     """The first and last processed message, and how many."""
 
     def __init__(self) -> None:
-        self.first = self.last = self.cpu = 0.0
+        self.first = self.last = self.cpu = self.lock_wait = 0.0
         self.count = 0
 
     def start(self) -> None:
@@ -132,7 +134,8 @@ class Clock:
 
     def report(self) -> None:
         cpu = time.process_time() - self.cpu
-        print(json.dumps({"first": self.first, "last": self.last, "count": self.count, "cpu": cpu}), flush=True)
+        print(json.dumps({"first": self.first, "last": self.last, "count": self.count, "cpu": cpu,
+                          "lock_wait": self.lock_wait}), flush=True)
 
 
 def ready(clock: Clock) -> None:
@@ -168,6 +171,7 @@ def run_minion(clock: Clock) -> None:
     worker = Minion(FuncCallback(task), reporter=Timing()).worker()
     ready(clock)
     code = worker.run()
+    clock.lock_wait = getattr(worker.engine, "lock_wait", 0.0)  # the execo engine's
     if code != 0:
         raise SystemExit(code)
 

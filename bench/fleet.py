@@ -1,10 +1,18 @@
-"""Fleet scaling: 1, 2 and 4 minions (separate processes) draining one Redis stream of 10 ms tasks.
+"""Fleet scaling: 1, 2 and 4 minions (separate processes) draining one Redis stream of 10 ms tasks;
+1 to 128 minions on one execo sweep directory, and on one Redis stream, for comparison.
 
 2,000 tasks, each a Python function that sleeps 10 ms (FuncCallback through
 the API, bench/consumer.py), MINION_CONCURRENCY=1 per minion. The tasks wait
 rather than compute, so the fleet is limited by the minions' own work until
 it uses the machine's cores: the table gives the cores the minions kept busy.
 Targets: 2 minions at least 1.8x the throughput of one, 4 minions at least 3x.
+
+The large fleets (issue 14): 1, 4, 16, 64 and 128 minions (--quick: to 16)
+on one execo sweep, 40 tasks of 10 ms per minion (500 at least), with the
+time the minions waited for the sweep's lock per parameter; then the same
+fleets on one Redis stream. Targets: the aggregate throughput never falls
+as minions are added (no lock convoy), and at 128 minions it is at least
+80 % of the best.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from throughput import drop_keys, fill_stream
 
 FLEETS = (1, 2, 4)
 TARGETS = {2: 1.8, 4: 3.0}
+LARGE = (1, 4, 16, 64, 128)
 
 
 def drain(work: Path, stream: str, minions: int, tasks: int, pause: float) -> Run:
@@ -34,7 +43,56 @@ def drain(work: Path, stream: str, minions: int, tasks: int, pause: float) -> Ru
     return run
 
 
-def run(tasks: int = 2_000, pause: float = 0.01, repeat: int = 1) -> str:
+def drain_sweep(work: Path, minions: int, tasks: int, pause: float) -> Run:
+    from minionize.engines.execo import ExecoEngine
+
+    sweep = work / f"sweep-{minions}"
+    ExecoEngine(str(sweep)).push(list(range(tasks)))
+    try:
+        environ = env(MINION_ENGINE="execo", EXECO_PERSISTENCE_DIR=str(sweep), BENCH_SLEEP=str(pause))
+        run = launch([(["minion", "-", "0"], environ)] * minions, work, timeout=600)
+    finally:
+        shutil.rmtree(sweep, ignore_errors=True)
+    if run.count != tasks:
+        raise SystemExit(f"{minions} minions did {run.count} tasks of {tasks} on the execo sweep")
+    return run
+
+
+def large(pause: float = 0.01, quick: bool = False) -> str:
+    """The large fleets on one execo sweep, then on one Redis stream (one run each)."""
+    fleets = LARGE[:3] if quick else LARGE
+    work = Path(tempfile.mkdtemp(prefix="bench-fleet-large-"))
+    rates: dict[tuple[str, int], float] = {}
+    waits: dict[int, float] = {}
+    try:
+        for minions in fleets:
+            tasks = max(500, 40 * minions)
+            measured = drain_sweep(work, minions, tasks, pause)
+            rates["execo", minions] = tasks / measured.seconds
+            waits[minions] = measured.lock_wait / tasks
+            measured = drain(work, f"bench-fleet-{os.getpid()}-large-{minions}", minions, tasks, pause)
+            rates["redis", minions] = tasks / measured.seconds
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for engine in ("execo", "redis"):
+        best = max(rates[engine, m] for m in fleets)
+        for before, minions in zip((None, *fleets), fleets, strict=False):
+            rate = rates[engine, minions]
+            wait = f"; lock wait {waits[minions] * 1e3:.2f} ms/parameter" if engine == "execo" else ""
+            target = ""
+            if before is not None:
+                target = f"not below {before}: {verdict(rate >= 0.95 * rates[engine, before])}"
+            if minions == fleets[-1] and engine == "execo":
+                target += f"; >= 80% of the best: {verdict(rate >= 0.8 * best)}"
+            rows.append((f"{engine}, {minions} minion{'s' * (minions > 1)}", f"{rate:.0f} tasks/s",
+                         f"{rate / best:.0%} of the best{wait}", target))
+    title = (f"Large fleets on one execo sweep and one Redis stream: tasks of {pause * 1e3:g} ms, "
+             f"40 per minion (one run each)")
+    return table(title, rows)
+
+
+def run(tasks: int = 2_000, pause: float = 0.01, repeat: int = 1, quick: bool = False) -> str:
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))  # the minions' working directory
     best: dict[int, Run] = {}
     try:
@@ -59,7 +117,7 @@ def run(tasks: int = 2_000, pause: float = 0.01, repeat: int = 1) -> str:
         target = f">= {TARGETS[minions]:g}x: {verdict(speedup >= TARGETS[minions])}"
         rows.append((f"{minions} minions", f"{rate:.0f} tasks/s", f"{speedup:.2f}x one minion; {cores}", target))
     title = f"Fleet scaling, redis engine: {tasks:,} tasks of {pause * 1e3:g} ms (best of {repeat})"
-    return table(title, rows)
+    return table(title, rows) + "\n" + large(pause, quick)
 
 
 if __name__ == "__main__":
