@@ -63,10 +63,22 @@ if ! listening 4222; then
     wait_port nats 4222
 fi
 
+# The Pub/Sub emulator (a JVM: seconds to start), shared by every test of the
+# google engine, whichever pytest worker runs it; where gcloud is missing, the
+# google tests say so themselves (fatal under CI=true).
+if ! listening 8085 && command -v gcloud >/dev/null; then
+    mkdir -p /var/lib/minionize-pubsub
+    setsid gcloud beta emulators pubsub start --host-port=127.0.0.1:8085 \
+        --data-dir=/var/lib/minionize-pubsub </dev/null >/var/log/minionize-pubsub.log 2>&1 &
+    wait_port pubsub-emulator 8085 120
+fi
+
 # Not a server, but the lint tests need it too.
 command -v shellcheck >/dev/null || apt_install shellcheck
 # Not started here either: the chart's monitoring tests run their own
 # prometheus on a free port, and run promtool on the rendered rules.
 command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
 
-echo "services: redis, rabbitmq and nats are up"
+up="redis, rabbitmq, postgresql, nats"
+if listening 8085; then up="$up, the Pub/Sub emulator"; fi
+echo "services: $up are up"

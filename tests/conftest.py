@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +83,70 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     line = summary(TALLY)
     if line:
         terminalreporter.write_line(line)
+
+
+# --- running in two lanes (scripts/test: pytest-xdist by file, then the serial tests) -------
+
+#: Tests that must not share the machine with other tests: those that measure
+#: how long a stop or a recovery takes, or break a server others use.
+SERIAL_MODULES = {"test_service_mode.py"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "serial: run alone, after the parallel lane (scripts/test)")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Marks the serial tests as they are collected, so that `-m` selects them."""
+    if is_serial(item):
+        item.add_marker(pytest.mark.serial)
+
+
+def is_serial(item: pytest.Item) -> bool:
+    if item.path.parent.name == "faults" or item.path.name in SERIAL_MODULES:
+        return True
+    # A restart of RabbitMQ, which every other test of the amqp engine shares.
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    backend = params.get("backend", "")
+    return "restart" in item.name and str(backend).startswith("amqp")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its count of documentation blocks to the controller."""
+    from tests.docs.runner import TALLY
+
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["docs_tally"] = dict(TALLY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    from tests.docs.runner import TALLY
+
+    TALLY.update(getattr(node, "workeroutput", {}).get("docs_tally", {}))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """What a test printed may hold lone surrogates (undecodable bytes, on purpose): xdist
+    sends reports as UTF-8, so they are escaped here rather than crashing the worker."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _utf8(text)) for title, text in report.sections]
+    if isinstance(report.longrepr, str):
+        report.longrepr = _utf8(report.longrepr)
+    elif report.longrepr is not None and not _encodes(str(report.longrepr)):
+        report.longrepr = _utf8(str(report.longrepr))
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _utf8(text: str) -> str:
+    return text if _encodes(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -9,9 +9,11 @@ the engine cannot be had, `require` skips locally and fails under CI=true.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,8 +141,18 @@ def _build(
 
 @pytest.fixture(scope="session")
 def built_images(docker_engine: DockerEngine, request: pytest.FixtureRequest) -> BuiltImages:
-    """The base image and the example image, built (or found in the layer cache) once per session."""
+    """The base image and the example image, built (or found in the layer cache) once per session.
+
+    Under pytest-xdist each worker asks for them: a lock makes the others wait
+    for the first build, then find every layer in the cache.
+    """
     require(shutil.which("docker") is not None, "the docker command is missing (scripts/dockerd.sh installs it)")
+    with open(Path(tempfile.gettempdir()) / "minionize-test-images.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_images(docker_engine, request)
+
+
+def _build_images(docker_engine: DockerEngine, request: pytest.FixtureRequest) -> BuiltImages:
     times = []
     started = time.monotonic()
     _make_python_base(docker_engine)
