@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import plots
 from common import env, table, verdict
 from consumer import REDIS_URL, Run, launch
 from throughput import drop_keys, fill_stream
@@ -79,6 +80,7 @@ def large(pause: float = 0.01, quick: bool = False) -> str:
         best = max(rates[engine, m] for m in fleets)
         for before, minions in zip((None, *fleets), fleets, strict=False):
             rate = rates[engine, minions]
+            plots.record("fleet", f"{engine}, one {'sweep' if engine == 'execo' else 'stream'}", minions, rate)
             wait = f"; lock wait {waits[minions] * 1e3:.2f} ms/parameter" if engine == "execo" else ""
             target = ""
             if before is not None:

@@ -25,6 +25,8 @@ def main() -> int:
     parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS], default=[], metavar="NAME",
                         help=f"which benchmarks (default all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--write", action="store_true", help="save the tables to bench/RESULTS.md")
+    parser.add_argument("--plot", action="store_true",
+                        help="draw scale.png and fleet.png beside bench/RESULTS.md (needs matplotlib)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller sizes, fewer rounds (a check that the benchmarks run, not figures)")
     args = parser.parse_args()
@@ -40,6 +42,11 @@ def main() -> int:
         quick = {"quick": True} if args.quick and "quick" in inspect.signature(module.run).parameters else {}
         tables.append(module.run(**quick))
         print(tables[-1], flush=True)
+    if args.plot:
+        import plots
+
+        for path in plots.draw(HERE):
+            print(f"wrote {path}", file=sys.stderr)
     if args.write:
         (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + "\n".join(tables))
     return 0

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import plots
 from common import env, table, verdict
 from consumer import Run, launch
 
@@ -76,6 +77,9 @@ def _rows(
         for case in cases:
             measured = best[(minions, case)]
             cost = per_parameter(measured)
+            if not case.done:
+                plots.record("scale", f"{minions} minion{'s' * (minions > 1)}, the first {taken:,}", case.size,
+                             cost * 1e3)
             what = f"{minions} minion{'s' * (minions > 1)}, {case.describe(taken)}"
             start = f"start {1e3 * (measured.first - measured.go):.0f} ms"
             if case is cases[0]:
