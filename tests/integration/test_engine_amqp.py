@@ -376,12 +376,14 @@ def test_a_minion_of_several_slots_is_pushed_one_message_per_slot_never_more(
     several.open()
     try:
         taken = several.next_many(3, 5.0)
-        while len(taken) < 3:  # the pushes may come in more than one read
+        for _ in range(10):  # the pushes may come in more than one read
+            if len(taken) == 3:
+                break
             taken += several.next_many(3 - len(taken), 5.0)
-        assert sorted(m.param for m in taken) == ["p0", "p1", "p2"]
+        assert len(taken) == 3
         other = engines(queue)
         rest = [take(other) for _ in range(3)]  # none was pushed to the minion of three slots
-        assert sorted(m.param for m in rest) == ["p3", "p4", "p5"]
+        assert {m.param for m in taken} | {m.param for m in rest} == {f"p{i}" for i in range(6)}
         assert pushed(several) == 0
         for message in taken:
             several.ack(message)
