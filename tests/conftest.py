@@ -124,7 +124,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_testnodedown(node: object, error: object) -> None:
     from tests.docs.runner import TALLY
 
-    TALLY.update(getattr(node, "workeroutput", {}).get("docs_tally", {}))
+    tally = dict(getattr(node, "workeroutput", {}).get("docs_tally", {}))
+    # Every worker counts the marked blocks as it collects test_docs.py: they are counted once.
+    marked = max(TALLY["marked"], tally.pop("marked", 0))
+    TALLY.update(tally)
+    TALLY["marked"] = marked
 
 
 @pytest.hookimpl(hookwrapper=True)
