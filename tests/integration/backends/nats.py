@@ -74,15 +74,10 @@ async def _dead(url: str, subject: str) -> list[tuple[bytes, dict[str, str]]]:
             stream = await js.find_stream_name_by_subject(subject)
         except nats.js.errors.NotFoundError:
             return []
-        found: list[tuple[bytes, dict[str, str]]] = []
-        sequence = 1
-        while True:
-            try:
-                stored = await js.get_msg(stream, seq=sequence, next=True, subject=subject)
-            except nats.js.errors.NotFoundError:
-                return found
-            found.append((stored.data or b"", dict(stored.headers or {})))
-            sequence = (stored.seq or sequence) + 1
+        # The engine's own reader of a stream's messages: the test reads what minion-status reads.
+        from minionize.engines.jetstream import stored
+
+        return [(message.data or b"", dict(message.headers or {})) for message in await stored(js, stream, subject)]
     finally:
         await client.close()
 
