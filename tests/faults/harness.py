@@ -142,6 +142,17 @@ def push(env: dict[str, str], params: list[str]) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def sigterm_timed(process: subprocess.Popen[bytes], timeout: float = 60) -> tuple[Optional[int], float]:
+    """SIGTERM `process`; its exit code (None: still running after `timeout`) and how long the stop took."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        code: Optional[int] = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+    return code, time.monotonic() - started
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

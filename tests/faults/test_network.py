@@ -31,7 +31,6 @@ that hands out the next message before it knows, run one more.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -45,7 +44,19 @@ from minionize.callbacks.child import KILL_AFTER
 from tests.conftest import minion_env, minionize_cmd
 from tests.integration.backends import Backend
 
-from .harness import IDLE_TIMEOUT, Figures, Fleet, Sizes, children, count_done, done_program, not_done, push, wait_for
+from .harness import (
+    IDLE_TIMEOUT,
+    Figures,
+    Fleet,
+    Sizes,
+    children,
+    count_done,
+    done_program,
+    not_done,
+    push,
+    sigterm_timed,
+    wait_for,
+)
 from .net import Network, network
 from .netfleet import NetFleet, NetSizes, Watch
 
@@ -160,13 +171,7 @@ def test_stop_in_a_partition(backend: Backend, net: Network, tmp_path: Path, net
         wait_for(lambda: bool(children(minion.pid)) or minion.poll() is not None, 60, "a run in flight")
         assert minion.poll() is None, log.read_text(errors="replace")[-3000:]
         net.cut()
-        started = time.monotonic()
-        minion.send_signal(signal.SIGTERM)
-        try:
-            code = minion.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            code = None
-        took = time.monotonic() - started
+        code, took = sigterm_timed(minion)
     finally:
         if minion.poll() is None:
             minion.kill()

@@ -12,7 +12,6 @@ the fault table.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from minionize.callbacks.child import KILL_AFTER
 from tests.conftest import minion_env, minionize_cmd
 
 from .brokers import BROKERS, Broker
-from .harness import Figures, children, done_program, push, wait_for
+from .harness import Figures, children, done_program, push, sigterm_timed, wait_for
 
 pytestmark = pytest.mark.integration
 GRACE = 2.0
@@ -61,13 +60,7 @@ def test_a_stop_during_an_outage_is_bounded(
         assert minion.poll() is None, log.read_text(errors="replace")[-3000:]
         broker.kill() if outage == "killed" else broker.pause()
         time.sleep(OUTAGE_BEFORE_STOP)
-        started = time.monotonic()
-        minion.send_signal(signal.SIGTERM)
-        try:
-            code = minion.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            code = None
-        took = time.monotonic() - started
+        code, took = sigterm_timed(minion)
     finally:
         if minion.poll() is None:
             minion.kill()
