@@ -4,16 +4,20 @@ Both are rendered with the real helm, and everything is read from the
 rendering: the PrometheusRule is validated against the Prometheus Operator's
 CRD (tests/data/crds/), its groups pass `promtool check rules` and a
 `promtool test rules` unit test per alert, firing and not firing; the
-dashboard's JSON is checked for what Grafana needs of it. The expressions
-themselves are evaluated by a real Prometheus scraping real minions in
-tests/integration/test_prometheus.py, whose table of expected values must
-name every query found here.
+dashboard's JSON is validated against Grafana's own schemas for its
+schemaVersion (tests/unit/grafana_schemas.py: the dashboard kind's, each
+panel plugin's, the Prometheus query's, made from @grafana/schema) and
+checked for what the chart needs of it. The expressions themselves are evaluated by a
+real Prometheus scraping real minions in tests/integration/test_prometheus.py,
+whose table of expected values must name every query found here.
 
 promtool is Debian's `prometheus` package (scripts/services.sh installs it).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import re
 import shutil
@@ -25,6 +29,14 @@ import pytest
 import yaml
 
 from tests.conftest import require
+from tests.unit.grafana_schemas import (
+    GRAFANA_SCHEMAS,
+    PANEL_SCHEMAS,
+    SCHEMA_VERSION,
+    dashboard_errors,
+    panels,
+    set_in,
+)
 from tests.unit.test_chart import FULLNAME, case_values, helm_template, merge, one, render, validate
 from tests.unit.test_chart_keda import CRDS, PROMETHEUS_OPERATOR, schema_errors
 
@@ -34,7 +46,7 @@ MONITORING = {"metrics": {"enabled": True, "serviceMonitor": {"enabled": True},
 #: The labels a ServiceMonitor of the release gives the minions' series (and the default selector).
 JOB, NAMESPACE = f"{FULLNAME}-metrics", "minions"
 ALERTS = {"MinionNoAck", "MinionDeadLettersRising", "MinionNotReady", "MinionBrokenNode", "MinionRunsTimingOut"}
-PANEL_TYPES = {"row", "stat", "timeseries"}
+PANEL_TYPES = {"row", *PANEL_SCHEMAS}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 
@@ -60,8 +72,11 @@ def rules_of(rule: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def panel_queries(dashboard: dict[str, Any]) -> dict[str, str]:
-    """'panel title/refId' -> PromQL, for every query of the dashboard."""
-    return {f"{p['title']}/{t['refId']}": t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    """'panel title/refId' -> PromQL, for every query of the dashboard (no two with the same key)."""
+    queries = [(f"{p['title']}/{t['refId']}", t["expr"]) for _, p in panels(dashboard) for t in p.get("targets", [])]
+    keys = [key for key, _ in queries]
+    assert len(keys) == len(set(keys)), f"two queries have the same panel title and refId: {keys}"
+    return dict(queries)
 
 
 @pytest.fixture(scope="session")
@@ -271,7 +286,7 @@ def test_dashboard_is_what_grafana_reads(helm: str) -> None:
     assert configmap["metadata"]["name"] == f"{FULLNAME}-dashboard"
     (key,) = configmap["data"]
     assert key.endswith(".json")
-    assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= 36
+    assert dashboard["schemaVersion"] == SCHEMA_VERSION, "a new schemaVersion needs its Grafana's schemas"
     assert dashboard["title"] == f"Minionize / {NAMESPACE}/{FULLNAME}"
     assert re.fullmatch(r"[A-Za-z0-9-]{1,40}", dashboard["uid"])
     assert "__" not in json.dumps(dashboard), "a placeholder of files/grafana-dashboard.json is left"
@@ -302,8 +317,63 @@ def test_dashboard_is_what_grafana_reads(helm: str) -> None:
 
 
 def test_every_query_is_one_the_real_prometheus_test_checks(helm: str) -> None:
-    from tests.integration.test_prometheus import ALERT_CHECKS, PANEL_CHECKS
+    from tests.integration.test_prometheus import ALERT_CHECKS, NO_ACK_FOR, PANEL_CHECKS
 
     _, dashboard = rendered_dashboard(helm, monitoring_values())
     assert set(panel_queries(dashboard)) == set(PANEL_CHECKS)
+    # That test renders the chart with a shorter noAckFor: the dashboard's queries are the same.
+    _, tested = rendered_dashboard(helm, monitoring_values(noAckFor=f"{NO_ACK_FOR}s"))
+    assert panel_queries(tested) == panel_queries(dashboard)
     assert set(rules_of(rendered_rule(helm, monitoring_values()))) == set(ALERT_CHECKS) == ALERTS
+
+
+# --- the dashboard against Grafana's schemas ---------------------------------
+
+
+def test_dashboard_follows_grafanas_schemas(helm: str) -> None:
+    _, dashboard = rendered_dashboard(helm, monitoring_values())
+    assert dashboard["schemaVersion"] == SCHEMA_VERSION
+    assert {p["type"] for _, p in panels(dashboard)} == PANEL_TYPES
+    assert dashboard_errors(dashboard) == []
+
+
+def test_grafanas_schemas_reject_a_broken_dashboard(helm: str) -> None:
+    """The check itself: a wrong type, an unknown key, a value off an enum, a missing field, each where it is."""
+    _, good = rendered_dashboard(helm, monitoring_values())
+    stat, ts = (next(path for path, p in panels(good) if p["type"] == kind) for kind in ("stat", "timeseries"))
+    breakages = {
+        f"{stat}.gridPos.w": ("6", f"{stat}.gridPos.w: '6' is not of type 'number'"),
+        "panels.0.collapsed": ("no", "panels.0.collapsed: 'no' is not of type 'boolean'"),
+        "refersh": ("30s", "(top): Additional properties are not allowed ('refersh' was unexpected)"),
+        "graphTooltip": (3, "graphTooltip: 3 is not one of [1, 0, 2]"),
+        "templating.list.0.current": ({}, "templating.list.0.current: 'text' is a required property"),
+        f"{stat}.options.colorMode": ("colour", f"{stat}.options.colorMode: 'colour' is not one of"),
+        f"{ts}.options.legend.placement": ("left", f"{ts}.options.legend.placement: 'left' is not one of"),
+        f"{ts}.fieldConfig.defaults.custom": ({"lineWidth": "1"}, f"{ts}.fieldConfig.defaults.custom.lineWidth: '1'"),
+        f"{stat}.fieldConfig.defaults.custom": ({}, f"{stat}.fieldConfig.defaults.custom: a stat panel has none"),
+        f"{ts}.targets.0.expr": (1, f"{ts}.targets.0.expr: 1 is not of type 'string'"),
+        f"{ts}.targets.0.instnat": (True, "('instnat' was unexpected)"),
+        f"{ts}.type": ("piechart", f"{ts}.type: no schema of a 'piechart' panel"),
+        f"{stat}.type": ("row", f"{stat}: 'collapsed' is a required property"),
+    }
+    for path, (value, expected) in breakages.items():
+        bad = copy.deepcopy(good)
+        set_in(bad, path, value)
+        errors = dashboard_errors(bad)
+        assert any(expected in error for error in errors), (path, errors)
+
+
+def test_grafanas_schemas_are_the_generated_ones() -> None:
+    """tests/data/grafana-schema-*/: what SOURCE says was generated, by the script beside it."""
+    version = GRAFANA_SCHEMAS.name.rsplit("-", 1)[1]
+    source = (GRAFANA_SCHEMAS / "SOURCE").read_text()
+    script = (GRAFANA_SCHEMAS / "regenerate.sh").read_text()
+    assert "Apache-2.0" in source and f"@grafana/schema {version}" in source
+    (integrity,) = re.findall(r"^Integrity:\s+(sha512-\S+)$", source, re.M)
+    assert f"INTEGRITY={integrity}\n" in script and f"GRAFANA_SCHEMA={version}\n" in script
+    listed = dict(line.split("  ")[::-1] for line in re.findall(r"^[0-9a-f]{64}  \S+$", source, re.M))
+    assert set(listed) == {p.name for p in GRAFANA_SCHEMAS.glob("*.schema.json")}
+    assert set(listed) == {f"{name}.schema.json" for name in ("dashboard", "prometheus-dataquery")} | {
+        f"{name}.schema.json" for pair in PANEL_SCHEMAS.values() for name in pair if name}
+    for name, digest in listed.items():
+        assert hashlib.sha256((GRAFANA_SCHEMAS / name).read_bytes()).hexdigest() == digest, name
