@@ -371,9 +371,8 @@ def test_grafanas_schemas_are_the_generated_ones() -> None:
     assert "Apache-2.0" in source and f"@grafana/schema {version}" in source
     (integrity,) = re.findall(r"^Integrity:\s+(sha512-\S+)$", source, re.M)
     assert f"INTEGRITY={integrity}\n" in script and f"GRAFANA_SCHEMA={version}\n" in script
-    listed = dict(line.split("  ")[::-1] for line in re.findall(r"^[0-9a-f]{64}  \S+$", source, re.M))
-    assert set(listed) == {p.name for p in GRAFANA_SCHEMAS.glob("*.schema.json")}
-    assert set(listed) == {f"{name}.schema.json" for name in ("dashboard", "prometheus-dataquery")} | {
-        f"{name}.schema.json" for pair in PANEL_SCHEMAS.values() for name in pair if name}
-    for name, digest in listed.items():
+    digests = {name: digest for digest, name in re.findall(r"^([0-9a-f]{64})  (\S+)$", source, re.M)}
+    used = {"dashboard", "prometheus-dataquery", *(name for pair in PANEL_SCHEMAS.values() for name in pair if name)}
+    assert set(digests) == {p.name for p in GRAFANA_SCHEMAS.glob("*.schema.json")} == {f"{n}.schema.json" for n in used}
+    for name, digest in digests.items():
         assert hashlib.sha256((GRAFANA_SCHEMAS / name).read_bytes()).hexdigest() == digest, name
