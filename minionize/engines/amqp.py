@@ -9,7 +9,8 @@ What it is
     and no round trip per message. With AMQP_PREFETCH it consumes
     instead (`basic.consume`): faster on short runs, at the price of
     messages waiting in the minion (see Caveats). `minion-push` publishes persistent
-    messages with publisher confirms. Both declare the queues, so either
+    messages with publisher confirms, a window of them at a time (see
+    `amqppush`). Both declare the queues, so either
     may come first; a queue that exists with other arguments is a
     configuration error (exit 2).
 
@@ -107,6 +108,7 @@ from ..config import EnvReader
 from ..errors import ConfigError, QueueUnreachable
 from ..message import Message
 from ..secrets import mask_url, scrub
+from .amqppush import ConfirmWindow, PushFailed
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, parse_count, raw_text
 from .kit import DEAD_REASON, ConnectionGuard, Setting, dead_letter_metadata, read_settings
 
@@ -540,18 +542,20 @@ class AmqpEngine(Engine):
     # -- filling -------------------------------------------------------------
 
     def push(self, params: list[Any]) -> str:
+        """Publish with a window of confirms (amqppush): success only once RabbitMQ confirmed every one."""
         self.open()
-        for done, param in enumerate(params):
-            text, content_type = encode(param, self.decoder)
-            properties = pika.BasicProperties(delivery_mode=2, content_type=content_type, message_id=uuid.uuid4().hex)
-            try:
-                if not self._publish(self.queue, text.encode("utf-8"), properties):
-                    raise pika.exceptions.NackError([])
-            except _NETWORK_ERRORS as exc:
-                raise QueueUnreachable(
-                    f"RabbitMQ at {self.masked_url} did not take parameter {done + 1} "
-                    f"({done} queued before it): {_why(exc)}"
-                ) from None
+        assert self._connection is not None
+        connection, window = self._connection, None
+        try:
+            window = ConfirmWindow(connection, self.queue, self.operation_timeout, lambda: self._bounded(connection))
+            for param in params:  # any iterable: minion-push streams them
+                text, content_type = encode(param, self.decoder)
+                window.publish(text.encode("utf-8"), content_type)
+            window.finish()
+        except (PushFailed, *_NETWORK_ERRORS) as exc:
+            why = exc.why if isinstance(exc, PushFailed) else f"lost the connection ({_why(exc)})"
+            report = window.report(why) if window is not None else why
+            raise QueueUnreachable(f"RabbitMQ at {self.masked_url} did not take every parameter: {report}") from None
         return self.describe()
 
     # -- the dead-letter queue -------------------------------------------------
