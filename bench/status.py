@@ -2,11 +2,15 @@
 
 A report directory as the json reporter writes it: 100 minions, each a
 `minion` record, then a `start` and an `end` record per run (a parameter, a
-verdict, a short stderr tail), written by this benchmark rather than by real
-runs. Timed: `minion-status --dir` (the whole command, its own process); the
-first read of mtop's model (`mtop.Live.refresh`: every record), then
-a refresh after 1,000 more runs were appended, as a frame does.
-Targets: minion-status under 10 s; a refresh after the first under 1 s.
+verdict, a short stderr tail) and a heartbeat every 10 s of their clock,
+written by this benchmark rather than by real runs, with the summaries a
+minion writes at each heartbeat (`minionize.summaryfiles.SummaryWriter`, fed
+every line). Timed: `minion-status --dir` (the whole command, its own
+process), with the summaries and without them (a report of an older
+minionize: every record parsed); the first read of mtop's model
+(`mtop.Live.refresh`), then a refresh after 1,000 more runs were appended,
+as a frame does. Targets: minion-status under 10 s; a refresh after the
+first under 1 s.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from pathlib import Path
 
 from common import PYTHON, env, table, verdict
 
+from minionize.summaryfiles import SUMMARY_DIRECTORY, SummaryWriter
+
 MINIONS = 100
 
 
 def write_report(directory: Path, runs: int, first: int = 0, fresh: bool = True) -> None:
-    """`runs` runs spread over the minions' files (appended to them unless `fresh`)."""
+    """`runs` runs spread over the minions' files (appended to them, with no summary, unless `fresh`)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(first)
     now = time.time() - 3600
@@ -35,8 +41,13 @@ def write_report(directory: Path, runs: int, first: int = 0, fresh: bool = True)
         if fresh:
             lines.append({"type": "minion", "minion": minion, "host": f"host-{index}", "pid": 1000 + index,
                           "job_id": None, "engine": "execo sweep s", "concurrency": 2, "time": now})
+        beat = now
         for run in range(first + index, first + runs, MINIONS):
             start = now + run * 0.003
+            if fresh and start - beat >= 10:
+                beat = start
+                lines.append({"type": "heartbeat", "minion": minion, "time": beat, "in_flight": 1,
+                              "free_slots": 1, "draining": False})
             end = start + rng.uniform(0.5, 2.0)
             failed = run % 97 == 0
             common = {"minion": minion, "id": f"k{run}", "param": {"a": run % 1000, "b": run // 1000},
@@ -47,11 +58,23 @@ def write_report(directory: Path, runs: int, first: int = 0, fresh: bool = True)
                           "timed_out": False, "verdict": "retried" if failed else "acked",
                           "error": "exit code 1" if failed else None, "host": f"host-{index}", "job_id": None,
                           "stdout_tail": "", "stderr_tail": "boom\n" if failed else ""})
-        with open(directory / f"{minion}.jsonl", "a" if not fresh else "w") as out:
-            out.writelines(json.dumps(line) + "\n" for line in lines)
+        path = directory / f"{minion}.jsonl"
+        with open(path, "a" if not fresh else "w") as out:
+            summary = SummaryWriter(path) if fresh else None
+            if summary:
+                summary.opened(out.fileno())
+            for line in lines:
+                text = json.dumps(line) + "\n"
+                out.write(text)
+                if summary:
+                    summary.wrote(text)
+                    if line["type"] == "heartbeat":
+                        out.flush()  # as the reporter does, before its summary
+                        summary.write()
 
 
 def _status(directory: Path) -> float:
+    """Seconds of one `minion-status --dir`, which must succeed."""
     started = time.perf_counter()
     result = subprocess.run([PYTHON, "-m", "minionize.status", "--dir", str(directory)], env=env(),
                             capture_output=True, text=True)
@@ -82,11 +105,15 @@ def run(runs: int = 1_000_000, quick: bool = False) -> str:
         write_report(work / "report", runs)
         status = _status(work / "report")
         first, refresh = _frames(work / "report", runs)
+        shutil.rmtree(work / "report" / SUMMARY_DIRECTORY)
+        whole = _status(work / "report")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = [
-        (f"minion-status over {runs:,} runs ({MINIONS} minions)", f"{status:.1f} s", "",
-         f"< 10 s: {verdict(status < 10)}"),
+        (f"minion-status over {runs:,} runs ({MINIONS} minions)", f"{status:.1f} s",
+         "the minions' summaries, then the records after them", f"< 10 s: {verdict(status < 10)}"),
+        ("minion-status over the same report without its summaries", f"{whole:.1f} s",
+         "every record (a report of an older minionize)", ""),
         ("mtop, the first read", f"{first:.1f} s", "every record", ""),
         ("mtop, a refresh after 1,000 more runs", f"{refresh:.2f} s", "the new records only",
          f"< 1 s: {verdict(refresh < 1)}"),

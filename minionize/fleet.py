@@ -1,6 +1,6 @@
 """The fleet as data: the json reporter's files, read incrementally, and what they add up to.
 
-Shared by `minion-status` (one read, then `summarize`) and `mtop` (a read
+Shared by `minion-status` (one read, summed by `minionize.tally`) and `mtop` (a read
 every second that parses only the bytes appended since the previous one, fed
 into per-minion `MinionState`s). See `minionize.reporters.json` for the
 records. Everything here is a pure function of the records, except
@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -30,7 +28,6 @@ Record = dict[str, Any]
 COMPLETED = ("acked", "failed")
 #: Verdict -> column (a "held" run belongs to a dry run).
 COUNTED = {"acked": "done", "failed": "failed", "retried": "retried", "released": "released", "held": "held"}
-BUCKET_SECONDS = 60
 FAILED_SAMPLES = 5
 #: A minion that wrote nothing for three heartbeats, and did not say it stopped, is stale.
 STALE_AFTER = 3 * HEARTBEAT
@@ -79,6 +76,15 @@ class ReportReader:
         self.directory = directory
         self.rewound = False
         self._tails: dict[str, _Tail] = {}
+
+    @property
+    def fresh(self) -> bool:
+        """Nothing read yet."""
+        return not self._tails
+
+    def skip(self, name: str, inode: int, offset: int) -> None:
+        """Read file `name` (of that inode) from `offset` on: what comes before is known already."""
+        self._tails[name] = _Tail(inode, offset)
 
     def poll(self) -> tuple[list[Record], list[str]]:
         """The records appended since the last poll, file by file in write order, and the problems met."""
@@ -230,135 +236,14 @@ class MinionState:
                 "state": self.state(now), "stale": self.stale(now), "last_stderr": self.last_stderr}
 
 
-def minion_states(records: Iterable[Record]) -> dict[str, MinionState]:
-    """Every minion of `records`, by id, in order of appearance."""
-    states: dict[str, MinionState] = {}
-    for record in records:
-        minion = str(record.get("minion"))
-        state = states.get(minion)
-        if state is None:
-            state = states[minion] = MinionState(minion)
-        state.apply(record)
-    return states
-
-
-# -- the fleet ---------------------------------------------------------------
-
-
-def fleet_totals(rows: Sequence[Record]) -> dict[str, int]:
-    """The sums over every minion, how many are active (neither stopped nor stale), and how many stale.
-
-    A stale minion was most likely killed: its runs died with it and their
-    parameters come back to another minion, so they are not counted as running.
-    """
-    totals = {"minions": len(rows), "active": sum(1 for row in rows if not row["stopped"] and not row["stale"]),
-              "stale": sum(1 for row in rows if row["stale"])}
-    for column in COUNTED.values():
-        totals[column] = sum(row[column] for row in rows)
-    totals["running"] = sum(row["running"] for row in rows if not row["stale"])
-    return totals
-
-
 def ends(records: Iterable[Record], verdicts: Iterable[str]) -> list[Record]:
     """The end records with one of `verdicts`."""
     wanted = set(verdicts)
     return [r for r in records if r.get("type") == "end" and r.get("verdict") in wanted]
 
 
-def throughput(records: Sequence[Record], now: float, buckets: int, active: bool) -> Record:
-    """Parameters completed (done or failed) per minute: recent buckets and overall rates.
-
-    The buckets end now while a minion is still active, else at the last
-    record, so that a finished campaign still shows its last minutes.
-    """
-    times = [t for t in map(record_time, records) if t is not None]
-    completed = sorted(t for t in map(record_time, ends(records, COMPLETED)) if t is not None)
-    first, last = (min(times), max(times)) if times else (now, now)
-    anchor = now if active else last
-    window_start = anchor - buckets * BUCKET_SECONDS
-    counts = [0] * buckets
-    for moment in completed:
-        if window_start <= moment <= anchor:
-            index = min(int((moment - window_start) // BUCKET_SECONDS), buckets - 1)
-            counts[index] += 1
-    span = anchor - max(first, window_start)
-    elapsed = (completed[-1] - first) if completed else 0.0
-    starts = (window_start + i * BUCKET_SECONDS for i in range(buckets))
-    return {
-        "bucket_seconds": BUCKET_SECONDS,
-        "buckets": [{"start": start, "completed": n} for start, n in zip(starts, counts, strict=True)],
-        "recent_per_minute": sum(counts) * 60 / span if span > 0 else None,
-        "overall_per_minute": len(completed) * 60 / elapsed if elapsed > 0 else None,
-    }
-
-
-def duration_stats(records: Iterable[Record]) -> Optional[dict[str, float]]:
-    """min, median, p90 (nearest rank) and max of the runs that were not cut short."""
-    # A released run was cut short by a stop: its duration says nothing.
-    finished = ends(records, ("acked", "failed", "retried"))
-    durations = sorted(d for d in (number(r.get("duration")) for r in finished) if d is not None)
-    if not durations:
-        return None
-    p90 = durations[max(0, math.ceil(0.9 * len(durations)) - 1)]
-    median = statistics.median(durations)
-    return {"count": len(durations), "min": durations[0], "median": median, "p90": p90, "max": durations[-1]}
-
-
-def eta(remaining: int, at: float, per_minute: Optional[float]) -> Record:
-    """When `remaining` parameters (counted at `at`) should be done at `per_minute`."""
-    seconds = 0.0 if remaining == 0 else remaining * 60 / per_minute if per_minute else None
-    return {"eta_seconds": seconds, "eta_time": None if seconds is None else at + seconds}
-
-
-def queue_eta(records: Iterable[Record], per_minute: Optional[float]) -> Optional[Record]:
-    """The newest "queue" record of the fleet, and when the work should be over at `per_minute`."""
-    queues = [r for r in records if r.get("type") == "queue" and record_time(r) is not None]
-    if not queues:
-        return None
-    newest = max(queues, key=lambda r: record_time(r) or 0.0)
-    remaining, at = int(number(newest.get("remaining")) or 0), record_time(newest) or 0.0
-    return {"remaining": remaining, "time": at, "minion": newest.get("minion"), **eta(remaining, at, per_minute)}
-
-
-def failure_cause(record: Record) -> str:
-    """Why a run failed, coarse enough to group on: exit code, signal, timeout, or the reason."""
-    if record.get("status") == "rejected":
-        return f"rejected: {record.get('error') or 'no reason given'}"
-    if record.get("timed_out"):
-        return "timeout"
-    signum = number(record.get("signal"))
-    if signum is not None:
-        try:
-            return f"signal {int(signum)} ({signal.Signals(int(signum)).name})"
-        except ValueError:
-            return f"signal {int(signum)}"
-    exit_code = number(record.get("exit_code"))
-    if exit_code is not None and exit_code != 0:
-        return f"exit code {int(exit_code)}"
-    return str(record.get("error") or "(no error message)")
-
-
-def failure_groups(records: Iterable[Record]) -> list[Record]:
-    """The parameters set aside, grouped by cause, most frequent first, with samples."""
-    groups: dict[str, Record] = {}
-    for record in ends(records, ("failed",)):
-        cause = failure_cause(record)
-        group = groups.setdefault(cause, {"cause": cause, "count": 0, "error": record.get("error"), "params": []})
-        group["count"] += 1
-        if len(group["params"]) < FAILED_SAMPLES:
-            group["params"].append(record.get("param"))
-        if "stderr_tail" not in group and record.get("stderr_tail"):
-            group["stderr_tail"] = str(record["stderr_tail"])
-    return sorted(groups.values(), key=lambda g: (-g["count"], g["cause"]))
-
-
-def summarize(records: Sequence[Record], now: float, buckets: int = 10) -> Record:
+def summarize(records: Iterable[Record], now: float, buckets: int = 10) -> Record:
     """The whole status of a fleet as plain data (what `minion-status --json` prints)."""
-    rows = [state.row(now) for state in minion_states(records).values()]
-    totals = fleet_totals(rows)
-    rates = throughput(records, now, max(1, buckets), active=totals["active"] > 0)
-    # The ETA follows the fleet as it is now (minions come and go), hence the recent rate.
-    rate = rates["recent_per_minute"] or rates["overall_per_minute"]
-    return {"generated": now, "totals": totals, "minions": rows, "throughput": rates,
-            "durations": duration_stats(records), "queue": queue_eta(records, rate),
-            "failures": failure_groups(records)}
+    from .tally import Tally  # which folds records with this module's MinionState
+
+    return Tally.of(records).summary(now, buckets)

@@ -5,8 +5,9 @@
 
 There is no master: mtop reads the per-minion files that `minion-status`
 reads (see `minionize.reporters.json`), from any host that sees the
-directory. Each refresh parses only the bytes appended since the previous one
-(`fleet.ReportReader`) and folds the new records into per-minion aggregates
+directory. The first read starts from what the minions summed of their
+reports (`minionize.summaryfiles`); each refresh parses only the bytes
+appended since the previous one (`fleet.ReportReader`) and folds the new records into per-minion aggregates
 (`fleet.MinionState`), so that a refresh costs the same after 100,000 records
 as after 100.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import curses
+import math
 import os
 import sys
 import time
@@ -47,6 +49,7 @@ from .config import load_environment
 from .errors import MinionizeError
 from .fleet import COMPLETED, MinionState, Record, ReportReader, number, record_time, report_directory
 from .mtopview import View, handle_key, screen_lines
+from .summaryfiles import read_summary
 
 __all__ = ["Live", "View", "handle_key", "main", "screen_lines"]
 
@@ -75,28 +78,60 @@ class Live:
         self.last_completion: Optional[float] = None
         self.queue: Optional[Record] = None
         self.problems: list[str] = []
+        self._summed = 0
 
     def refresh(self) -> int:
-        """Read what the minions appended since the last refresh; how many records that was."""
+        """Read what the minions appended since the last refresh; how many records that was (those of
+        the summaries included)."""
         self.missing = not self.directory.exists()
         if self.missing:
             # Not created yet, or removed for a new campaign: wait for it, from nothing.
             self._reset()
             return 0
         try:
-            records, problems = self.reader.poll()
+            records, problems = self._poll()
         except OSError as exc:
             self._problem(f"{self.directory}: cannot be read ({exc.strerror or exc})")
             return 0
         if self.reader.rewound:
             # A file shrank or vanished (a new campaign in the same directory): count again.
             self._reset()
-            records, problems = self.reader.poll()
+            records, problems = self._poll()
         for problem in problems:
             self._problem(problem)
         for record in records:
             self.apply(record)
-        return len(records)
+        return len(records) + self._summed
+
+    def _poll(self) -> tuple[list[Record], list[str]]:
+        self._summed = self._start_from_summaries() if self.reader.fresh else 0
+        return self.reader.poll()
+
+    def _start_from_summaries(self) -> int:
+        """Take what the minions summed of their reports (minionize.summaryfiles) instead of their first
+        records, and say how many: the reader goes on after them. (Each minion's records are in its own
+        file.)"""
+        summed = 0
+        with os.scandir(self.directory) as scan:
+            entries = sorted((e for e in scan if e.name.endswith(".jsonl")), key=lambda e: e.name)
+        for entry in entries:
+            stat = entry.stat()
+            tally, offset = read_summary(Path(entry.path), stat.st_ino, stat.st_size)
+            if tally is None or not tally.minions.keys().isdisjoint(self.minions):
+                continue
+            self.reader.skip(entry.name, stat.st_ino, offset)
+            self.minions.update(tally.minions)
+            completed = [t for t in tally.runs[0::2] if not math.isnan(t)]
+            self.completions.update(map(int, completed))
+            self.completed += len(completed)
+            self.last_completion = max([*completed, *filter(None, [self.last_completion])], default=None)
+            for moment in filter(None, (tally.first, tally.last)):
+                self.first = moment if self.first is None else min(self.first, moment)
+                self.last = moment if self.last is None else max(self.last, moment)
+            if tally.queue and (self.queue is None or tally.queue["time"] >= self.queue["time"]):
+                self.queue = {"remaining": tally.queue["remaining"], "time": tally.queue["time"]}
+            summed += tally.records
+        return summed
 
     def _problem(self, text: str) -> None:
         if text not in self.problems:

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from .fleet import STALE_AFTER, MinionState, Record, eta, number
+from .fleet import STALE_AFTER, MinionState, Record, number
 from .status import clock, short, span
+from .tally import eta
 
 if TYPE_CHECKING:
     from .mtop import Live

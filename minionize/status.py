@@ -10,7 +10,9 @@ row per minion, the throughput, the run durations, the remaining work with an
 ETA, and the failed parameters grouped by cause (exit code, signal, timeout,
 rejection reason). The work is done by pure functions (`load_records` ->
 `summarize` -> `render`, in `minionize.fleet` for the first two) that tests
-call directly. `--plot` draws the completion rate, in bins sized from the
+call directly; the command itself sums what the minions summed already
+(`minionize.summaryfiles`) and the records after it, the same figures
+without parsing every record. `--plot` draws the completion rate, in bins sized from the
 campaign's length (per second for a short one, per minute or hour for longer
 ones), and every run's duration against its end time, with matplotlib,
 imported only then.
@@ -38,6 +40,8 @@ from .errors import MinionizeError
 from .fleet import STALE_AFTER, Record, ends, load_records, record_time, report_directory
 from .fleet import summarize as summarize_at
 from .reporters.json import DEFAULT_DIRECTORY
+from .summaryfiles import read_directory
+from .tally import Tally
 
 __all__ = ["load_records", "main", "render", "summarize"]
 
@@ -346,6 +350,19 @@ def _directory(args: argparse.Namespace) -> Path:
     return report_directory(args.dir, os.environ, "minion-status")
 
 
+def _read(directory: Path, every_record: bool) -> tuple[Optional[list[Record]], Tally]:
+    """The records, when they are all needed (--plot draws every run), and what they add up to."""
+    if every_record:
+        records, problems = load_records(directory)
+        tally = Tally.of(records)
+    else:
+        # What the minions summed (minionize.summaryfiles), then the records after it.
+        records, (tally, problems) = None, read_directory(directory)
+    for problem in problems:
+        print(f"minion-status: warning: {problem}", file=sys.stderr)
+    return records, tally
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The `minion-status` console script."""
     args = parse_args(argv)
@@ -360,19 +377,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      f"(is MINION_REPORTER=json set for the minions?)")
     if args.plot and _matplotlib_missing():
         return _fail(f"--plot needs matplotlib: {PLOT_EXTRA}")
-    records, problems = load_records(directory)
-    for problem in problems:
-        print(f"minion-status: warning: {problem}", file=sys.stderr)
-    summary = {"directory": str(directory), **summarize(records, buckets=args.buckets)}
+    records, tally = _read(directory, args.plot is not None)
+    summary = {"directory": str(directory), **tally.summary(time.time(), args.buckets)}
     if args.plot:
         try:
-            plot(records, args.plot, f"{directory}: {summary['totals']['done']} done, "
+            plot(records or [], args.plot, f"{directory}: {summary['totals']['done']} done, "
                                      f"{summary['totals']['failed']} failed")
         except OSError as exc:
             return _fail(f"cannot write {args.plot}: {exc.strerror or exc}")
     if args.json:
         _emit(json.dumps(summary, default=str))
-    elif not records:
+    elif not tally.records:
         _emit(f"no reports in {directory} yet (is MINION_REPORTER=json set for the minions?)")
     else:
         _emit(render(summary) + (f"\n\nplot: {args.plot}" if args.plot else ""))

@@ -21,7 +21,10 @@ while it runs. Records (times are Unix seconds):
 
 `timeout` is MINION_TIMEOUT in seconds, only when one is set. A heartbeat
 is written every 10 s (`minionize.reporters.base.HEARTBEAT`), so that `mtop` can
-tell a busy minion from a silent one. `verdict` is what the worker did with the message: acked, retried, failed
+tell a busy minion from a silent one. At each heartbeat and when it closes, a
+minion also writes down what its records add up to, in `.summary/` (see
+`minionize.summaryfiles`): `minion-status` and `mtop` read those sums and
+parse only the records written after them. `verdict` is what the worker did with the message: acked, retried, failed
 (set aside), released (given back by a stop) or held (dry run). Parameters
 that JSON cannot encode are written as strings, and so are parameters that
 are longer than 16 KiB or nested deeper than 100 levels: their first 16 KiB
@@ -41,12 +44,15 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import IO, Any, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
 from ..config import EnvReader
 from ..excerpt import excerpt, render
 from ..health import Strike
 from .base import MinionInfo, Probe, Reporter, RunRecord
+
+if TYPE_CHECKING:
+    from ..summaryfiles import SummaryWriter
 
 log = logging.getLogger("minionize.reporters.json")
 
@@ -146,6 +152,7 @@ class JsonReporter(Reporter):
         self.path: Optional[Path] = None
         self._minion: Optional[MinionInfo] = None
         self._file: Optional[IO[str]] = None
+        self._summary: Optional[SummaryWriter] = None
         self._failing = False
         self._warned = False
 
@@ -156,8 +163,12 @@ class JsonReporter(Reporter):
         return cls(env.get("REPORTER_JSON_DIRECTORY") or DEFAULT_DIRECTORY, timeout)
 
     def open(self, minion: MinionInfo) -> None:
+        # Imported here: only a minion that writes reports folds them (fleet's code).
+        from ..summaryfiles import SummaryWriter
+
         self._minion = minion
         self.path = report_path(self.directory, minion.id)
+        self._summary = SummaryWriter(self.path)
         record: dict[str, Any] = {
             "type": "minion",
             "minion": minion.id,
@@ -201,6 +212,7 @@ class JsonReporter(Reporter):
             "free_slots": probe.free_slots,
             "draining": probe.draining,
         })
+        self._write_summary()
 
     def strike(self, strike: Strike) -> None:
         self._write({
@@ -217,6 +229,7 @@ class JsonReporter(Reporter):
     def close(self, reason: str) -> None:
         now = time.time()
         self._write({"type": "stop", "minion": self._minion_id, "reason": reason, "time": now})
+        self._write_summary()
         self._close_file()
 
     @property
@@ -235,14 +248,22 @@ class JsonReporter(Reporter):
             if self._file is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 self._file = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+                if self._summary:
+                    self._summary.opened(self._file.fileno())
             self._file.write(line)
             self._file.flush()
         except (OSError, ValueError) as exc:
             self._broken(exc)
             return
+        if self._summary:
+            self._summary.wrote(line)
         if self._failing:
             log.info("json reporter: writing to %s again", self.path)
         self._failing = False
+
+    def _write_summary(self) -> None:
+        if self._summary and not self._failing:
+            self._summary.write()
 
     def _broken(self, exc: Exception) -> None:
         if not self._warned:
@@ -253,6 +274,8 @@ class JsonReporter(Reporter):
             )
             self._warned = True
         self._failing = True
+        if self._summary:
+            self._summary.failed()
         # Reopened at the next record: the mount or the disk may come back.
         self._close_file()
 

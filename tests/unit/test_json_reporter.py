@@ -55,7 +55,7 @@ def test_two_minions_append_to_their_own_file_with_the_documented_records(tmp_pa
     first.close("drained")
     second.close("stopped")
 
-    assert sorted(p.name for p in directory.iterdir()) == [f"{one.id}.jsonl", f"{two.id}.jsonl"]
+    assert sorted(p.name for p in directory.glob("*.jsonl")) == [f"{one.id}.jsonl", f"{two.id}.jsonl"]
     records = lines_of(directory / f"{one.id}.jsonl")
     assert [r["type"] for r in records] == ["minion", "start", "end", "queue", "stop"]
     assert {r["minion"] for r in records} == {one.id}
