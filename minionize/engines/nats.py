@@ -78,7 +78,10 @@ A crashed minion
     back, oldest first: with file storage, a server restart loses neither
     the messages nor the consumer's state. A call left unanswered for
     NATS_OPERATION_TIMEOUT (a paused server, a partition) makes the calls
-    of the next one fail without being tried (kit.ConnectionGuard).
+    of the next one fail without being tried (kit.ConnectionGuard), and
+    drops the connection, which may be half-open: the client opens another
+    (once a second), so the minion is back within a second or two of the
+    link's return rather than at TCP's next retransmission.
 
 Caveats
     Drained (what ends a minion in batch mode, MINION_BATCH) means the
@@ -193,8 +196,10 @@ class NatsEngine(Engine):
         #: Acks sent and not yet answered by the server (see ack).
         self._acks: list[tuple[Message, concurrent.futures.Future[None]]] = []
         # The client reconnects by itself (natsconnect): a lost connection is
-        # nothing to drop, only calls to refuse until it is back (_call).
-        self._guard = ConnectionGuard(f"NATS at {self.where}", UNAVAILABLE, operation_timeout, why=self._said)
+        # nothing to drop, only calls to refuse until it is back (_call); a
+        # silent one, which the client would keep, is dropped (Connection.reconnect).
+        self._guard = ConnectionGuard(f"NATS at {self.where}", UNAVAILABLE, operation_timeout, why=self._said,
+                                      on_silent=self._connection.reconnect)
 
     @classmethod
     def from_env(cls, env: EnvReader) -> NatsEngine:

@@ -27,7 +27,9 @@ Environment
         (exit code 3 at start-up). A minion that received nothing for a
         second asks the broker for the topic's metadata: a dead link shows
         within a second and a timeout (the client's own keep-alive takes 30
-        to 60 s).
+        to 60 s). A call left unanswered that long shuts the client down
+        (its connection may be half-open) and the next call makes another,
+        which connects and subscribes again once the broker answers.
     PULSAR_TOKEN (JWT, default none) or PULSAR_TOKEN_FILE (path, re-read at
         each connection, default none): token authentication. Never logged.
     PULSAR_TLS_TRUST_CERTS_FILE (path, default: the certifi bundle): the CA
@@ -71,7 +73,12 @@ Caveats
     one attempt counted.
     Redelivery counts live in the broker's memory: a broker restart resets
     them. The client reconnects by itself; its C++ core logs through a pipe
-    to `minionize.pulsar` (a Python logger can abort the process at exit).
+    to `minionize.pulsar` (a Python logger can abort the process at exit),
+    at DEBUG whatever the level of its line: it says every failed attempt,
+    about two lines every 11 s of a long outage, which the minion says once.
+    A minion that shut down a silent client gives up the messages it held:
+    the broker delivers them again once it ends that connection (its
+    keep-alive, 30 to 60 s), each with one attempt more.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,13 +108,8 @@ log = logging.getLogger("minionize.pulsar")
 
 _SCHEMES = ("pulsar://", "pulsar+ssl://", "http://", "https://")
 _LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+)\s+\[\d+\] (?P<text>.*)$")
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
 _LOG_PIPE: Optional[str] = None
 _LOG_PIPE_LOCK = threading.Lock()
-#: Set from the start of `open` or `push` until they succeed: meanwhile the
-#: client's complaints (one per attempt) go at DEBUG, and a failure is said
-#: once, in the error. A failed start-up ends the minion, so it stays set.
-_CONNECTING = threading.Event()
 
 
 #: Every variable of the engine (see minionize.engines.kit).
@@ -273,12 +276,13 @@ def _log_pipe() -> str:
 
 
 def _forward_logs(read_end: int) -> None:
+    """Every line of the client at DEBUG, with its own level: what it warns of is a failed attempt (one per
+    retry, and it retries forever), which the engine's error says once, in the minion's words."""
     with open(read_end, encoding="utf-8", errors="replace") as lines:
         for line in lines:
             match = _LOG_LINE.match(line.rstrip())
             level, text = (match["level"], match["text"]) if match else ("WARN", line.rstrip())
-            shown = logging.DEBUG if _CONNECTING.is_set() else _LEVELS.get(level, logging.WARNING)
-            log.log(shown, "pulsar client: %s", text)
+            log.debug("pulsar client: %s %s", level, text)
 
 
 def _unreachable(settings: PulsarSettings, exc: object) -> QueueUnreachable:
@@ -290,6 +294,11 @@ def _unreachable(settings: PulsarSettings, exc: object) -> QueueUnreachable:
 #: Seconds without a message after which a minion checks that its broker answers: as often
 #: as an idle Redis or PostgreSQL minion asks its server for work.
 CHECK_AFTER = 1.0
+#: The last acks kept, to be sent again by a new client: a dropped one may have kept some, queued (its 100 ms
+#: grouping, the connection that went silent). Acknowledging a message twice is harmless, and which ones the
+#: old client delivered cannot be known: the last ones are sent again, more than a fleet's slots finish in
+#: the seconds a dead link takes to be noticed.
+ACKS_KEPT = 256
 
 
 class PulsarEngine(Engine):
@@ -311,7 +320,11 @@ class PulsarEngine(Engine):
         #: When the broker last answered (a message, or a check of the connection).
         self._heard = time.monotonic()
         self._guard = ConnectionGuard(f"Pulsar at {mask_url(settings.connection)}", self.connection_errors,
-                                      settings.operation_timeout)
+                                      settings.operation_timeout, on_silent=self._drop_client)
+        #: Held while the client or the consumer is made or dropped (slot threads settle as the loop takes).
+        self._lock = threading.RLock()
+        #: The messages of the last acks (ACKS_KEPT), acknowledged again by a new client.
+        self._acked: deque[Any] = deque(maxlen=ACKS_KEPT)
 
     @classmethod
     def from_env(cls, env: EnvReader) -> PulsarEngine:
@@ -324,7 +337,6 @@ class PulsarEngine(Engine):
 
     def _connect(self) -> pulsar.Client:
         self.config.check_files()
-        _CONNECTING.set()
         self._client = self.config.client()
         return self._client
 
@@ -337,16 +349,39 @@ class PulsarEngine(Engine):
             if isinstance(exc, pulsar.InvalidTopicName):
                 raise ConfigError("PULSAR_TOPIC", self.config.topic, "not a valid Pulsar topic name") from None
             raise _unreachable(self.config, exc) from None
-        _CONNECTING.clear()
 
     def _subscribed(self) -> pulsar.Consumer:
-        """The consumer, subscribed again if it was closed under us."""
-        if self._consumer is None:
-            assert self._client is not None, "open() first"
-            with self._guard(f"subscribing to {self.config.topic}"):
-                self._consumer = self.config.subscribe(self._client, self.config.topic)
-            log.warning("subscribed again to %s", self.config.topic)
-        return self._consumer
+        """The consumer, subscribed again if it was closed under us, on a new client if the last was dropped."""
+        with self._lock:
+            if self._consumer is None:
+                with self._guard(f"subscribing to {self.config.topic}"):
+                    if self._client is None:
+                        self._client = self.config.client()
+                    self._consumer = self.config.subscribe(self._client, self.config.topic)
+                log.warning("subscribed again to %s at %s", self.config.topic, mask_url(self.config.connection))
+                self._ack_again(self._consumer)
+            return self._consumer
+
+    def _ack_again(self, consumer: pulsar.Consumer) -> None:
+        """Acknowledge again what a dropped client may have kept: else the broker runs those parameters again."""
+        while self._acked:
+            with suppress(pulsar.PulsarException):
+                consumer.acknowledge(self._acked.popleft())
+
+    def _drop_client(self) -> None:
+        """The broker left a call unanswered: shut the client down, the next call makes another.
+
+        The client would keep its connection, which may be half-open: TCP resumes
+        it at its next retransmission, up to 26 s after the link's return (after
+        a 30 s cut), and then the consumer could stay silent longer still. A new
+        client connects as soon as the broker answers. What the old consumer held
+        the broker delivers again once it ends that connection.
+        """
+        with self._lock:
+            client, self._client, self._consumer, self._dead_letters = self._client, None, None, None
+        if client is not None:
+            with suppress(pulsar.PulsarException):
+                client.shutdown()
 
     def next(self, timeout: float) -> Optional[Message]:
         consumer = self._subscribed()
@@ -358,7 +393,9 @@ class PulsarEngine(Engine):
                 self._check_connection()
                 return None
             except pulsar.AlreadyClosed:
-                self._consumer = None  # subscribed again at the next call
+                with self._lock:
+                    if self._consumer is consumer:
+                        self._consumer = None  # subscribed again at the next call
                 raise
         self._heard = time.monotonic()
         message = Message(
@@ -375,11 +412,11 @@ class PulsarEngine(Engine):
         batch mode). An unanswered lookup fails within the operation timeout,
         and the worker backs off.
         """
-        if time.monotonic() - self._heard < CHECK_AFTER:
+        client = self._client
+        if time.monotonic() - self._heard < CHECK_AFTER or client is None:
             return
-        assert self._client is not None
         with self._guard("checking the connection"):
-            self._client.get_topic_partitions(self.config.topic)
+            client.get_topic_partitions(self.config.topic)
         self._heard = time.monotonic()
 
     def _watch_connection(self, consumer: pulsar.Consumer) -> None:
@@ -393,14 +430,24 @@ class PulsarEngine(Engine):
         else:
             log.warning("lost the connection to Pulsar at %s; reconnecting", mask_url(self.config.connection))
 
+    def _settling(self, doing: str) -> pulsar.Consumer:
+        """The consumer to settle with; none while the client is dropped (subscribing is the loop's: a slot
+        must not wait on a dead link). The broker delivers the message again once the old connection ends."""
+        consumer = self._consumer
+        if consumer is None:
+            raise ConnectionError(f"Pulsar at {mask_url(self.config.connection)}: {doing} not tried: "
+                                  "connecting again")
+        return consumer
+
     def ack(self, message: Message) -> None:
         # Unacknowledged, the message comes back once the connection does.
         with self._guard("acknowledge"):
-            self._subscribed().acknowledge(message.handle)
+            self._settling("acknowledge").acknowledge(message.handle)
+        self._acked.append(message.handle)
 
     def nack(self, message: Message) -> None:
         with self._guard("negative acknowledge"):
-            self._subscribed().negative_acknowledge(message.handle)
+            self._settling("negative acknowledge").negative_acknowledge(message.handle)
 
     def fail(self, message: Message, reason: str) -> None:
         received = message.handle
@@ -423,11 +470,13 @@ class PulsarEngine(Engine):
 
     def _dead_letter_producer(self) -> pulsar.Producer:
         if self._dead_letters is None:
-            assert self._client is not None, "open() first"
+            client = self._client
+            if client is None:
+                raise ConnectionError(f"Pulsar at {mask_url(self.config.connection)}: connecting again")
             topic = self.config.dead_letter_topic
             # Pulsar drops what a topic without subscription receives.
-            self.config.create_subscription(self._client, topic)
-            self._dead_letters = self.config.producer(self._client, topic)
+            self.config.create_subscription(client, topic)
+            self._dead_letters = self.config.producer(client, topic)
         return self._dead_letters
 
     def push(self, params: list[Any]) -> str:
@@ -455,7 +504,6 @@ class PulsarEngine(Engine):
             raise _unreachable(s, exc) from None
         if failures:
             raise _unreachable(s, f"{len(failures)} of {len(params)} parameters not published ({failures[0]})")
-        _CONNECTING.clear()
         return f"pulsar topic {s.topic} (subscription {s.subscription})"
 
     def dead_letters(self) -> list[DeadLetter]:

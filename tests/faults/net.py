@@ -21,6 +21,17 @@ The faults, each removed by `clear` (and with the namespaces by `remove`):
   every chunk it reads from a minion for the delay, in order, before it
   forwards it: the minion's requests reach the broker that much later.
 
+A Pulsar broker checks its clients (a ping every 30 s) and ends the
+connection of one that does not answer; pulsar-lite 0.2.0 sends no ping,
+and refuses a new consumer numbered as one it still holds (every client
+numbers from 0), where a Pulsar broker takes any number of consumers on a
+Shared subscription. So a Pulsar relay checks the minion's side of each
+connection with TCP keep-alive (PULSAR_CHECK: idle 2 s, then 3 probes 1 s
+apart) and TCP_USER_TIMEOUT (5 s, for what it sent and the minion did not
+acknowledge: keep-alive only probes an idle connection), and ends, cleanly,
+one that a cut killed: within 5 s of the cut the broker sees that client
+go, and a minion that connects anew is taken.
+
 setns(2) changes the namespace of the calling thread only: `inside` enters
 one for the sockets made in its block (they stay in it) and then goes back.
 """
@@ -55,6 +66,9 @@ LINK = "mnzlink"
 _CLONE_NEWNET = 0x40000000
 _COUNT = itertools.count()
 _LOOPBACK = re.compile(r"(?:127\.0\.0\.1|localhost):(\d+)")
+#: TCP keep-alive on a Pulsar relay's side of a minion's connection, for the ping that pulsar-lite does not
+#: send: seconds idle, seconds between probes, unanswered probes.
+PULSAR_CHECK = (2, 1, 3)
 
 
 def _setns(fd: int) -> None:
@@ -91,7 +105,8 @@ class Relay:
 
     `pulsar`: the broker's lookup answers name `pulsar://127.0.0.1:<port>`,
     which a minion in its own namespace could not reach: they are rewritten
-    to the relay's address, of the same length, in whole frames.
+    to the relay's address, of the same length, in whole frames; and the
+    minion's side of each connection is checked by TCP keep-alive (PULSAR_CHECK).
     """
 
     def __init__(self, namespace: str, port: int, pulsar: bool = False) -> None:
@@ -131,6 +146,13 @@ class Relay:
             broker.settimeout(None)
             for sock in (client, broker):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.pulsar:
+                idle, interval, probes = PULSAR_CHECK
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, probes)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, (idle + interval * probes) * 1000)
             with self._lock:
                 self._sockets |= {client, broker}
             threading.Thread(target=self._upstream, args=(client, broker), daemon=True).start()
@@ -235,11 +257,6 @@ class Network:
             return f"{BROKER_ADDRESS}:{port}"
 
         return {name: _LOOPBACK.sub(relayed, value) for name, value in env.items()}
-
-    def drop_connections(self) -> None:
-        """End every relayed connection, as a broker host does with its clients that its keep-alive finds dead."""
-        for relay in self.relays.values():
-            relay.drop()
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` run in the minions' namespace (`ip netns exec` execs it: the pid is the program's)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from minionize.registry import engine_class
 from tests.conftest import minionize_cmd
 from tests.integration.backends import Backend
 
@@ -30,6 +31,9 @@ METRICS_BASE = 9100
 _ACKED = re.compile(r"^minion_messages_acked_total (\S+)$", re.MULTILINE)
 #: The worker's line for a lost broker (minionize/calls.py): once per outage, the retries at DEBUG.
 LOST_BROKER = re.compile(r"WARNING engine \w+ failed \(")
+#: A line of a broker's client library above DEBUG (the pulsar engine forwards its C++ client's log, natsconnect
+#: the nats client's errors): the library says each failed attempt, about two lines every 11 s for Pulsar's.
+CLIENT_LINE = re.compile(r"^.* (?:WARNING|ERROR|CRITICAL) \w+ client: .*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,13 @@ class NetSizes:
             return {}
         return {f"{engine.upper()}_OPERATION_TIMEOUT": self.operation_timeout}
 
+    def timeout(self, engine: str) -> float:
+        """The operation timeout of an engine's minions: the sizes', else the engine's default."""
+        if self.operation_timeout:
+            return float(self.operation_timeout)
+        name = f"{engine.upper()}_OPERATION_TIMEOUT"
+        return float(next(s.default for s in engine_class(engine).settings if s.name == name))
+
 
 class NetFleet(Fleet):
     """A Fleet whose minions run in `net`'s minion namespace, with their probes served there."""
@@ -110,6 +121,10 @@ class NetFleet(Fleet):
     def lost_broker_lines(self) -> int:
         """The most lines saying the broker was lost in one minion's log."""
         return max((len(LOST_BROKER.findall(self.log(n))) for n in range(len(self.minions))), default=0)
+
+    def client_lines(self) -> list[str]:
+        """The client libraries' lines that the minions logged above DEBUG (an outage is the minion's to say)."""
+        return [line for n in range(len(self.minions)) for line in CLIENT_LINE.findall(self.log(n))]
 
 
 @dataclass

@@ -177,7 +177,8 @@ def test_a_silent_or_gone_server_fails_the_calls_through_the_guard(tmp_path: Pat
                 minion.remaining()
         finally:
             server.process.send_signal(signal.SIGCONT)
-        # The silence ends after one timeout; the connection itself was never lost.
+        # The silence ends after one timeout; the unanswered call dropped the connection, and the client
+        # opens another once the server answers again.
         until(lambda: not fails_saying(minion.remaining, ""), "the engine did not answer again")
         assert minion.remaining() == 1
         server.shutdown()

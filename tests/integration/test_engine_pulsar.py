@@ -139,7 +139,7 @@ def test_unreachable_broker_exits_3_within_the_operation_timeout(tmp_path: Path)
     assert result.returncode == 3, result.stderr
     assert elapsed < 15
     assert f"cannot use Pulsar topic t at {url}" in result.stderr
-    # The C++ client's own lines go through Python logging (at DEBUG during start-up), never to stdout.
+    # The C++ client's own lines go through Python logging, at DEBUG (the minion says an outage), never to stdout.
     assert "DEBUG pulsar client:" in result.stderr
     assert result.stdout == ""
 

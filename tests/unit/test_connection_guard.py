@@ -71,3 +71,17 @@ def test_a_call_that_may_rightly_wait_is_not_taken_for_a_silent_server(clock: Cl
         clock.now += 0.25
         raise Lost("closed")
     assert not lost.silent
+
+
+def test_a_call_left_unanswered_drops_the_connection_a_failed_one_does_not(clock: Clock) -> None:
+    """on_silent: the connection of an unanswered call may be half-open, and is dropped; one that failed at once
+    (the client already knows it is lost, and reconnects) is left to the client."""
+    reopened: list[str] = []
+    lost = ConnectionGuard("broker at h:1", (Lost,), 0.2, on_silent=lambda: reopened.append("reopened"))
+    with pytest.raises(ConnectionError), lost("next"):
+        raise Lost("reconnecting")
+    assert reopened == []
+    with pytest.raises(ConnectionError), lost("next"):
+        clock.now += 0.25
+        raise Lost("timed out")
+    assert reopened == ["reopened"]
