@@ -1,10 +1,11 @@
 """A million parameters: `minion-push` into each engine, a streamed sweep, and a minion on the result.
 
 - `minion-push --file` of N parameters (default 1,000,000; --quick 10,000)
-  into execo, redis, amqp (at most AMQP_LIMIT of them: a publisher confirm
-  per message makes the whole million a quarter of an hour; the time shown
-  for N is that rate times N) and postgres: wall time and peak memory of
-  the command. Target: under 60 s each.
+  into execo, redis, amqp and postgres: wall time and peak memory of the
+  command. Target: under 60 s each. With BENCH_BEFORE=<git revision>, the
+  amqp push of that revision's minionize too, in the same run, on at most
+  BEFORE_LIMIT parameters (a publisher confirm per message made the whole
+  million a quarter of an hour; the time shown for N is that rate times N).
 - `minion-push --sweep a=1..K --sweep b=1..K` (K = sqrt(N)) into execo: the
   product is streamed, checked in a first pass and generated again into the
   sweep, never held in a list: peak memory next to the plain file push.
@@ -25,7 +26,8 @@ from pathlib import Path
 from common import PYTHON, env, table, verdict
 from consumer import AMQP_URL, POSTGRES_URL, REDIS_URL
 
-AMQP_LIMIT = 100_000
+BEFORE_LIMIT = 100_000
+REPO = Path(__file__).resolve().parent.parent
 # The peak of the process itself (VmHWM, reset by exec): ru_maxrss would count the parent's pages
 # that the child shared until its exec.
 PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
@@ -83,24 +85,38 @@ def _settings(engine: str, name: str, work: Path) -> dict[str, str]:
     }[engine]
 
 
+def _checkout(revision: str, work: Path) -> dict[str, str]:
+    """The environment that runs `revision`'s minionize package, extracted from git into `work`."""
+    root = work / f"minionize-{revision}"
+    root.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "minionize"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return {"PYTHONPATH": str(root)}  # ahead of the installed (editable) package
+
+
 def _rows_push(work: Path, size: int) -> list[tuple[str, str, str, str]]:
     rows = []
-    for engine in ("execo", "redis", "amqp", "postgres"):
-        count = min(size, AMQP_LIMIT) if engine == "amqp" else size
+    before = os.environ.get("BENCH_BEFORE")
+    runs = [(engine, f"minion-push --file, {size:,} parameters, {engine}", size, {})
+            for engine in ("execo", "redis", "amqp", "postgres")]
+    if before:
+        runs.insert(2, ("amqp", f"the same, amqp, before ({before})", min(size, BEFORE_LIMIT),
+                        _checkout(before, work)))
+    for engine, what, count, revision in runs:
         params = work / f"params-{count}.txt"
         if not params.exists():
             params.write_text("".join(f"{i}\n" for i in range(count)))
         name = f"bench_push_{os.getpid()}_{engine}"
         try:
-            seconds, peak = _push(work, ["--file", str(params)], **_settings(engine, name, work))
+            seconds, peak = _push(work, ["--file", str(params)], **_settings(engine, name, work), **revision)
         finally:
             _drop(engine, name)
         whole = seconds * size / count
         measured = f"{whole:.1f} s ({seconds / count * 1e6:.1f} us/parameter)"
         if count < size:
             measured = f"{seconds:.1f} s for {count:,}: {whole:.0f} s for {size:,} at that rate"
-        rows.append((f"minion-push --file, {size:,} parameters, {engine}", measured, f"peak {peak:.0f} MB",
-                     f"< 60 s: {verdict(whole < 60)}"))
+        rows.append((what, measured, f"peak {peak:.0f} MB", f"< 60 s: {verdict(whole < 60)}"))
     return rows
 
 
