@@ -143,6 +143,21 @@ def push_failing(engine: AmqpEngine, params: Iterator[str]) -> str:
     return str(failed.value)
 
 
+def test_a_stream_is_published_as_it_is_read_with_at_most_a_window_unconfirmed(queue: str) -> None:
+    queued_midway: list[int] = []
+
+    def look() -> None:  # nothing is held back: all but a window (and a batch) are queued already
+        ch = channel()
+        queued_midway.append(ch.queue_declare(queue, passive=True).method.message_count)
+        ch.connection.close()
+
+    engine = AmqpEngine(queue, URL)
+    engine.push(stream(3 * WINDOW, 2 * WINDOW + 1, look))
+    engine.close()
+    assert queued_midway[0] >= 2 * WINDOW - WINDOW - BATCH
+    assert [body for _, body in drain(queue)] == [str(n).encode() for n in range(3 * WINDOW)]
+
+
 def test_a_connection_lost_midway_fails_the_push_and_the_confirmed_ones_are_queued(queue: str) -> None:
     proxy = Proxy(PORT)
     engine = AmqpEngine(queue, f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", operation_timeout=2)
