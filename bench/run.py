@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["overhead", "startup", "throughput", "slots", "scale", "fleet", "push", "status"]
+BENCHMARKS = ["overhead", "startup", "throughput", "slots", "scale", "fleet", "push", "sweepmem", "status"]
 
 
 def main() -> int:

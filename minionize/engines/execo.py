@@ -7,7 +7,8 @@ What it is
     `done`, `inprogress`), read and written here under execo's own `lockf`
     lock (on `done`, which execo always takes first), so execo keeps reading
     it. Minionize adds `.minionize/` beside them: a journal of retries and
-    failures and one lease file per parameter in progress.
+    failures, one lease file per parameter in progress, and `params`, the
+    sweep held compactly (see minionize/engines/sweepindex.py).
 
 Environment
     EXECO_PERSISTENCE_DIR (path, default `sweeps`): the sweep directory.
@@ -85,7 +86,7 @@ from typing import Any, Callable, Optional
 from ..config import EnvReader
 from ..errors import ConfigError, MinionizeError, QueueUnreachable
 from ..message import Message
-from . import sweepfiles
+from . import sweepfiles, sweepindex
 from .base import DeadLetter, Engine, Pushed
 from .kit import Setting, read_settings
 
@@ -136,15 +137,16 @@ class ExecoEngine(Engine):
         self._done_file = os.path.join(directory, "done")
         self._journal_file = os.path.join(directory, ".minionize", "journal")
         self._leases_dir = os.path.join(directory, ".minionize", "leases", "")
-        self._sweeps: set[Any] = set()
+        self._params_file = os.path.join(directory, ".minionize", "params")  # the sweep, compact (sweepindex)
+        self._sweeps = sweepindex.SweepIndex.of(())
         self._sweeps_stat: tuple[int, int, int] = (0, 0, 0)
-        self._done: set[Any] = set()
+        self._done = sweepindex.Done(self._sweeps)
         self._done_pos = 0
         self._attempts: dict[Any, int] = {}
         self._failed: dict[Any, str] = {}
         self._journal_pos = 0
         self._in_progress: set[Any] = set()
-        self._remaining: set[Any] = set()
+        self._remaining = sweepindex.Remaining(self._sweeps, done=self._done)
         self._mine: dict[str, Any] = {}
         self._reclaimed: set[Any] = set()
         self._unleased: dict[str, float] = {}  # key -> when its lease period ends
@@ -193,9 +195,9 @@ class ExecoEngine(Engine):
         with open(path, "rb") as handle:
             # Plain execo's save_sweeps rewrites the file in place under LOCK_EX.
             fcntl.lockf(handle, fcntl.LOCK_SH)
+            stamp = sweepindex.stamp_of(os.fstat(handle.fileno()))
             try:
-                loaded = pickle.load(handle)
-                sweeps = loaded if isinstance(loaded, set) else set(loaded)  # no second copy of a big one
+                sweeps = sweepindex.read(self._params_file, stamp) or sweepindex.load(handle, stamp, self._params_file)
             except sweepfiles.TORN as exc:
                 if self._sweeps_stat != (0, 0, 0):
                     return False  # being rewritten by plain execo: keep the last one, read it next time
@@ -203,10 +205,9 @@ class ExecoEngine(Engine):
                 raise ConfigError("EXECO_PERSISTENCE_DIR", str(self.directory), accepted) from None
             finally:
                 fcntl.lockf(handle, fcntl.LOCK_UN)
-            stat = os.fstat(handle.fileno())
-        self._sweeps = sweeps
-        self._sweeps_stat = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        self._remaining = self._sweeps.difference(self._done, self._failed, self._in_progress)  # one new set
+        self._sweeps, self._sweeps_stat = sweeps, stamp
+        self._done = self._done.onto(sweeps)
+        self._remaining = sweepindex.Remaining(sweeps, itertools.chain(self._failed, self._in_progress), self._done)
         return True
 
     @contextmanager
@@ -236,8 +237,7 @@ class ExecoEngine(Engine):
                 os.close(done)
 
     def _update(self, files: dict[str, int]) -> None:
-        new_done, self._done_pos = sweepfiles.read_appended(files["done"], self._done_pos)
-        self._done.update(new_done)
+        self._done_pos = sweepfiles.scan_appended(files["done"], self._done_pos, self._remaining.mark_done)
         new_failed = self._read_journal(files)
         current = self._read_in_progress()
         # What left `inprogress` without being done or failed was given back.
@@ -245,7 +245,6 @@ class ExecoEngine(Engine):
         self._remaining |= released
         self._in_progress = current
         self._remaining -= current
-        self._remaining.difference_update(new_done)
         self._remaining.difference_update(new_failed)
 
     def _read_journal(self, files: dict[str, int]) -> list[Any]:
@@ -477,26 +476,19 @@ class ExecoEngine(Engine):
         self._settle(message, "fail", reason)
 
     def push(self, params: list[Any]) -> str:
-        # execo's dict type: sweeps of dicts must unpickle as execo's own.
-        from execo_engine.sweep import HashableDict
-
-        def hashable(value: Any) -> Any:
-            if isinstance(value, dict):
-                return HashableDict({k: hashable(v) for k, v in value.items()})
-            if isinstance(value, list):
-                return tuple(hashable(v) for v in value)
-            return value
-
         try:
             (self._state / "leases").mkdir(parents=True, exist_ok=True)
             with self._locked():  # one push at a time: each adds to what is there
                 if (self.directory / "sweeps").is_file():
                     self._load_sweeps()
-                given = {hashable(p) for p in params}
-                new, merged = len(given - self._sweeps), self._sweeps | given
+                given = sweepindex.hashable(params)
+                new, merged = sum(p not in self._sweeps for p in given), given.union(self._sweeps)
                 data = pickle.dumps(merged, protocol=sweepfiles.PROTOCOL)
                 temporary = self.directory / f".sweeps.{self._tag}.tmp"
                 sweepfiles.replace(self.directory / "sweeps", data, temporary, sync=True)
+                stamp = sweepindex.stamp_of(os.stat(self.directory / "sweeps"))
+                pickles = self.directory / f".sweeps.{self._tag}.params.tmp"
+                sweepindex.write(self._params_file, pickles, sweepindex.pickled(merged), stamp)
         except OSError as exc:
             raise _unusable(self.directory, exc) from None
         pushed = Pushed(f"execo sweep {self.directory} ({len(merged)} parameters in the sweep)")

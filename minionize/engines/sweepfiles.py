@@ -27,7 +27,7 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 #: Pickle protocol of every record: what execo writes and reads from Python 3.4 on.
 PROTOCOL = 4
@@ -189,26 +189,35 @@ def read_appended(fd: int, position: int) -> tuple[list[Any], int]:
     is cut off, as execo does, so that the next append starts clean. The
     caller holds the sweep's lock.
     """
+    records: list[Any] = []
+    return records, scan_appended(fd, position, records.append)
+
+
+def scan_appended(fd: int, position: int, apply: Callable[[Any], object]) -> int:
+    """`read_appended`, one record at a time: `apply` each, and return the position after them (a million
+    records done are not held at once)."""
     size = os.fstat(fd).st_size
     if size <= position:
-        return [], position
-    data = bytearray()
-    while len(data) < size - position:
-        chunk = os.pread(fd, size - position - len(data), position + len(data))
+        return position
+    chunks, read = [], 0
+    while read < size - position:
+        chunk = os.pread(fd, size - position - read, position + read)
         if not chunk:
             break
-        data += chunk
-    stream = io.BytesIO(data)
-    records = []
+        chunks.append(chunk)
+        read += len(chunk)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    stream = io.BytesIO(data)  # which shares `data` (bytes) rather than copy it: a big `done` is held once
     good = 0
     while good < len(data):
         try:
-            records.append(pickle.load(stream))
+            record = pickle.load(stream)
         except TORN:
             os.ftruncate(fd, position + good)
             break
+        apply(record)
         good = stream.tell()
-    return records, position + good
+    return position + good
 
 
 def read_whole(path: StrPath) -> bytes:

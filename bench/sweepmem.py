@@ -1,0 +1,96 @@
+"""The memory of a minion on an execo sweep of N parameters (default 1,000,000; --quick 10,000).
+
+A sweep of N short strings (`minion-push --file`, as a user pushes one), then
+a minion that opens it, takes one parameter and acks it: its time and peak
+memory (VmHWM, its own process); the same on the sweep with all but 1,000
+done (the state a long sweep grows into: every done parameter is read back
+from `done`). With BENCH_BEFORE=<git revision>, that revision's minionize too
+(its own minion-push and minion, from `git archive`), in the same run, in
+turns. Target: under 100 MB (issue 14, target 2).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import PYTHON, env, table, verdict
+
+REPO = Path(__file__).resolve().parent.parent
+PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+ONE_MINION = f"""
+import sys, time
+from minionize.engines.execo import ExecoEngine
+started = time.perf_counter()
+engine = ExecoEngine(sys.argv[1])
+engine.open()
+for message in engine.next_many(1, 0):
+    engine.ack(message)
+engine.close()
+print(time.perf_counter() - started, {PEAK})
+"""
+
+
+def _checkout(revision: str, work: Path) -> dict[str, str]:
+    """The environment that runs `revision`'s minionize package, extracted from git into `work`."""
+    root = work / f"minionize-{revision}"
+    root.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "minionize"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return {"PYTHONPATH": str(root)}  # ahead of the installed (editable) package
+
+
+def _sweep(work: Path, name: str, params: Path, done: int, extra: dict[str, str]) -> Path:
+    """A sweep of `params` pushed by the minionize of `extra`, its first `done` parameters done."""
+    sweep = work / name
+    subprocess.run([PYTHON, "-m", "minionize.push", "--file", str(params)], cwd=work, check=True,
+                   env=env(MINION_ENGINE="execo", EXECO_PERSISTENCE_DIR=str(sweep), **extra),
+                   stdout=subprocess.DEVNULL)
+    with open(sweep / "done", "ab") as out:  # execo's format: one pickle appended per parameter done
+        for index in range(done):
+            pickle.dump(str(index), out)
+    return sweep
+
+
+def _minion(work: Path, sweep: Path, extra: dict[str, str]) -> tuple[float, float]:
+    """Seconds and peak MB of a minion that opens `sweep`, takes one parameter and acks it."""
+    result = subprocess.run([PYTHON, "-c", ONE_MINION, str(sweep)], cwd=work, env=env(**extra),
+                            capture_output=True, text=True, check=True)
+    seconds, peak = map(float, result.stdout.split())
+    return seconds, peak
+
+
+def run(size: int = 1_000_000, quick: bool = False) -> str:
+    if quick:
+        size = 10_000
+    work = Path(tempfile.mkdtemp(prefix="bench-sweepmem-"))
+    rows = []
+    try:
+        params = work / "params.txt"
+        params.write_text("".join(f"{i}\n" for i in range(size)))
+        versions = [("now", {})]
+        if os.environ.get("BENCH_BEFORE"):
+            versions.insert(0, (f"before ({os.environ['BENCH_BEFORE']})", _checkout(os.environ["BENCH_BEFORE"], work)))
+        for done in (0, size - 1_000):
+            state = "fresh" if not done else f"{done:,} done"
+            for label, extra in versions:
+                name = f"sweep-{len(rows)}"
+                sweep = _sweep(work, name, params, done, extra)
+                seconds, peak = _minion(work, sweep, extra)
+                rows.append((f"a minion on the execo sweep of {size:,} ({state}): open, take and ack one, {label}",
+                             f"{seconds:.2f} s", f"peak {peak:.0f} MB", f"< 100 MB: {verdict(peak < 100)}"))
+                shutil.rmtree(sweep)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    stamp = time.strftime("%H:%M")
+    return table(f"The memory of a minion on a sweep of {size:,} parameters (one run, at {stamp})", rows)
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,264 @@
+"""An execo sweep's parameters held compactly: pickled one by one, side by side, found by their hash.
+
+A million short parameters as Python objects, in a set for the sweep and
+another for what remains of it, take about 125 MB in a minion. A
+`SweepIndex` keeps each parameter's pickle in one buffer (about 20 bytes for
+a short string), its offset (8 bytes) and a slot of an open-addressing
+table of Python hashes (8 bytes at most half full); `Remaining` is a byte per
+parameter. A parameter is unpickled when it is handed out or compared.
+
+execo's `sweeps` file is the pickle of a set, which can only be loaded
+whole: every parameter at once, the peak that this module avoids. So
+minion-push also writes `.minionize/params` (`write`): the parameters
+pickled one by one, stamped with the `sweeps` file they were made from
+(inode, mtime, size). A minion reads it (`read`) when its stamp matches,
+and the set otherwise (a sweep written by plain execo or an older
+minionize, or the file torn by a crash: a cache that does not match is
+never used), then writes it for the minions that open the sweep after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import pickle
+from array import array
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, Optional
+
+from . import sweepfiles
+from .sweepfiles import StrPath
+
+VERSION = 1
+_EMPTY = -1
+
+
+class SweepIndex:
+    """The parameters of a sweep, each at a position, with set-like membership (hash, then ==)."""
+
+    def __init__(self, offsets: array, blob: bytes) -> None:
+        #: Where each parameter's pickle starts in `blob` (and the last ends).
+        self.offsets = offsets
+        self.blob = blob
+        self._blob = memoryview(blob)
+        size = 8
+        while size < 2 * len(self):
+            size *= 2
+        self._mask = size - 1
+        table = self._table = array("i", [_EMPTY]) * size
+        mask = self._mask
+        # The hashes of every parameter, unpickled one at a time, in C (map): the loop only places them.
+        pickles = map(self._blob.__getitem__, map(slice, offsets, itertools.islice(offsets, 1, None)))
+        for position, digest in enumerate(map(hash, map(pickle.loads, pickles))):
+            slot = digest & mask
+            while table[slot] != _EMPTY:
+                slot = (slot + 1) & mask
+            table[slot] = position
+
+    @classmethod
+    def of(cls, params: Iterable[Any]) -> SweepIndex:
+        """The index of distinct parameters (a set's)."""
+        offsets, blob = pickled(params)
+        return cls(offsets, blob)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, position: int) -> Any:
+        return pickle.loads(self._blob[self.offsets[position] : self.offsets[position + 1]])
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.__getitem__, range(len(self)))
+
+    def position(self, param: Any) -> Optional[int]:
+        """Where `param` is, or None when it is not part of the sweep."""
+        table, mask, offsets, blob = self._table, self._mask, self.offsets, self._blob
+        slot = hash(param) & mask
+        while (position := table[slot]) != _EMPTY:
+            if pickle.loads(blob[offsets[position] : offsets[position + 1]]) == param:
+                return position
+            slot = (slot + 1) & mask
+        return None
+
+    def __contains__(self, param: Any) -> bool:
+        return self.position(param) is not None
+
+
+def pickled(params: Iterable[Any]) -> tuple[array, bytes]:
+    """Each parameter's pickle, side by side, and where each starts (and the last ends)."""
+    offsets, blob = array("Q", [0]), bytearray()
+    for param in params:
+        blob += pickle.dumps(param, protocol=sweepfiles.PROTOCOL)
+        offsets.append(len(blob))
+    return offsets, bytes(blob)
+
+
+class Done:
+    """The parameters done: a byte per parameter of the sweep, and a set of those outside it."""
+
+    def __init__(self, index: SweepIndex) -> None:
+        self.index = index
+        self.flags = bytearray(len(index))
+        self.others: set[Any] = set()
+
+    def add(self, param: Any) -> Optional[int]:
+        """Mark `param` done; where it is in the sweep (None: not part of it)."""
+        position = self.index.position(param)
+        if position is None:
+            self.others.add(param)
+        else:
+            self.flags[position] = 1
+        return position
+
+    def __contains__(self, param: Any) -> bool:
+        position = self.index.position(param)
+        return param in self.others if position is None else bool(self.flags[position])
+
+    def __iter__(self) -> Iterator[Any]:
+        position = self.flags.find(1)
+        while position >= 0:
+            yield self.index[position]
+            position = self.flags.find(1, position + 1)
+        yield from self.others
+
+    def onto(self, index: SweepIndex) -> Done:
+        """The same parameters done, on the sweep reloaded as `index`."""
+        done = Done(index)
+        for param in self:
+            done.add(param)
+        return done
+
+
+_NOT = bytes([1, 0]) + bytes(254)
+
+
+class Remaining:
+    """What remains of a sweep to take: a byte per parameter, walked from where the last take stopped."""
+
+    def __init__(self, index: SweepIndex, taken: Iterable[Any] = (), done: Optional[Done] = None) -> None:
+        self.index = index
+        self.done = done if done is not None and done.index is index else Done(index)
+        self._flags = self.done.flags.translate(_NOT)  # 1 where not done
+        self._count = self._flags.count(1)
+        self._next = 0
+        self.difference_update(taken)
+
+    def mark_done(self, param: Any) -> None:
+        """`param` is done (read from `done`): it no longer remains."""
+        position = self.index.position(param)
+        if position is None:
+            self.done.others.add(param)
+            return
+        self.done.flags[position] = 1
+        if self._flags[position]:
+            self._flags[position] = 0
+            self._count -= 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def add(self, param: Any) -> None:
+        """Take it again (it must be part of the sweep: the engine adds only open parameters)."""
+        position = self.index.position(param)
+        if position is not None and not self._flags[position]:
+            self._flags[position] = 1
+            self._count += 1
+            self._next = min(self._next, position)
+
+    def discard(self, param: Any) -> None:
+        position = self.index.position(param)
+        if position is not None and self._flags[position]:
+            self._flags[position] = 0
+            self._count -= 1
+
+    def update(self, params: Iterable[Any]) -> None:
+        for param in params:
+            self.add(param)
+
+    def difference_update(self, *groups: Iterable[Any]) -> None:
+        for param in itertools.chain(*groups):
+            self.discard(param)
+
+    def __ior__(self, params: Iterable[Any]) -> Remaining:
+        self.update(params)
+        return self
+
+    def __isub__(self, params: Iterable[Any]) -> Remaining:
+        self.difference_update(params)
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        """The remaining parameters in sweep order, from the first that may remain."""
+        position = self._flags.find(1, self._next)
+        self._next = max(0, position)
+        while position >= 0:
+            yield self.index[position]
+            position = self._flags.find(1, position + 1)
+
+
+# -- the files -------------------------------------------------------------------------
+
+
+def hashable(params: Iterable[Any]) -> set[Any]:
+    """Parameters as a sweep holds them: dicts as execo's HashableDict (sweeps of dicts must unpickle as
+    execo's own), lists as tuples."""
+    from execo_engine.sweep import HashableDict
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dict):
+            return HashableDict({k: convert(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return tuple(convert(v) for v in value)
+        return value
+
+    return {convert(param) for param in params}
+
+
+def load(handle: IO[bytes], stamp: tuple[int, int, int], path: str) -> SweepIndex:
+    """The index of execo's `sweeps` file (a set, or a list), every parameter unpickled at once; written
+    to `path` for the next minions (its temporary is one the execo engine cleans up)."""
+    loaded = pickle.load(handle)
+    index = SweepIndex.of(loaded if isinstance(loaded, (set, frozenset)) else set(loaded))
+    del loaded
+    temporary = os.path.join(os.path.dirname(os.path.dirname(path)), f".sweeps.{os.getpid()}.{os.urandom(3).hex()}.tmp")
+    write(path, temporary, (index.offsets, index.blob), stamp)
+    return index
+
+
+
+def write(path: StrPath, temporary: StrPath, pickles: tuple[array, bytes], stamp: tuple[int, int, int]) -> None:
+    """Write the parameters of the `sweeps` file of `stamp` (inode, mtime_ns, size), pickled one by one
+    (`pickled`). A cache: should the write fail, the push stands, and minions read the set."""
+    offsets, blob = pickles
+    header = json.dumps({"version": VERSION, "sweeps": list(stamp), "count": len(offsets) - 1,
+                         "bytes": len(blob)}).encode() + b"\n"
+    # Not synced: torn or lost with the machine, it no longer matches, and the set is read instead.
+    with contextlib.suppress(OSError):
+        sweepfiles.replace(path, header + offsets.tobytes() + blob, temporary, sync=False)
+
+
+def read(path: str, stamp: tuple[int, int, int]) -> Optional[SweepIndex]:
+    """The index written for the `sweeps` file of `stamp`, or None (none, another sweep's, torn)."""
+    try:
+        with open(path, "rb") as handle:
+            header = json.loads(handle.readline(4096))
+            count, size = int(header["count"]), int(header["bytes"])
+            if header["version"] != VERSION or tuple(header["sweeps"]) != stamp:
+                return None
+            offsets = array("Q")
+            offsets.frombytes(handle.read(8 * (count + 1)))
+            blob = handle.read(size + 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if len(offsets) != count + 1 or len(blob) != size or offsets[-1] != size:
+        return None
+    return SweepIndex(offsets, blob)
+
+
+def stamp_of(stat: os.stat_result) -> tuple[int, int, int]:
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
