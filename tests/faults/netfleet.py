@@ -156,10 +156,14 @@ class Watch:
                     if status == 503 and pid not in self.unready:
                         self.unready[pid] = time.monotonic() - self.cut_at
                 time.sleep(0.1)
-            self._acked = self.fleet.acked()
         finally:
-            self.fleet.net.clear()
-            self.healed_at = time.monotonic()
+            self.heal()
+
+    def heal(self) -> None:
+        """Remove the fault: the first ack and the minions' return are timed from now (`after`)."""
+        self._acked = self.fleet.acked()
+        self.fleet.net.clear()
+        self.healed_at = time.monotonic()
 
     def after(self) -> None:
         """One look after the link's return: the first ack, and every minion ready."""

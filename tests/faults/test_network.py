@@ -10,7 +10,7 @@ the CI-sized run by default, `scripts/faults` the full one.
   runs stay within EXTRA_PER_SLOT per slot; every minion says it is not ready
   during the cut (the row says how long its engine took to notice) and ready
   after; the first ack comes within the worker's longest backoff of the link's
-  return, plus the attempt the return interrupted (FIRST_ACK_SLACK); its log
+  return, plus the attempt the return interrupted (RETURN_SLACK); its log
   says it lost the broker once per outage, not once per retry, and no line of
   the broker's client library (one per attempt) is above DEBUG.
 - stop in a cut: a minion with a long run in flight gets SIGTERM as the link is
@@ -23,7 +23,9 @@ the CI-sized run by default, `scripts/faults` the full one.
   half of FAULTS_LONG_PARTITION); a minion on the broker's side must be handed
   their parameters within the cut (each engine's short lease, `lease_env`;
   RabbitMQ's lease is the connection, ended by missed heartbeats). The extra
-  runs are exactly those: at most one per cut-off slot. Not pulsar: Pulsar has
+  runs are exactly those: at most one per cut-off slot. The cut-off minions
+  end within the same bound as scenario 1's first ack (plus their idle time,
+  where the broker cannot tell a drained queue). Not pulsar: Pulsar has
   no ack deadline, a cut-off minion keeps its parameters until its connection
   ends (the stop scenario shows them coming back then).
 
@@ -70,9 +72,10 @@ ENGINES = ["redis", "amqp", "google", "pulsar", "nats", "postgres"]
 GRACE = 2.0
 #: What a stop may take beyond the grace period and the kill delay.
 MARGIN = 5.0
-#: What the first ack after a partition may take beyond the worker's longest backoff (BACKOFF_MAX), the attempt
-#: that the link's return interrupted (an operation timeout) and a run: room for a loaded 2-core machine.
-FIRST_ACK_SLACK = 5.0
+#: What the first ack after a partition (or a cut-off minion's return) may take beyond the worker's longest
+#: backoff (BACKOFF_MAX), the attempt that the link's return interrupted (an operation timeout) and a run: room
+#: for a loaded 2-core machine.
+RETURN_SLACK = 5.0
 #: The worker's warnings that the broker is lost, in one minion's log, for one outage: the first failed call,
 #: and a settling call that fails before the next one (the retries are logged at DEBUG).
 WARNINGS_PER_OUTAGE = 2
@@ -80,6 +83,8 @@ WARNINGS_PER_OUTAGE = 2
 LATENCY, LOSS = (0.3, 0.1), 0.05
 #: Scenario 4 sets each engine's lease short (`lease_env`); RabbitMQ's is the connection, ended by missed heartbeats.
 LEASE = {"amqp": {"AMQP_HEARTBEAT": "1"}}
+#: Scenario 4: the idle time after which the cut-off minions end, where the broker cannot tell a drained queue.
+LEASE_IDLE = 3.0
 #: Engines whose broker never hands a cut-off minion's parameter to another minion while it is cut off: Pulsar has
 #: no ack deadline (the engine keeps ack timeout off) and waits for the connection to end (and pulsar-lite 0.2.0
 #: lets a single process consume a subscription: no second minion to hand it to).
@@ -159,7 +164,7 @@ def test_partition(backend: Backend, net: Network, tmp_path: Path, net_sizes: Ne
     assert watch.ready_again is not None, "a minion did not say it was ready again after the link's return"
     # A silent connection is dropped and another opened (kit.ConnectionGuard.on_silent): before, Pulsar and NATS
     # kept it until TCP's next retransmission, 23 to 28 s after a 30 s cut's end (docs/reliability.md).
-    within = BACKOFF_MAX + net_sizes.timeout(backend.name) + net_sizes.run_seconds + FIRST_ACK_SLACK
+    within = BACKOFF_MAX + net_sizes.timeout(backend.name) + net_sizes.run_seconds + RETURN_SLACK
     assert watch.first_ack is not None and watch.first_ack < within, \
         f"first ack {watch.first_ack} s after the link's return (bound {within:g} s)"
 
@@ -273,7 +278,7 @@ def test_partition_longer_than_the_lease(backend: Backend, net: Network, tmp_pat
     records = tmp_path / "records"
     # Where the broker cannot tell that the queue is drained, the cut-off minions end after a short idle time
     # once the link is back (an outage is not idleness), and the healthy one waits out the whole partition.
-    idle = {} if backend.drains else {"MINION_IDLE_TIMEOUT": "3"}
+    idle = {} if backend.drains else {"MINION_IDLE_TIMEOUT": f"{LEASE_IDLE:g}"}
     cut_off = NetFleet(net, backend, {**env, **idle}, tmp_path, done_program(records, net_sizes.long_partition / 2),
                        2, name="cut")
     healthy = Fleet(backend, {**env, "MINION_IDLE_TIMEOUT": f"{net_sizes.long_partition * 2:g}"}, tmp_path,
@@ -288,9 +293,11 @@ def test_partition_longer_than_the_lease(backend: Backend, net: Network, tmp_pat
         healthy.start()
         handed = _handover(healthy, records, held, cut_at, net_sizes.long_partition)
         time.sleep(max(0.0, net_sizes.long_partition - (time.monotonic() - cut_at)))
-        net.clear()
+        watch = Watch(cut_off, cut_at=cut_at)
+        watch.heal()
         # The cut-off minions' end is the subject; the healthy one is stopped once they ended.
-        stuck = run_through(cut_off, records, params, Watch(cut_off), sizes.give_up)
+        stuck = run_through(cut_off, records, params, watch, sizes.give_up)
+        ended = time.monotonic() - watch.healed_at
     finally:
         net.clear()
         cut_off.stop()
@@ -298,13 +305,18 @@ def test_partition_longer_than_the_lease(backend: Backend, net: Network, tmp_pat
     counts = count_done(records)
     scenario = f"partition {net_sizes.long_partition:g}s, longer than the lease"
     result = Figures.of(backend.name, scenario, cut_off, params, counts, note=stuck,
-                        remarks=f"the cut-off minions' parameters handed over {_after(handed)} after the cut")
+                        remarks=f"the cut-off minions' parameters handed over {_after(handed)} after the cut; "
+                                f"the cut-off minions ended {ended:.1f}s after the link's return")
     figures.append(result)
     assert not stuck, f"{stuck}\n" + "\n".join(cut_off.failures() + healthy.failures())
     assert result.lost == 0, not_done(params, records)
     assert handed is not None, "the broker never gave the cut-off minions' parameters to the healthy one"
     bound = cut_off.processes * cut_off.concurrency  # each cut-off run also ran on the healthy minion
     assert result.extra <= bound, f"{result.extra} extra runs, bound {bound}"
+    # Back within the worker's backoff, they find the queue drained (or idle for LEASE_IDLE): a minion that kept
+    # its silent connection would wait for TCP's next retransmission.
+    within = BACKOFF_MAX + net_sizes.timeout(backend.name) + (0 if backend.drains else LEASE_IDLE) + RETURN_SLACK
+    assert ended < within, f"the cut-off minions ended {ended:.1f}s after the link's return (bound {within:g} s)"
 
 
 def _running(fleet: Fleet) -> set[str]:
