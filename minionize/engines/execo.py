@@ -195,9 +195,11 @@ class ExecoEngine(Engine):
         with open(path, "rb") as handle:
             # Plain execo's save_sweeps rewrites the file in place under LOCK_EX.
             fcntl.lockf(handle, fcntl.LOCK_SH)
-            stamp = sweepindex.stamp_of(os.fstat(handle.fileno()))
+            stat = os.fstat(handle.fileno())
             try:
-                sweeps = sweepindex.read(self._params_file, stamp) or sweepindex.load(handle, stamp, self._params_file)
+                data = handle.read()
+                sweeps = sweepindex.read(self._params_file, sweepindex.stamp_of(data)) or sweepindex.load(
+                    data, self._params_file)
             except sweepfiles.TORN as exc:
                 if self._sweeps_stat != (0, 0, 0):
                     return False  # being rewritten by plain execo: keep the last one, read it next time
@@ -205,7 +207,7 @@ class ExecoEngine(Engine):
                 raise ConfigError("EXECO_PERSISTENCE_DIR", str(self.directory), accepted) from None
             finally:
                 fcntl.lockf(handle, fcntl.LOCK_UN)
-        self._sweeps, self._sweeps_stat = sweeps, stamp
+        self._sweeps, self._sweeps_stat = sweeps, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         self._done = self._done.onto(sweeps)
         self._remaining = sweepindex.Remaining(sweeps, itertools.chain(self._failed, self._in_progress), self._done)
         return True
@@ -482,13 +484,15 @@ class ExecoEngine(Engine):
                 if (self.directory / "sweeps").is_file():
                     self._load_sweeps()
                 given = sweepindex.hashable(params)
-                new, merged = sum(p not in self._sweeps for p in given), given.union(self._sweeps)
+                merged = set(self._sweeps)  # first: a parameter there already keeps its pickle (sweepindex)
+                size = len(merged)
+                merged |= given
+                new = len(merged) - size
                 data = pickle.dumps(merged, protocol=sweepfiles.PROTOCOL)
                 temporary = self.directory / f".sweeps.{self._tag}.tmp"
                 sweepfiles.replace(self.directory / "sweeps", data, temporary, sync=True)
-                stamp = sweepindex.stamp_of(os.stat(self.directory / "sweeps"))
-                pickles = self.directory / f".sweeps.{self._tag}.params.tmp"
-                sweepindex.write(self._params_file, pickles, sweepindex.pickled(merged), stamp)
+                index = self.directory / f".sweeps.{self._tag}.params.tmp"
+                sweepindex.write(self._params_file, index, sweepindex.SweepIndex.of(merged), sweepindex.stamp_of(data))
         except OSError as exc:
             raise _unusable(self.directory, exc) from None
         pushed = Pushed(f"execo sweep {self.directory} ({len(merged)} parameters in the sweep)")

@@ -1,20 +1,26 @@
-"""An execo sweep's parameters held compactly: pickled one by one, side by side, found by their hash.
+"""An execo sweep's parameters held compactly: pickled one by one, side by side, found by their pickle.
 
 A million short parameters as Python objects, in a set for the sweep and
 another for what remains of it, take about 125 MB in a minion. A
 `SweepIndex` keeps each parameter's pickle in one buffer (about 20 bytes for
 a short string), its offset (8 bytes) and a slot of an open-addressing
-table of Python hashes (8 bytes at most half full); `Remaining` is a byte per
-parameter. A parameter is unpickled when it is handed out or compared.
+table keyed by the crc32 of the pickle (at most half full: 8 bytes);
+`Done` and `Remaining` are a byte per parameter. A parameter is unpickled
+when it is handed out; one read from `done`, `inprogress` or the journal is
+found by its pickle, which is the sweep's: minionize and plain execo write
+there the parameters they took from the sweep. (So a value equal to a
+parameter but of another type, 1.0 for 1, is not that parameter here, as
+it is in execo's set.)
 
 execo's `sweeps` file is the pickle of a set, which can only be loaded
 whole: every parameter at once, the peak that this module avoids. So
-minion-push also writes `.minionize/params` (`write`): the parameters
-pickled one by one, stamped with the `sweeps` file they were made from
-(inode, mtime, size). A minion reads it (`read`) when its stamp matches,
-and the set otherwise (a sweep written by plain execo or an older
-minionize, or the file torn by a crash: a cache that does not match is
-never used), then writes it for the minions that open the sweep after it.
+minion-push also writes `.minionize/params` (`write`): the header, the
+offsets, the table and the pickles, stamped with the size and crc32 of the
+`sweeps` file they were made from. A minion reads it (`read`: no parameter
+unpickled, nothing hashed) when its stamp matches, and the set otherwise (a
+sweep written by plain execo or an older minionize, or the file torn by a
+crash: a cache that does not match is never used), then writes it for the
+minions that open the sweep after it.
 """
 
 from __future__ import annotations
@@ -24,38 +30,48 @@ import itertools
 import json
 import os
 import pickle
+import zlib
 from array import array
 from collections.abc import Iterable, Iterator
-from typing import IO, Any, Optional
+from typing import Any, Optional, Union
 
 from . import sweepfiles
 from .sweepfiles import StrPath
 
-VERSION = 1
+VERSION = 2
 _EMPTY = -1
 
 
-class SweepIndex:
-    """The parameters of a sweep, each at a position, with set-like membership (hash, then ==)."""
+def _key(param: Any) -> bytes:
+    """What a parameter is known by: its pickle (what `done`, `inprogress` and the journal hold, too)."""
+    return pickle.dumps(param, protocol=sweepfiles.PROTOCOL)
 
-    def __init__(self, offsets: array, blob: bytes) -> None:
+
+class SweepIndex:
+    """The parameters of a sweep, each at a position, found by their pickle (a crc32, then the bytes)."""
+
+    def __init__(self, offsets: array, blob: Union[bytes, bytearray], table: Optional[array] = None) -> None:
         #: Where each parameter's pickle starts in `blob` (and the last ends).
         self.offsets = offsets
         self.blob = blob
         self._blob = memoryview(blob)
+        #: Open addressing, at most half full: the position of a parameter in the slot of its crc32 or after.
+        self.table = table if table is not None else self._placed()
+        self._mask = len(self.table) - 1
+
+    def _placed(self) -> array:
         size = 8
         while size < 2 * len(self):
             size *= 2
-        self._mask = size - 1
-        table = self._table = array("i", [_EMPTY]) * size
-        mask = self._mask
-        # The hashes of every parameter, unpickled one at a time, in C (map): the loop only places them.
+        table, mask = array("i", [_EMPTY]) * size, size - 1
+        offsets = self.offsets
         pickles = map(self._blob.__getitem__, map(slice, offsets, itertools.islice(offsets, 1, None)))
-        for position, digest in enumerate(map(hash, map(pickle.loads, pickles))):
+        for position, digest in enumerate(map(zlib.crc32, pickles)):
             slot = digest & mask
             while table[slot] != _EMPTY:
                 slot = (slot + 1) & mask
             table[slot] = position
+        return table
 
     @classmethod
     def of(cls, params: Iterable[Any]) -> SweepIndex:
@@ -74,10 +90,11 @@ class SweepIndex:
 
     def position(self, param: Any) -> Optional[int]:
         """Where `param` is, or None when it is not part of the sweep."""
-        table, mask, offsets, blob = self._table, self._mask, self.offsets, self._blob
-        slot = hash(param) & mask
+        key = _key(param)
+        table, mask, offsets, blob = self.table, self._mask, self.offsets, self._blob
+        slot = zlib.crc32(key) & mask
         while (position := table[slot]) != _EMPTY:
-            if pickle.loads(blob[offsets[position] : offsets[position + 1]]) == param:
+            if blob[offsets[position] : offsets[position + 1]] == key:
                 return position
             slot = (slot + 1) & mask
         return None
@@ -86,13 +103,13 @@ class SweepIndex:
         return self.position(param) is not None
 
 
-def pickled(params: Iterable[Any]) -> tuple[array, bytes]:
+def pickled(params: Iterable[Any]) -> tuple[array, bytearray]:
     """Each parameter's pickle, side by side, and where each starts (and the last ends)."""
     offsets, blob = array("Q", [0]), bytearray()
     for param in params:
-        blob += pickle.dumps(param, protocol=sweepfiles.PROTOCOL)
+        blob += _key(param)
         offsets.append(len(blob))
-    return offsets, bytes(blob)
+    return offsets, blob
 
 
 class Done:
@@ -219,46 +236,48 @@ def hashable(params: Iterable[Any]) -> set[Any]:
     return {convert(param) for param in params}
 
 
-def load(handle: IO[bytes], stamp: tuple[int, int, int], path: str) -> SweepIndex:
+def stamp_of(data: bytes) -> tuple[int, int]:
+    """What identifies a `sweeps` file: its size and crc32 (a copy of the directory keeps its cache valid;
+    plain execo's rewrite in place does not)."""
+    return (len(data), zlib.crc32(data))
+
+
+def load(data: bytes, path: str) -> SweepIndex:
     """The index of execo's `sweeps` file (a set, or a list), every parameter unpickled at once; written
     to `path` for the next minions (its temporary is one the execo engine cleans up)."""
-    loaded = pickle.load(handle)
+    loaded = pickle.loads(data)
     index = SweepIndex.of(loaded if isinstance(loaded, (set, frozenset)) else set(loaded))
     del loaded
     temporary = os.path.join(os.path.dirname(os.path.dirname(path)), f".sweeps.{os.getpid()}.{os.urandom(3).hex()}.tmp")
-    write(path, temporary, (index.offsets, index.blob), stamp)
+    write(path, temporary, index, stamp_of(data))
     return index
 
 
-
-def write(path: StrPath, temporary: StrPath, pickles: tuple[array, bytes], stamp: tuple[int, int, int]) -> None:
-    """Write the parameters of the `sweeps` file of `stamp` (inode, mtime_ns, size), pickled one by one
-    (`pickled`). A cache: should the write fail, the push stands, and minions read the set."""
-    offsets, blob = pickles
-    header = json.dumps({"version": VERSION, "sweeps": list(stamp), "count": len(offsets) - 1,
-                         "bytes": len(blob)}).encode() + b"\n"
+def write(path: StrPath, temporary: StrPath, index: SweepIndex, stamp: tuple[int, int]) -> None:
+    """Write `index`, of the `sweeps` file of `stamp`. A cache: should the write fail, the push stands,
+    and minions read the set."""
+    header = json.dumps({"version": VERSION, "sweeps": list(stamp), "count": len(index), "bytes": len(index.blob),
+                         "slots": len(index.table)}).encode() + b"\n"
     # Not synced: torn or lost with the machine, it no longer matches, and the set is read instead.
     with contextlib.suppress(OSError):
-        sweepfiles.replace(path, header + offsets.tobytes() + blob, temporary, sync=False)
+        sweepfiles.replace(path, header + index.offsets.tobytes() + index.table.tobytes() + index.blob, temporary,
+                           sync=False)
 
 
-def read(path: str, stamp: tuple[int, int, int]) -> Optional[SweepIndex]:
+def read(path: str, stamp: tuple[int, int]) -> Optional[SweepIndex]:
     """The index written for the `sweeps` file of `stamp`, or None (none, another sweep's, torn)."""
+    offsets, table = array("Q"), array("i")
     try:
         with open(path, "rb") as handle:
             header = json.loads(handle.readline(4096))
-            count, size = int(header["count"]), int(header["bytes"])
-            if header["version"] != VERSION or tuple(header["sweeps"]) != stamp:
+            count, size, slots = int(header["count"]), int(header["bytes"]), int(header["slots"])
+            if header["version"] != VERSION or tuple(header["sweeps"]) != stamp or slots & (slots - 1):
                 return None
-            offsets = array("Q")
-            offsets.frombytes(handle.read(8 * (count + 1)))
+            offsets.frombytes(handle.read(offsets.itemsize * (count + 1)))
+            table.frombytes(handle.read(table.itemsize * slots))
             blob = handle.read(size + 1)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if len(offsets) != count + 1 or len(blob) != size or offsets[-1] != size:
+    if len(offsets) != count + 1 or len(table) != slots or len(blob) != size or offsets[-1] != size:
         return None
-    return SweepIndex(offsets, blob)
-
-
-def stamp_of(stat: os.stat_result) -> tuple[int, int, int]:
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return SweepIndex(offsets, blob, table)

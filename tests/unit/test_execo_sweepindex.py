@@ -1,10 +1,10 @@
 """The execo engine's compact sweep (minionize.engines.sweepindex), against a set and against plain execo.
 
-- `SweepIndex` answers membership as a set does (hash, then ==: 1, 1.0 and
-  True are one parameter), and `Remaining` holds what a set would after any
+- `SweepIndex` finds a parameter by its pickle, as `done`, `inprogress`
+  and the journal hold it, and `Remaining` holds what a set would after any
   sequence of adds and discards, handing them out from the first.
 - `.minionize/params` is written by a push for its `sweeps` file, used by a
-  minion only while it matches that file: a sweep rewritten by plain execo,
+  minion only while it matches that file (a copy of the directory too): a sweep rewritten by plain execo,
   a torn or lost cache, another sweep's cache, are read from `sweeps`, and
   the cache is written again for the next minions.
 - A push killed between `sweeps` and its cache leaves a sweep that minions
@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,17 +29,18 @@ from minionize.engines.execo import ExecoEngine
 from minionize.engines.sweepindex import Done, Remaining, SweepIndex
 
 
-def test_the_index_answers_membership_as_a_set_does() -> None:
+def test_the_index_finds_a_parameter_by_its_pickle() -> None:
     params = {1, "1", (1, 2), HashableDict({"a": 1, "b": (2, 3)}), None, 2.5, b"x", frozenset({3})}
     index = SweepIndex.of(params)
     assert len(index) == len(params) and set(index) == params
     for param in params:
         position = index.position(param)
         assert position is not None and index[position] == param
-    assert 1.0 in index and True in index  # equal to 1, as in a set
-    assert HashableDict({"b": (2, 3), "a": 1}) in index  # another order of the same dict
+        # As it comes back from `done` or `inprogress`: unpickled, then looked up.
+        assert index.position(pickle.loads(pickle.dumps(param, protocol=2))) == position
     for stranger in (2, "2", (2, 1), HashableDict({"a": 2}), 0.5, b"y", frozenset()):
         assert stranger not in index and index.position(stranger) is None
+    assert 1.0 not in index  # equal to 1, but another parameter here (see the module)
 
 
 def test_remaining_holds_what_a_set_would() -> None:
@@ -93,14 +96,32 @@ def taken(sweep: Path) -> set[object]:
     return seen
 
 
+def stamp(sweep: Path) -> tuple[int, int]:
+    return sweepindex.stamp_of((sweep / "sweeps").read_bytes())
+
+
 def test_a_push_writes_the_cache_of_its_sweep_and_minions_read_it(tmp_path: Path) -> None:
     sweep = tmp_path / "s"
     ExecoEngine(str(sweep)).push(["a", {"x": 1}, [1, 2]])
-    stamp = sweepindex.stamp_of((sweep / "sweeps").stat())
-    cached = sweepindex.read(str(params_file(sweep)), stamp)
-    assert cached is not None and set(cached) == ParamSweeper(str(sweep)).get_sweeps()
-    assert taken(sweep) == {"a", HashableDict({"x": 1}), (1, 2)}
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)  # the cache of a copy is still good
+    for directory in (sweep, copy):
+        cached = sweepindex.read(str(params_file(directory)), stamp(directory))
+        assert cached is not None and set(cached) == ParamSweeper(str(directory)).get_sweeps()
+        written = params_file(directory).stat().st_mtime_ns
+        assert taken(directory) == {"a", HashableDict({"x": 1}), (1, 2)}
+        assert params_file(directory).stat().st_mtime_ns == written  # used, not written again
     assert not [p.name for p in sweep.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_parameter_pushed_again_keeps_its_pickle_and_stays_done(tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    ExecoEngine(str(sweep)).push([{"lr": 0.1, "seed": 4}])
+    assert taken(sweep) == {HashableDict({"lr": 0.1, "seed": 4})}
+    # The same dict, its keys in another order (another pickle): not new, and still done.
+    pushed = ExecoEngine(str(sweep)).push([{"seed": 4, "lr": 0.1}, {"seed": 5, "lr": 0.1}])
+    assert pushed.new == 1
+    assert taken(sweep) == {HashableDict({"lr": 0.1, "seed": 5})}
 
 
 def test_a_sweep_rewritten_by_plain_execo_is_read_from_sweeps_and_cached_again(tmp_path: Path) -> None:
@@ -108,11 +129,10 @@ def test_a_sweep_rewritten_by_plain_execo_is_read_from_sweeps_and_cached_again(t
     ExecoEngine(str(sweep)).push(["a", "b"])
     old = params_file(sweep).read_bytes()
     ParamSweeper(str(sweep), sweeps=["a", "b", "c", "d"], save_sweeps=True)  # in place, as execo does
-    stamp = sweepindex.stamp_of((sweep / "sweeps").stat())
-    assert sweepindex.read(str(params_file(sweep)), stamp) is None  # the cache is the old sweep's
+    assert sweepindex.read(str(params_file(sweep)), stamp(sweep)) is None  # the cache is the old sweep's
     assert taken(sweep) == {"a", "b", "c", "d"}
     assert params_file(sweep).read_bytes() != old
-    cached = sweepindex.read(str(params_file(sweep)), stamp)
+    cached = sweepindex.read(str(params_file(sweep)), stamp(sweep))
     assert cached is not None and set(cached) == {"a", "b", "c", "d"}
 
 
@@ -128,10 +148,9 @@ def test_a_torn_lost_or_foreign_cache_is_not_used(tmp_path: Path) -> None:
         else:
             cut = {"cut": whole[:-3], "half": whole[: len(whole) // 2], "empty": b""}
             params_file(sweep).write_bytes(cut.get(damage) or params_file(other).read_bytes())
-        stamp = sweepindex.stamp_of((sweep / "sweeps").stat())
-        assert sweepindex.read(str(params_file(sweep)), stamp) is None
+        assert sweepindex.read(str(params_file(sweep)), stamp(sweep)) is None
         assert taken(sweep) == {"a", "b", "c"}
-        cached = sweepindex.read(str(params_file(sweep)), stamp)  # written again by the minion
+        cached = sweepindex.read(str(params_file(sweep)), stamp(sweep))  # written again by the minion
         assert cached is not None and set(cached) == {"a", "b", "c"}
 
 
