@@ -378,29 +378,21 @@ def write_big_fleet(directory: Path, minions: int, per_minion: int) -> list[Json
     return reporters
 
 
-def test_a_refresh_stays_cheap_with_200_minions_and_100000_records(tmp_path: Path) -> None:
-    reporters = write_big_fleet(tmp_path, 200, 500)
+def test_a_refresh_reads_only_the_records_added_since_the_last_one_with_200_minions(tmp_path: Path) -> None:
+    # How long these reads take is bench/status.py's (a million runs); here, what they read.
+    reporters = write_big_fleet(tmp_path, 200, 50)
     lines = sum(path.read_bytes().count(b"\n") for path in tmp_path.glob("*.jsonl"))
-    assert lines == 100_000
+    assert lines == 10_000
     live = mtop.Live(tmp_path)
-    started = time.perf_counter()
-    assert live.refresh() == 100_000
+    assert live.refresh() == 10_000
     mtop.screen_lines(live, mtop.View(), time.time(), 200, 50)
-    first = time.perf_counter() - started
 
     for reporter in reporters[::10]:  # 20 minions write one more run each
         run(reporter, "late", time.time() - 2, Outcome.success(), "acked")
-    started = time.perf_counter()
     assert live.refresh() == 40
     lines_shown = mtop.screen_lines(live, mtop.View(sort=7), time.time(), 200, 50)
-    incremental = time.perf_counter() - started
-    started = time.perf_counter()
     assert live.refresh() == 0
     mtop.screen_lines(live, mtop.View(), time.time(), 200, 50)
-    idle = time.perf_counter() - started
-    print(f"\nmtop, 200 files / 100,000 records: first load {first:.2f} s, "
-          f"refresh after 40 new records {incremental * 1000:.1f} ms, idle refresh {idle * 1000:.1f} ms")
     acked = sum(path.read_bytes().count(b'"verdict": "acked"') for path in tmp_path.glob("*.jsonl"))
     assert sum(s.counts["done"] for s in live.minions.values()) == acked and len(live.minions) == 200
     assert "of 200" in lines_shown[2][0]
-    assert first < 30 and incremental < 0.5 and idle < 0.5
