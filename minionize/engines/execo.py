@@ -239,7 +239,9 @@ class ExecoEngine(Engine):
                 os.close(done)
 
     def _update(self, files: dict[str, int]) -> None:
-        self._done_pos = sweepfiles.scan_appended(files["done"], self._done_pos, self._remaining.mark_done)
+        remaining = self._remaining
+        self._done_pos = sweepfiles.scan_appended(files["done"], self._done_pos, remaining.mark_done,
+                                                  remaining.mark_done_pickle)
         new_failed = self._read_journal(files)
         current = self._read_in_progress()
         # What left `inprogress` without being done or failed was given back.

@@ -27,7 +27,7 @@ import io
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 #: Pickle protocol of every record: what execo writes and reads from Python 3.4 on.
 PROTOCOL = 4
@@ -35,6 +35,7 @@ PROTOCOL = 4
 TORN = (EOFError, pickle.UnpicklingError, ValueError, IndexError, TypeError)
 
 StrPath = Union[str, Path]
+_FRAME = pickle.FRAME
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -193,9 +194,11 @@ def read_appended(fd: int, position: int) -> tuple[list[Any], int]:
     return records, scan_appended(fd, position, records.append)
 
 
-def scan_appended(fd: int, position: int, apply: Callable[[Any], object]) -> int:
+def scan_appended(fd: int, position: int, apply: Callable[[Any], object],
+                  known: Optional[Callable[[memoryview], bool]] = None) -> int:
     """`read_appended`, one record at a time: `apply` each, and return the position after them (a million
-    records done are not held at once)."""
+    records done are not held at once). A record pickled in one frame (protocol 4 and later: its length is
+    in its first bytes) is first given as its bytes to `known`, and unpickled only if that returns False."""
     size = os.fstat(fd).st_size
     if size <= position:
         return position
@@ -208,8 +211,15 @@ def scan_appended(fd: int, position: int, apply: Callable[[Any], object]) -> int
         read += len(chunk)
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     stream = io.BytesIO(data)  # which shares `data` (bytes) rather than copy it: a big `done` is held once
+    view = memoryview(data)
     good = 0
     while good < len(data):
+        if known is not None and data[good + 2 : good + 3] == _FRAME and data[good] == 0x80 and data[good + 1] >= 4:
+            end = good + 11 + int.from_bytes(data[good + 3 : good + 11], "little")
+            if end <= len(data) and data[end - 1 : end] == b"." and known(view[good:end]):
+                good = end
+                stream.seek(good)
+                continue
         try:
             record = pickle.load(stream)
         except TORN:

@@ -90,7 +90,10 @@ class SweepIndex:
 
     def position(self, param: Any) -> Optional[int]:
         """Where `param` is, or None when it is not part of the sweep."""
-        key = _key(param)
+        return self.position_of(_key(param))
+
+    def position_of(self, key: Union[bytes, memoryview]) -> Optional[int]:
+        """Where the parameter pickled as `key` is, or None."""
         table, mask, offsets, blob = self.table, self._mask, self.offsets, self._blob
         slot = zlib.crc32(key) & mask
         while (position := table[slot]) != _EMPTY:
@@ -167,7 +170,18 @@ class Remaining:
         position = self.index.position(param)
         if position is None:
             self.done.others.add(param)
-            return
+        else:
+            self._done_at(position)
+
+    def mark_done_pickle(self, key: memoryview) -> bool:
+        """The parameter pickled as `key` is done, if it is part of the sweep (a record of `done` read
+        without unpickling it: `sweepfiles.scan_appended`)."""
+        position = self.index.position_of(key)
+        if position is not None:
+            self._done_at(position)
+        return position is not None
+
+    def _done_at(self, position: int) -> None:
         self.done.flags[position] = 1
         if self._flags[position]:
             self._flags[position] = 0

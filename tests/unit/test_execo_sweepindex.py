@@ -124,6 +124,26 @@ def test_a_parameter_pushed_again_keeps_its_pickle_and_stays_done(tmp_path: Path
     assert taken(sweep) == {HashableDict({"lr": 0.1, "seed": 5})}
 
 
+def test_done_records_are_found_by_their_bytes_or_unpickled_and_a_torn_one_is_cut(tmp_path: Path) -> None:
+    """`done` as minionize writes it (one frame of protocol 4: found by its bytes), as older writers do
+    (protocol 2: unpickled), with a parameter outside the sweep, and with a record torn by a kill."""
+    sweep = tmp_path / "s"
+    ExecoEngine(str(sweep)).push(["a", "b", "c", "d", "e"])
+    whole = pickle.dumps("d", protocol=4)
+    with open(sweep / "done", "ab") as done:
+        done.write(pickle.dumps("a", protocol=4) + pickle.dumps("b", protocol=2) + pickle.dumps("zz", protocol=4))
+        done.write(pickle.dumps("c", protocol=4))
+        kept = done.tell()
+        done.write(whole[: len(whole) - 2])  # "d" cut short: not done, and cut off by the next reader
+    assert taken(sweep) == {"d", "e"}
+    assert ParamSweeper(str(sweep)).get_done() == {"a", "b", "c", "d", "e"}
+    with open(sweep / "done", "rb") as done:
+        done.seek(kept)
+        after = [pickle.load(done), pickle.load(done)]
+        assert done.read() == b""
+    assert sorted(after) == ["d", "e"]  # acked after the cut, whole
+
+
 def test_a_sweep_rewritten_by_plain_execo_is_read_from_sweeps_and_cached_again(tmp_path: Path) -> None:
     sweep = tmp_path / "s"
     ExecoEngine(str(sweep)).push(["a", "b"])
