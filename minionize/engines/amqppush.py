@@ -31,8 +31,9 @@ from pika import frame, spec
 #: always has work while its confirms travel back (a quorum queue confirms
 #: after a write to its log); bounded, as what a failure leaves unknown.
 WINDOW = 10_000
-#: Messages written in one send.
+#: Messages written in one send, at most; and bytes (a batch of large parameters is sent sooner).
 BATCH = 500
+BATCH_BYTES = 1 << 20
 #: A body larger than this goes through pika's own publish, which splits it into
 #: frames: AMQP's smallest frame (4096 bytes) less its header and end.
 _ONE_FRAME = 4096 - 8
@@ -101,6 +102,7 @@ class ConfirmWindow:
         self._failure: Optional[PushFailed] = None
         self._answers = 0  # confirms and returns seen: progress, for the timeout
         self._frames: list[bytes] = []
+        self._unsent = self._unsent_bytes = 0  # messages (and their bytes) not handed to the socket yet
         self._id = uuid.uuid4().hex
         with bounded():
             self._channel = connection.channel()
@@ -130,7 +132,8 @@ class ConfirmWindow:
                 self._impl.basic_publish("", self.queue, body, properties, mandatory=True)
         else:
             self._frames.append(self._marshal(body, content_type, message_id))
-        if len(self._frames) >= BATCH:
+        self._unsent, self._unsent_bytes = self._unsent + 1, self._unsent_bytes + len(body)
+        if self._unsent >= BATCH or self._unsent_bytes >= BATCH_BYTES:
             self._send()
             self._wait(lambda: self.published - self.prefix < self.window)
 
@@ -154,13 +157,15 @@ class ConfirmWindow:
         return f"{text}; nothing after parameter {self.published} was published"
 
     def _send(self) -> None:
-        if not self._frames:
+        if not self._unsent:
             return
         if not self._impl.is_open:
             self._fail(self._failure or PushFailed("its channel was closed"))
-        # One write for the batch (pika's own publish makes a send of each frame).
-        self._connection._impl._output_marshaled_frames([b"".join(self._frames)])  # noqa: SLF001
-        self._frames.clear()
+        if self._frames:
+            # One write for the batch (pika's own publish makes a send of each frame).
+            self._connection._impl._output_marshaled_frames([b"".join(self._frames)])  # noqa: SLF001
+            self._frames.clear()
+        self._unsent = self._unsent_bytes = 0
         with self._bounded():
             self._connection.process_data_events(0)
         if self._failure is not None:
@@ -188,6 +193,7 @@ class ConfirmWindow:
     def _fail(self, failure: PushFailed) -> None:
         """Wait for the answers still to come (bounded), then raise `failure`."""
         self._frames.clear()  # never sent
+        self._unsent = self._unsent_bytes = 0
         if self._impl.is_open:
             # What went wrong first is what the push says, whatever happens in this wait.
             with suppress(PushFailed, pika.exceptions.AMQPError, OSError):
