@@ -7,6 +7,7 @@ missing server into a skip locally and into a failure under CI=true.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -76,55 +77,70 @@ def run_minion(*args: str, cwd: Path, timeout: float = 60, **env: str) -> subpro
     )
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """How many documentation blocks ran and how many are marked (tests/integration/test_docs.py)."""
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """How many documentation blocks ran and how many are marked (tests/integration/test_docs.py),
+    and the fault suite's table of figures (tests/faults/)."""
     from tests.docs.runner import TALLY, summary
+    from tests.faults.harness import print_table
 
     line = summary(TALLY)
     if line:
         terminalreporter.write_line(line)
+    print_table(terminalreporter, config)
 
 
-# --- running in two lanes (scripts/test: pytest-xdist by file, then the serial tests) -------
+# --- running in three lanes (scripts/test: the bulk by file over pytest-xdist, the serial
+# tests two files at a time, then the tests that must be alone) --------------------------
 
-#: Tests that must not share the machine with other tests: those that measure
-#: how long a stop or a recovery takes, or break a server others use.
+#: Tests kept from the bulk of the suite: those that measure how long a stop or
+#: a recovery takes. They run after it, two test files at a time.
 SERIAL_MODULES = {"test_service_mode.py"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "serial: run alone, after the parallel lane (scripts/test)")
+    config.addinivalue_line("markers", "serial: times a stop or a recovery: run after the bulk, two files at a time")
+    config.addinivalue_line("markers", "alone: restarts a server every other test shares: run by itself, last")
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    """Marks the serial tests as they are collected, so that `-m` selects them."""
-    if is_serial(item):
+    """Marks the serial and the alone tests as they are collected, so that `-m` selects them."""
+    if is_alone(item):
+        item.add_marker(pytest.mark.alone)
+    elif is_serial(item):
         item.add_marker(pytest.mark.serial)
 
 
 def is_serial(item: pytest.Item) -> bool:
-    if item.path.parent.name == "faults" or item.path.name in SERIAL_MODULES:
-        return True
-    # A restart of RabbitMQ, which every other test of the amqp engine shares.
+    return item.path.parent.name == "faults" or item.path.name in SERIAL_MODULES
+
+
+def is_alone(item: pytest.Item) -> bool:
+    """A restart of RabbitMQ, the machine's own server, which every test of the amqp engine shares
+    (the other brokers' restarts are of private servers)."""
     params = getattr(getattr(item, "callspec", None), "params", {})
     backend = params.get("backend", "")
     return "restart" in item.name and str(backend).startswith("amqp")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """An xdist worker hands its count of documentation blocks to the controller."""
+    """An xdist worker hands its count of documentation blocks and its rows of the fault table to the controller."""
     from tests.docs.runner import TALLY
+    from tests.faults.harness import FIGURES
 
     output = getattr(session.config, "workeroutput", None)
     if output is not None:
         output["docs_tally"] = dict(TALLY)
+        output["fault_figures"] = [dataclasses.asdict(row) for row in session.config.stash.get(FIGURES, [])]
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: object, error: object) -> None:
+def pytest_testnodedown(node: Any, error: object) -> None:
     from tests.docs.runner import TALLY
+    from tests.faults.harness import FIGURES, Figures
 
-    tally = dict(getattr(node, "workeroutput", {}).get("docs_tally", {}))
+    output = getattr(node, "workeroutput", {})
+    node.config.stash.setdefault(FIGURES, []).extend(Figures(**row) for row in output.get("fault_figures", []))
+    tally = dict(output.get("docs_tally", {}))
     # Every worker counts the marked blocks as it collects test_docs.py: they are counted once.
     marked = max(TALLY["marked"], tally.pop("marked", 0))
     TALLY.update(tally)

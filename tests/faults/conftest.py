@@ -1,23 +1,19 @@
 """Fixtures of the fault-injection suite, and the table of figures printed at its end.
 
 Every scenario appends a `Figures` row to `figures`; the table is printed in
-the terminal summary (with or without `-s`) and written to FAULTS_REPORT
-when it is set. FAULTS_* choose the sizes (see `harness.Sizes`): the
+the terminal summary (with or without `-s`, by tests/conftest.py, which also
+gathers the rows of pytest-xdist workers) and written to FAULTS_REPORT when it
+is set. FAULTS_* choose the sizes (see `harness.Sizes`): the
 defaults are the CI-sized run, `scripts/faults` runs the full one.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.integration.backends import backend_fixture, with_capability
 
-from .harness import Figures, Sizes, table
-
-_FIGURES = pytest.StashKey[list[Figures]]()
-
+from .harness import FIGURES, Figures, Sizes
 
 backend = backend_fixture(
     with_capability("survives_kill"), scope="session",
@@ -33,18 +29,4 @@ def sizes() -> Sizes:
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> list[Figures]:
     """Where a scenario puts its row of the table."""
-    return request.config.stash.setdefault(_FIGURES, [])
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    rows = config.stash.get(_FIGURES, [])
-    if not rows:
-        return
-    text = table(rows, Sizes.from_env())
-    terminalreporter.write_sep("=", "fault injection")
-    terminalreporter.write(text)
-    path = os.environ.get("FAULTS_REPORT")
-    if path:
-        with open(path, "w") as report:
-            report.write(text)
-        terminalreporter.write(f"(written to {path})\n")
+    return request.config.stash.setdefault(FIGURES, [])

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import pytest
+
 from tests.conftest import minion_env, minionize_cmd
 from tests.integration.backends import Backend
 
@@ -329,6 +331,25 @@ class Figures:
             self.kills, every, self.runs_killed, f"{self.all_done:.1f}", f"{self.drained:.1f}",
         )
         return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+#: The rows of this session's table (`config.stash`), a worker's sent to the controller under pytest-xdist.
+FIGURES = pytest.StashKey[list["Figures"]]()
+
+
+def print_table(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The fault table at the end of the run, and in FAULTS_REPORT when it is set."""
+    rows = config.stash.get(FIGURES, [])
+    if not rows:
+        return
+    text = table(rows, Sizes.from_env())
+    terminalreporter.write_sep("=", "fault injection")
+    terminalreporter.write(text)
+    path = os.environ.get("FAULTS_REPORT")
+    if path:
+        with open(path, "w") as report:
+            report.write(text)
+        terminalreporter.write(f"(written to {path})\n")
 
 
 def table(rows: list[Figures], sizes: Sizes) -> str:
