@@ -9,13 +9,15 @@ every line). Timed: `minion-status --dir` (the whole command, its own
 process), with the summaries and without them (a report of an older
 minionize: every record parsed); the first read of mtop's model
 (`mtop.Live.refresh`), then a refresh after 1,000 more runs were appended,
-as a frame does. Targets: minion-status under 10 s; a refresh after the
-first under 1 s.
+as a frame does. With BENCH_BEFORE=<git revision>, that revision's
+minion-status too (from `git archive`), on the same report, in the same run.
+Targets: minion-status under 10 s; a refresh after the first under 1 s.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -23,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PYTHON, env, table, verdict
+from common import PYTHON, ROOT, env, table, verdict
 
 from minionize.summaryfiles import SUMMARY_DIRECTORY, SummaryWriter
 
@@ -73,11 +75,12 @@ def write_report(directory: Path, runs: int, first: int = 0, fresh: bool = True)
                         summary.write()
 
 
-def _status(directory: Path) -> float:
-    """Seconds of one `minion-status --dir`, which must succeed."""
+def _status(directory: Path, **extra: str) -> float:
+    """Seconds of one `minion-status --dir`, which must succeed (run from `directory`'s parent, so that
+    PYTHONPATH in `extra` comes before this checkout)."""
     started = time.perf_counter()
-    result = subprocess.run([PYTHON, "-m", "minionize.status", "--dir", str(directory)], env=env(),
-                            capture_output=True, text=True)
+    result = subprocess.run([PYTHON, "-m", "minionize.status", "--dir", str(directory)], env=env(**extra),
+                            capture_output=True, text=True, cwd=directory.parent)
     if result.returncode != 0:
         raise SystemExit(f"minion-status failed: {result.stderr[-2000:]}")
     return time.perf_counter() - started
@@ -97,24 +100,39 @@ def _frames(directory: Path, runs: int) -> tuple[float, float]:
     return first, time.perf_counter() - started
 
 
+def _checkout(revision: str, work: Path) -> dict[str, str]:
+    """The environment that runs `revision`'s minionize package, extracted from git into `work`."""
+    root = work / f"minionize-{revision}"
+    root.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "minionize"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return {"PYTHONPATH": str(root)}  # ahead of the installed (editable) package
+
+
 def run(runs: int = 1_000_000, quick: bool = False) -> str:
     if quick:
         runs = 20_000
     work = Path(tempfile.mkdtemp(prefix="bench-status-"))
     try:
         write_report(work / "report", runs)
+        before = os.environ.get("BENCH_BEFORE")
+        old = _status(work / "report", **_checkout(before, work)) if before else None
         status = _status(work / "report")
         first, refresh = _frames(work / "report", runs)
         shutil.rmtree(work / "report" / SUMMARY_DIRECTORY)
         whole = _status(work / "report")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rows = [
+    rows = [] if old is None else [
+        (f"minion-status over {runs:,} runs, before ({before})", f"{old:.1f} s", "every record",
+         f"< 10 s: {verdict(old < 10)}")]
+    rows += [
         (f"minion-status over {runs:,} runs ({MINIONS} minions)", f"{status:.1f} s",
          "the minions' summaries, then the records after them", f"< 10 s: {verdict(status < 10)}"),
         ("minion-status over the same report without its summaries", f"{whole:.1f} s",
          "every record (a report of an older minionize)", ""),
-        ("mtop, the first read", f"{first:.1f} s", "every record", ""),
+        ("mtop, the first read", f"{first:.1f} s", "the summaries, then the records after them", ""),
         ("mtop, a refresh after 1,000 more runs", f"{refresh:.2f} s", "the new records only",
          f"< 1 s: {verdict(refresh < 1)}"),
     ]
