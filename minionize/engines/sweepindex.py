@@ -9,8 +9,8 @@ table keyed by the crc32 of the pickle (at most half full: 8 bytes);
 when it is handed out; one read from `done`, `inprogress` or the journal is
 found by its pickle, which is the sweep's: minionize and plain execo write
 there the parameters they took from the sweep. (So a value equal to a
-parameter but of another type, 1.0 for 1, is not that parameter here, as
-it is in execo's set.)
+parameter but of another type, 1.0 for 1, is another parameter here, where
+execo's set takes the two for one.)
 
 execo's `sweeps` file is the pickle of a set, which can only be loaded
 whole: every parameter at once, the peak that this module avoids. So
