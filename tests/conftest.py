@@ -11,7 +11,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,25 @@ def run_minion(*args: str, cwd: Path, timeout: float = 60, **env: str) -> subpro
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Starts minions (`spawn(env, *program)`, output piped, in tmp_path); the test's end kills
+    any still running and reads what every one of them wrote."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(env: dict[str, str], *program: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(minionize_cmd(*program), cwd=tmp_path, env=minion_env(**env),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

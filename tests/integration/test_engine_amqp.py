@@ -19,7 +19,7 @@ import pytest
 
 from minionize import exitcodes
 from minionize.engines.amqp import AmqpEngine
-from tests.conftest import ROOT, minion_env, minionize_cmd, run_minion
+from tests.conftest import ROOT, minion_env, run_minion
 
 from .backends import started
 from .backends.amqp import URL, AmqpBackend, channel, rabbitmqctl, read_queue
@@ -54,26 +54,6 @@ def engines() -> Iterator[Any]:
     yield make
     for engine in opened:
         engine.close()
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Any]:
-    """Start minion processes; any still running at the end is killed."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(env: dict[str, str], *program: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            minionize_cmd(*program), cwd=tmp_path, env=minion_env(**env),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 def push(env: dict[str, str], *params: str) -> subprocess.CompletedProcess[str]:

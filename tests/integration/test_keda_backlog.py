@@ -37,7 +37,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from tests.conftest import ROOT, minion_env, minionize_cmd, require
+from tests.conftest import ROOT, minion_env, require
 from tests.unit.conftest import k8s_tools
 
 from .backends import amqp as amqp_backend
@@ -175,23 +175,6 @@ def watch(minion: subprocess.Popen[str], directory: Path, look: Callable[[], Any
         time.sleep(0.1)
     assert minion.poll() is not None, "the minion did not finish"
     return seen
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(env: dict[str, str], *program: str) -> subprocess.Popen[str]:
-        process = subprocess.Popen(minionize_cmd(*program), cwd=tmp_path, env=minion_env(**env),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 def push(env: dict[str, str], *params: str) -> None:
