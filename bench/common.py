@@ -58,3 +58,30 @@ def table(title: str, rows: list[tuple[str, str, str, str]]) -> str:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+#: Python code that prints the process's peak resident memory in MB (read in the child itself).
+PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+#: A minion's start on an execo sweep (argv[1]): open it, take and ack one parameter; prints seconds and peak MB.
+ONE_MINION = f"""
+import sys, time
+from minionize.engines.execo import ExecoEngine
+started = time.perf_counter()
+engine = ExecoEngine(sys.argv[1])
+engine.open()
+for message in engine.next_many(1, 0):
+    engine.ack(message)
+engine.close()
+print(time.perf_counter() - started, {PEAK})
+"""
+
+
+def checkout(revision: str, work: Path) -> dict[str, str]:
+    """The environment that runs `revision`'s minionize package, extracted from git into `work`
+    (what BENCH_BEFORE=<revision> compares against, in the same run)."""
+    root = work / f"minionize-{revision}"
+    root.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "minionize"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    return {"PYTHONPATH": str(root)}  # ahead of the installed (editable) package

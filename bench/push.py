@@ -23,14 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PYTHON, env, table, verdict
+from common import ONE_MINION, PEAK, PYTHON, checkout, env, table, verdict
 from consumer import AMQP_URL, POSTGRES_URL, REDIS_URL
 
 BEFORE_LIMIT = 100_000
-REPO = Path(__file__).resolve().parent.parent
 # The peak of the process itself (VmHWM, reset by exec): ru_maxrss would count the parent's pages
 # that the child shared until its exec.
-PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
 PUSH = f"""
 import sys
 from minionize import push
@@ -38,19 +36,6 @@ code = push.main(sys.argv[1:])
 print({PEAK}, file=sys.stderr)
 sys.exit(code)
 """
-ONE_MINION = f"""
-import sys, time
-from minionize.engines.execo import ExecoEngine
-started = time.perf_counter()
-engine = ExecoEngine(sys.argv[1])
-engine.open()
-for message in engine.next_many(1, 0):
-    engine.ack(message)
-engine.close()
-print(time.perf_counter() - started, {PEAK})
-"""
-
-
 def _push(work: Path, args: list[str], **extra: str) -> tuple[float, float]:
     """Seconds and peak MB of one minion-push, which must succeed."""
     started = time.perf_counter()
@@ -85,16 +70,6 @@ def _settings(engine: str, name: str, work: Path) -> dict[str, str]:
     }[engine]
 
 
-def _checkout(revision: str, work: Path) -> dict[str, str]:
-    """The environment that runs `revision`'s minionize package, extracted from git into `work`."""
-    root = work / f"minionize-{revision}"
-    root.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "minionize"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
-    return {"PYTHONPATH": str(root)}  # ahead of the installed (editable) package
-
-
 def _rows_push(work: Path, size: int) -> list[tuple[str, str, str, str]]:
     rows = []
     before = os.environ.get("BENCH_BEFORE")
@@ -102,7 +77,7 @@ def _rows_push(work: Path, size: int) -> list[tuple[str, str, str, str]]:
             for engine in ("execo", "redis", "amqp", "postgres")]
     if before:
         runs.insert(2, ("amqp", f"the same, amqp, before ({before})", min(size, BEFORE_LIMIT),
-                        _checkout(before, work)))
+                        checkout(before, work)))
     for engine, what, count, revision in runs:
         params = work / f"params-{count}.txt"
         if not params.exists():

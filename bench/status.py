@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PYTHON, ROOT, env, table, verdict
+from common import PYTHON, checkout, env, table, verdict
 
 from minionize.summaryfiles import SUMMARY_DIRECTORY, SummaryWriter
 
@@ -100,16 +100,6 @@ def _frames(directory: Path, runs: int) -> tuple[float, float]:
     return first, time.perf_counter() - started
 
 
-def _checkout(revision: str, work: Path) -> dict[str, str]:
-    """The environment that runs `revision`'s minionize package, extracted from git into `work`."""
-    root = work / f"minionize-{revision}"
-    root.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "minionize"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
-    return {"PYTHONPATH": str(root)}  # ahead of the installed (editable) package
-
-
 def run(runs: int = 1_000_000, quick: bool = False) -> str:
     if quick:
         runs = 20_000
@@ -117,7 +107,7 @@ def run(runs: int = 1_000_000, quick: bool = False) -> str:
     try:
         write_report(work / "report", runs)
         before = os.environ.get("BENCH_BEFORE")
-        old = _status(work / "report", **_checkout(before, work)) if before else None
+        old = _status(work / "report", **checkout(before, work)) if before else None
         status = _status(work / "report")
         first, refresh = _frames(work / "report", runs)
         shutil.rmtree(work / "report" / SUMMARY_DIRECTORY)

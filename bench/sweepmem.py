@@ -19,31 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PYTHON, env, table, verdict
-
-REPO = Path(__file__).resolve().parent.parent
-PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
-ONE_MINION = f"""
-import sys, time
-from minionize.engines.execo import ExecoEngine
-started = time.perf_counter()
-engine = ExecoEngine(sys.argv[1])
-engine.open()
-for message in engine.next_many(1, 0):
-    engine.ack(message)
-engine.close()
-print(time.perf_counter() - started, {PEAK})
-"""
-
-
-def _checkout(revision: str, work: Path) -> dict[str, str]:
-    """The environment that runs `revision`'s minionize package, extracted from git into `work`."""
-    root = work / f"minionize-{revision}"
-    root.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "minionize"], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
-    return {"PYTHONPATH": str(root)}  # ahead of the installed (editable) package
+from common import ONE_MINION, PYTHON, checkout, env, table, verdict
 
 
 def _sweep(work: Path, name: str, params: Path, done: int, extra: dict[str, str]) -> Path:
@@ -76,7 +52,7 @@ def run(size: int = 1_000_000, quick: bool = False) -> str:
         params.write_text("".join(f"{i}\n" for i in range(size)))
         versions = [("now", {})]
         if os.environ.get("BENCH_BEFORE"):
-            versions.insert(0, (f"before ({os.environ['BENCH_BEFORE']})", _checkout(os.environ["BENCH_BEFORE"], work)))
+            versions.insert(0, (f"before ({os.environ['BENCH_BEFORE']})", checkout(os.environ["BENCH_BEFORE"], work)))
         for done in (0, size - 1_000):
             state = "fresh" if not done else f"{done:,} done"
             for label, extra in versions:
