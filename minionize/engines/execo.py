@@ -213,8 +213,9 @@ class ExecoEngine(Engine):
         return True
 
     @contextmanager
-    def _locked(self) -> Iterator[dict[str, int]]:
-        """Hold the sweep's lock (execo's: on `done`) and bring the state up to date."""
+    def _locked(self, full: bool = True) -> Iterator[dict[str, int]]:
+        """Hold the sweep's lock (execo's: on `done`) and bring the state up to date; not `full`: only what
+        `done` gained (which cuts a torn record off before an append), for an ack, which reads nothing else."""
         with _PROCESS_LOCK:
             done = sweepfiles.open_appendable(self._done_file)
             try:
@@ -222,13 +223,17 @@ class ExecoEngine(Engine):
                 fcntl.lockf(done, fcntl.LOCK_EX)  # released by the close
                 self.lock_wait += time.perf_counter() - asked
                 self._sync_done = False
-                journal = sweepfiles.open_appendable(self._journal_file)
-                try:
-                    files = {"done": done, "journal": journal}
-                    self._update(files)
-                    yield files
-                finally:
-                    os.close(journal)
+                if not full:
+                    self._scan_done(done)
+                    yield {"done": done}
+                else:
+                    journal = sweepfiles.open_appendable(self._journal_file)
+                    try:
+                        files = {"done": done, "journal": journal}
+                        self._update(files)
+                        yield files
+                    finally:
+                        os.close(journal)
                 if self._sync_done:
                     # An ack's record, synced once the lock is free: a fleet waits for no one's disk. Its
                     # parameter may leave `inprogress` meanwhile (another minion's write): a crash of the
@@ -238,10 +243,12 @@ class ExecoEngine(Engine):
             finally:
                 os.close(done)
 
-    def _update(self, files: dict[str, int]) -> None:
+    def _scan_done(self, done: int) -> None:
         remaining = self._remaining
-        self._done_pos = sweepfiles.scan_appended(files["done"], self._done_pos, remaining.mark_done,
-                                                  remaining.mark_done_pickle)
+        self._done_pos = sweepfiles.scan_appended(done, self._done_pos, remaining.mark_done, remaining.mark_done_pickle)
+
+    def _update(self, files: dict[str, int]) -> None:
+        self._scan_done(files["done"])
         new_failed = self._read_journal(files)
         current = self._read_in_progress()
         # What left `inprogress` without being done or failed was given back.
@@ -455,7 +462,7 @@ class ExecoEngine(Engine):
         the next take drops it in the write it makes anyway (or `drained`, `close`, a reclaim),
         which saves a write of `inprogress` per parameter."""
         param = self._mine.pop(message.id, message.param)
-        with self._locked() as files:
+        with self._locked(full=event != "done") as files:
             # Read back by the next `_update`, like the records of other minions.
             if event == "done":
                 sweepfiles.append(files["done"], param, sync=False)  # synced when the lock is let go

@@ -11,6 +11,9 @@
 - Several parameters are taken under one lock, in one write of
   `inprogress` (one per free slot): a minion killed right after holds them
   under their leases, and they come back once these are over.
+- An ack reads only what `done` gained (cutting off a torn record first),
+  neither the journal nor `inprogress`: its record is read by plain execo,
+  and a minion killed right after it leaves the parameter done.
 """
 
 from __future__ import annotations
@@ -234,3 +237,78 @@ def test_a_batch_held_by_a_killed_minion_comes_back_after_its_leases(
         late.ack(message)
     assert late.drained()
     assert sorted(ParamSweeper(str(d)).get_done()) == [0, 1, 2, 3]
+
+
+def _torn_record_at_the_end_of_done(path: Path) -> None:
+    """What a writer leaves when it dies in an append whose cut-back failed."""
+    with open(path / "done", "ab") as done:
+        done.write(pickle.dumps("never whole", protocol=4)[:7])
+
+
+def test_an_ack_reads_neither_the_journal_nor_inprogress(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", ["a", "b", "c"])
+    minion = opened(d)
+    first, second = minion.next(0), minion.next(0)
+    assert first is not None and second is not None
+    journal, inprogress = d / ".minionize" / "journal", d / "inprogress"
+    kept = inprogress.read_bytes()
+    journal.unlink(missing_ok=True)
+    inprogress.unlink()
+    journal.mkdir()  # unreadable as files: any call that reads them fails
+    inprogress.mkdir()
+    minion.ack(first)
+    with pytest.raises(IsADirectoryError):
+        minion.nack(second)  # which reads them
+    journal.rmdir()
+    inprogress.rmdir()
+    inprogress.write_bytes(kept)
+    assert first.param in ParamSweeper(str(d)).get_done()
+    minion.ack(second)
+    assert minion.next(0) is not None and minion.next(0) is None
+    assert first.param not in on_disk_in_progress(d)  # dropped by the take
+
+
+def test_an_ack_after_a_torn_record_in_done_is_read_by_plain_execo(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", ["a", "b"])
+    minion = opened(d)
+    message = minion.next(0)
+    assert message is not None
+    _torn_record_at_the_end_of_done(d)
+    minion.ack(message)
+    assert ParamSweeper(str(d)).get_done() == {message.param}
+
+
+KILLED_IN_AN_ACK = textwrap.dedent("""
+    import os, pickle, signal, sys
+    from minionize.engines import sweepfiles
+    from minionize.engines.execo import ExecoEngine
+    engine = ExecoEngine(sys.argv[1], 60)
+    engine.open()
+    acked, held = engine.next(0), engine.next(0)
+    with open(os.path.join(sys.argv[1], "done"), "ab") as done:
+        done.write(pickle.dumps("never whole", protocol=4)[:7])  # another writer's torn record
+    sweepfiles.remove = lambda path: os.kill(os.getpid(), signal.SIGKILL)  # killed after the record
+    print(acked.param, held.param, flush=True)
+    engine.ack(acked)
+""")
+
+
+def test_a_minion_killed_in_an_ack_after_its_record_leaves_the_parameter_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execo, "_RECLAIM_EVERY", 0.0)
+    d = make_sweep(tmp_path / "s", ["a", "b"])
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_AN_ACK, str(d)], capture_output=True, timeout=60,
+                            text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    acked, held = killed.stdout.split()
+    assert ParamSweeper(str(d)).get_done() == {acked}
+    assert (d / ".minionize" / "leases" / execo.param_key(acked)).exists()  # killed before its removal
+    assert opened(d).next(0) is None  # one done, one under its lease
+    late = ExecoEngine(str(d), 60, clock=Later(81))  # past the lease of `held` and its margin
+    late.open()
+    back = late.next_many(3, 0)
+    assert [m.param for m in back] == [held]  # not the acked one, whose lease is still there
+    late.ack(back[0])
+    assert late.drained()
+    assert ParamSweeper(str(d)).get_done() == {"a", "b"} and not ParamSweeper(str(d)).get_inprogress()
