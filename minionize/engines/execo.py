@@ -254,8 +254,10 @@ class ExecoEngine(Engine):
         # What left `inprogress` without being done or failed was given back.
         released = {p for p in self._in_progress - current if p in self._sweeps and not self._settled(p)}
         self._remaining |= released
+        # Only what is newly in progress can still be remaining (nothing in progress ever is): a lookup
+        # in the sweep's index a parameter, rather than one for each of a large fleet's runs at each take.
+        self._remaining -= current - self._in_progress
         self._in_progress = current
-        self._remaining -= current
         self._remaining.difference_update(new_failed)
 
     def _read_journal(self, files: dict[str, int]) -> list[Any]:
