@@ -146,6 +146,8 @@ class ExecoEngine(Engine):
         self._failed: dict[Any, str] = {}
         self._journal_pos = 0
         self._in_progress: set[Any] = set()
+        #: Where each parameter in progress is in the sweep's index (a lookup pickles it): `_write_in_progress`.
+        self._where: dict[Any, Optional[int]] = {}
         self._remaining = sweepindex.Remaining(self._sweeps, done=self._done)
         self._mine: dict[str, Any] = {}
         self._reclaimed: set[Any] = set()
@@ -208,6 +210,7 @@ class ExecoEngine(Engine):
             finally:
                 fcntl.lockf(handle, fcntl.LOCK_UN)
         self._sweeps, self._sweeps_stat = sweeps, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        self._where = {}  # positions in the sweep loaded before
         self._done = self._done.onto(sweeps)
         self._remaining = sweepindex.Remaining(sweeps, itertools.chain(self._failed, self._in_progress), self._done)
         return True
@@ -280,6 +283,16 @@ class ExecoEngine(Engine):
     def _settled(self, param: Any) -> bool:
         return param in self._done or param in self._failed
 
+    def _settled_in_progress(self, param: Any) -> bool:
+        """`_settled`, with the parameter's place in the sweep looked up once while it is in progress:
+        each write of `inprogress` asks it of every run of a fleet."""
+        if param in self._failed:
+            return True
+        if param not in self._where:
+            self._where[param] = self._sweeps.position(param)
+        position = self._where[param]
+        return param in self._done.others if position is None else bool(self._done.flags[position])
+
     def _open(self, param: Any) -> bool:
         """In progress for good: part of this sweep, neither done nor failed."""
         return param in self._sweeps and not self._settled(param)
@@ -306,7 +319,8 @@ class ExecoEngine(Engine):
 
     def _write_in_progress(self, params: set[Any]) -> None:
         """Write `inprogress`, less the parameters settled meanwhile (those an ack left there)."""
-        params = {param for param in params if not self._settled(param)}
+        params = {param for param in params if not self._settled_in_progress(param)}
+        self._where = {param: self._where[param] for param in params if param in self._where}
         data = pickle.dumps(params, protocol=sweepfiles.PROTOCOL)
         sweepfiles.swap(self._inprogress_file, data, self._inprogress_temporary)
         self._in_progress = params
