@@ -166,6 +166,28 @@ def stderr_line(tail: Any) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def fold(minions: dict[str, MinionState], record: Record, span: tuple[Optional[float], Optional[float]]
+         ) -> tuple[Optional[float], tuple[Optional[float], Optional[float]]]:
+    """Applies `record` to its minion's state in `minions` (made at its first record); returns the
+    record's time and the (first, last) `span` of record times widened to it."""
+    minion = str(record.get("minion"))
+    state = minions.get(minion)
+    if state is None:
+        state = minions[minion] = MinionState(minion)
+    state.apply(record)
+    moment = record_time(record)
+    return moment, widen(span, moment)
+
+
+def widen(span: tuple[Optional[float], Optional[float]], moment: Optional[float]
+          ) -> tuple[Optional[float], Optional[float]]:
+    """The (first, last) span of record times, widened to `moment` (None: unchanged)."""
+    first, last = span
+    if moment is None:
+        return span
+    return (moment if first is None else min(first, moment), moment if last is None else max(last, moment))
+
+
 class MinionState:
     """One minion as its records describe it so far; `apply` them in write order."""
 

@@ -47,7 +47,7 @@ from typing import Any, Optional
 from . import __version__, exitcodes
 from .config import load_environment
 from .errors import MinionizeError
-from .fleet import COMPLETED, MinionState, Record, ReportReader, number, record_time, report_directory
+from .fleet import COMPLETED, MinionState, Record, ReportReader, fold, number, report_directory, widen
 from .mtopview import View, handle_key, screen_lines
 from .summaryfiles import read_summary
 
@@ -126,8 +126,7 @@ class Live:
             self.completed += len(completed)
             self.last_completion = max([*completed, *filter(None, [self.last_completion])], default=None)
             for moment in filter(None, (tally.first, tally.last)):
-                self.first = moment if self.first is None else min(self.first, moment)
-                self.last = moment if self.last is None else max(self.last, moment)
+                self.first, self.last = widen((self.first, self.last), moment)
             if tally.queue and (self.queue is None or tally.queue["time"] >= self.queue["time"]):
                 self.queue = {"remaining": tally.queue["remaining"], "time": tally.queue["time"]}
             summed += tally.records
@@ -138,16 +137,9 @@ class Live:
             self.problems = [*self.problems, text][-MAX_PROBLEMS:]
 
     def apply(self, record: Record) -> None:
-        minion = str(record.get("minion"))
-        state = self.minions.get(minion)
-        if state is None:
-            state = self.minions[minion] = MinionState(minion)
-        state.apply(record)
-        moment = record_time(record)
+        moment, (self.first, self.last) = fold(self.minions, record, (self.first, self.last))
         if moment is None:
             return
-        self.first = moment if self.first is None else min(self.first, moment)
-        self.last = moment if self.last is None else max(self.last, moment)
         kind = record.get("type")
         if kind == "end" and record.get("verdict") in COMPLETED:
             self.completions[int(moment)] += 1

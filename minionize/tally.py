@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from typing import Optional
 
-from .fleet import COMPLETED, COUNTED, FAILED_SAMPLES, MinionState, Record, number, record_time
+from .fleet import COMPLETED, COUNTED, FAILED_SAMPLES, MinionState, Record, fold, number
 
 BUCKET_SECONDS = 60
 #: The verdicts of runs that were not cut short: their duration counts.
@@ -50,15 +50,7 @@ class Tally:
 
     def add(self, record: Record) -> None:
         self.records += 1
-        minion = str(record.get("minion"))
-        state = self.minions.get(minion)
-        if state is None:
-            state = self.minions[minion] = MinionState(minion)
-        state.apply(record)
-        moment = record_time(record)
-        if moment is not None:
-            self.first = moment if self.first is None else min(self.first, moment)
-            self.last = moment if self.last is None else max(self.last, moment)
+        moment, (self.first, self.last) = fold(self.minions, record, (self.first, self.last))
         kind = record.get("type")
         if kind == "end":
             self._ended(record, moment)
