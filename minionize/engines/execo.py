@@ -146,8 +146,13 @@ class ExecoEngine(Engine):
         self._failed: dict[Any, str] = {}
         self._journal_pos = 0
         self._in_progress: set[Any] = set()
-        #: Where each parameter in progress is in the sweep's index (a lookup pickles it): `_write_in_progress`.
+        #: Each parameter in progress (as last read, and those taken here): its pickle and its place in the
+        #: sweep (None: outside it), looked up once while it is in progress (`_position`): each take of a
+        #: fleet's minion reads as many parameters newly in progress as the fleet has minions.
         self._where: dict[Any, Optional[int]] = {}
+        self._finished: set[Any] = set()  # those of them done or failed
+        self._ahead: dict[Any, int] = {}  # parameters just after where this minion takes (`_look_ahead`)
+        self._caught_up = False  # `done` read by the pickles of its records (`_scan_done`)
         self._remaining = sweepindex.Remaining(self._sweeps, done=self._done)
         self._mine: dict[str, Any] = {}
         self._reclaimed: set[Any] = set()
@@ -210,7 +215,8 @@ class ExecoEngine(Engine):
             finally:
                 fcntl.lockf(handle, fcntl.LOCK_UN)
         self._sweeps, self._sweeps_stat = sweeps, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        self._where = {}  # positions in the sweep loaded before
+        # Positions in the sweep loaded before.
+        self._where, self._finished, self._ahead = {}, set(), {}
         self._done = self._done.onto(sweeps)
         self._remaining = sweepindex.Remaining(sweeps, itertools.chain(self._failed, self._in_progress), self._done)
         return True
@@ -247,19 +253,46 @@ class ExecoEngine(Engine):
                 os.close(done)
 
     def _scan_done(self, done: int) -> None:
-        remaining = self._remaining
-        self._done_pos = sweepfiles.scan_appended(done, self._done_pos, remaining.mark_done, remaining.mark_done_pickle)
+        self._caught_up = False
+        self._done_pos = sweepfiles.scan_appended(done, self._done_pos, self._mark_done, self._done_pickle)
+        if self._caught_up:  # records found by their pickle: which of the parameters in progress are done?
+            self._finished = {param for param, position in self._where.items() if self._settled_at(param, position)}
+
+    def _mark_done(self, param: Any) -> None:
+        """A record of `done`: most name a parameter this minion saw in progress."""
+        if param not in self._where:
+            self._remaining.mark_done(param)
+            return
+        position = self._where[param]
+        if position is None:
+            self._done.others.add(param)
+        else:
+            self._remaining.done_at(position)
+        self._finished.add(param)
+
+    def _done_pickle(self, key: memoryview) -> bool:
+        """A record of `done` read as its bytes (many of them: a minion catching up)."""
+        self._caught_up = True
+        return self._remaining.mark_done_pickle(key)
 
     def _update(self, files: dict[str, int]) -> None:
         self._scan_done(files["done"])
         new_failed = self._read_journal(files)
         current = self._read_in_progress()
+        left = self._in_progress - current
+        # Only what is newly in progress can still be remaining (nothing in progress ever is).
+        new = current - self._in_progress
+        self._look_ahead(new)
+        for param in new:
+            position = self._position(param)
+            if position is not None:
+                self._remaining.discard_at(position)
         # What left `inprogress` without being done or failed was given back.
-        released = {p for p in self._in_progress - current if p in self._sweeps and not self._settled(p)}
-        self._remaining |= released
-        # Only what is newly in progress can still be remaining (nothing in progress ever is): a lookup
-        # in the sweep's index a parameter, rather than one for each of a large fleet's runs at each take.
-        self._remaining -= current - self._in_progress
+        for param in left - self._finished:
+            position = self._position(param)
+            if position is not None and not self._settled_at(param, position):
+                self._remaining.add_at(position)
+        self._forget(left)
         self._in_progress = current
         self._remaining.difference_update(new_failed)
 
@@ -273,9 +306,12 @@ class ExecoEngine(Engine):
             elif event == "fail":
                 self._failed[param] = detail
                 new_failed.append(param)
+                if param in self._where:
+                    self._finished.add(param)
             elif event == "retry" and self._failed.pop(param, None) is not None:
                 # minion-push --retry-failed: a new round, with all its attempts.
                 self._attempts.pop(param, None)
+                self._finished.discard(param)
                 if self._open(param) and param not in self._in_progress:
                     self._remaining.add(param)
         return [param for param in new_failed if param in self._failed]
@@ -283,15 +319,46 @@ class ExecoEngine(Engine):
     def _settled(self, param: Any) -> bool:
         return param in self._done or param in self._failed
 
-    def _settled_in_progress(self, param: Any) -> bool:
-        """`_settled`, with the parameter's place in the sweep looked up once while it is in progress:
-        each write of `inprogress` asks it of every run of a fleet."""
+    def _position(self, param: Any) -> Optional[int]:
+        """Where a parameter in progress is in the sweep (None: outside it), looked up once while it is."""
+        try:
+            return self._where[param]
+        except KeyError:
+            position = self._where[param] = self._sweeps.position(param)
+            if self._settled_at(param, position):
+                self._finished.add(param)
+            return position
+
+    def _look_ahead(self, params: set[Any]) -> None:
+        """Find parameters newly in progress among the first that remain here, an unpickle each rather
+        than a pickle and a lookup: in a fleet, most are what the other minions took since this one's
+        last look. (A sweep is a set: no two of its parameters are equal.)"""
+        missing = params - self._where.keys()
+        if not missing:
+            return
+        if not missing <= self._ahead.keys():
+            positions = itertools.islice(self._remaining.positions(), 2 * len(missing) + 16)
+            self._ahead = {self._sweeps[position]: position for position in positions}
+        for param in missing & self._ahead.keys():
+            position = self._where[param] = self._ahead.pop(param)
+            if self._settled_at(param, position):
+                self._finished.add(param)
+
+    def _forget(self, params: set[Any]) -> None:
+        """`_position`'s parameters no longer in progress."""
+        for param in params:
+            self._where.pop(param, None)
+        self._finished -= params
+
+    def _settled_at(self, param: Any, position: Optional[int]) -> bool:
         if param in self._failed:
             return True
-        if param not in self._where:
-            self._where[param] = self._sweeps.position(param)
-        position = self._where[param]
         return param in self._done.others if position is None else bool(self._done.flags[position])
+
+    def _open_in_progress(self, param: Any) -> bool:
+        """`_open`, for a parameter in progress."""
+        position = self._position(param)
+        return position is not None and not self._settled_at(param, position)
 
     def _open(self, param: Any) -> bool:
         """In progress for good: part of this sweep, neither done nor failed."""
@@ -319,8 +386,11 @@ class ExecoEngine(Engine):
 
     def _write_in_progress(self, params: set[Any]) -> None:
         """Write `inprogress`, less the parameters settled meanwhile (those an ack left there)."""
-        params = {param for param in params if not self._settled_in_progress(param)}
-        self._where = {param: self._where[param] for param in params if param in self._where}
+        for param in params - self._where.keys():
+            self._position(param)  # tells whether it is settled
+        kept = params - self._finished
+        self._forget((self._in_progress | params) - kept)
+        params = kept
         data = pickle.dumps(params, protocol=sweepfiles.PROTOCOL)
         sweepfiles.swap(self._inprogress_file, data, self._inprogress_temporary)
         self._in_progress = params
@@ -422,7 +492,7 @@ class ExecoEngine(Engine):
             if not self._remaining:
                 self._refill(files)
             if self._remaining:
-                return self._take(list(itertools.islice(self._remaining, limit)))
+                return self._take(list(itertools.islice(self._remaining.positions(), limit)))
             if not self._waiting_for_others():
                 return []  # nothing can come back but what this minion runs: no need to wait
         time.sleep(min(timeout, 0.5))
@@ -431,11 +501,14 @@ class ExecoEngine(Engine):
     def _waiting_for_others(self) -> bool:
         """Parameters in progress elsewhere, which may come back (a nack, an expired lease)."""
         mine = set(self._mine.values())
-        return any(self._open(param) and param not in mine for param in self._in_progress)
+        return any(self._open_in_progress(param) and param not in mine for param in self._in_progress)
 
-    def _take(self, params: list[Any]) -> list[Message]:
+    def _take(self, positions: list[int]) -> list[Message]:
         """The leases first, then `inprogress`: a lease without its parameter in progress has no effect."""
+        params = [self._sweeps[position] for position in positions]
         keys = [param_key(param) for param in params]
+        for param, position in zip(params, positions, strict=True):
+            self._where[param] = position
         try:
             for key in keys:
                 self._write_lease(key, first=True)
@@ -443,10 +516,11 @@ class ExecoEngine(Engine):
         except OSError:
             for key in keys:
                 sweepfiles.remove(self._lease_path(key))
+            self._forget(set(params) - self._in_progress)
             raise
         messages = []
-        for key, param in zip(keys, params, strict=True):
-            self._remaining.discard(param)
+        for key, param, position in zip(keys, params, positions, strict=True):
+            self._remaining.discard_at(position)
             self._mine[key] = param
             message = Message(key, param, self._attempts.get(param, 0) + 1)
             message.reclaimed = param in self._reclaimed
@@ -467,7 +541,7 @@ class ExecoEngine(Engine):
             self._refill(files)
             if not self._mine:
                 self._tidy()
-            return not self._remaining and not self._mine and not any(map(self._open, self._in_progress))
+            return not self._remaining and not self._mine and not any(map(self._open_in_progress, self._in_progress))
 
     def _settle(self, message: Message, event: str, detail: Any = None) -> None:
         """The record (durable), then `inprogress`, then the lease: a fault in between leaves the
@@ -549,7 +623,7 @@ class ExecoEngine(Engine):
         return len(failed)
 
     def remaining(self) -> Optional[int]:
-        return len(self._remaining) + sum(map(self._open, self._in_progress))
+        return len(self._remaining) + sum(map(self._open_in_progress, self._in_progress))
 
     def close(self) -> None:
         if self._untidy:

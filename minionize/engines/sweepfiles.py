@@ -194,14 +194,21 @@ def read_appended(fd: int, position: int) -> tuple[list[Any], int]:
     return records, scan_appended(fd, position, records.append)
 
 
+_MANY = 1 << 16
+
+
 def scan_appended(fd: int, position: int, apply: Callable[[Any], object],
                   known: Optional[Callable[[memoryview], bool]] = None) -> int:
     """`read_appended`, one record at a time: `apply` each, and return the position after them (a million
-    records done are not held at once). A record pickled in one frame (protocol 4 and later: its length is
-    in its first bytes) is first given as its bytes to `known`, and unpickled only if that returns False."""
+    records done are not held at once). When there are many (`_MANY` bytes or more: a minion catching up),
+    a record pickled in one frame (protocol 4 and later: its length is in its first bytes) is first given
+    as its bytes to `known`, and unpickled only if that returns False; a few are unpickled, which costs
+    less than finding their frames."""
     size = os.fstat(fd).st_size
     if size <= position:
         return position
+    if size - position < _MANY:
+        known = None
     chunks, read = [], 0
     while read < size - position:
         chunk = os.pread(fd, size - position - read, position + read)

@@ -171,17 +171,17 @@ class Remaining:
         if position is None:
             self.done.others.add(param)
         else:
-            self._done_at(position)
+            self.done_at(position)
 
     def mark_done_pickle(self, key: memoryview) -> bool:
         """The parameter pickled as `key` is done, if it is part of the sweep (a record of `done` read
         without unpickling it: `sweepfiles.scan_appended`)."""
         position = self.index.position_of(key)
         if position is not None:
-            self._done_at(position)
+            self.done_at(position)
         return position is not None
 
-    def _done_at(self, position: int) -> None:
+    def done_at(self, position: int) -> None:
         self.done.flags[position] = 1
         if self._flags[position]:
             self._flags[position] = 0
@@ -196,14 +196,22 @@ class Remaining:
     def add(self, param: Any) -> None:
         """Take it again (it must be part of the sweep: the engine adds only open parameters)."""
         position = self.index.position(param)
-        if position is not None and not self._flags[position]:
+        if position is not None:
+            self.add_at(position)
+
+    def add_at(self, position: int) -> None:
+        if not self._flags[position]:
             self._flags[position] = 1
             self._count += 1
             self._next = min(self._next, position)
 
     def discard(self, param: Any) -> None:
         position = self.index.position(param)
-        if position is not None and self._flags[position]:
+        if position is not None:
+            self.discard_at(position)
+
+    def discard_at(self, position: int) -> None:
+        if self._flags[position]:
             self._flags[position] = 0
             self._count -= 1
 
@@ -225,10 +233,14 @@ class Remaining:
 
     def __iter__(self) -> Iterator[Any]:
         """The remaining parameters in sweep order, from the first that may remain."""
+        return map(self.index.__getitem__, self.positions())
+
+    def positions(self) -> Iterator[int]:
+        """Where the remaining parameters are, in sweep order."""
         position = self._flags.find(1, self._next)
         self._next = max(0, position)
         while position >= 0:
-            yield self.index[position]
+            yield position
             position = self._flags.find(1, position + 1)
 
 

@@ -1,0 +1,150 @@
+"""Several minions on one execo sweep, in any interleaving, against a model of the sweep.
+
+A minion of a fleet keeps, for each parameter in progress anywhere, its
+place in the sweep, whether it is settled, and a window of the parameters
+just after where it takes (`ExecoEngine._position`, `_look_ahead`): most
+parameters newly in progress are what the others took since its last look.
+Whatever the others did meanwhile (took one or a batch, acked, nacked, gave
+back, set aside, pushed more), each minion must count what remains as the
+model does, never take what another runs, and the sweep must end with every
+parameter done once or set aside.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minionize.engines import sweepfiles
+from minionize.engines.execo import ExecoEngine
+from minionize.message import Message
+
+MINIONS = 5
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["take"] * 4 + ["ack"] * 2 + ["nack", "release"] * 2 + ["fail", "push"] + ["look"] * 3),
+        st.integers(0, MINIONS - 1),
+        st.integers(1, 8),
+    ),
+    max_size=80,
+)
+
+
+class Fleet:
+    def __init__(self, directory: Path, size: int) -> None:
+        self.directory = directory
+        self.sweep: set[Any] = set(range(size))
+        ExecoEngine(str(directory)).push(sorted(self.sweep))
+        self.minions = [ExecoEngine(str(directory)) for _ in range(MINIONS)]
+        for minion in self.minions:
+            minion.open()
+        self.held: list[list[Message]] = [[] for _ in range(MINIONS)]
+        self.done: set[Any] = set()
+        self.failed: set[Any] = set()
+
+    def running(self) -> list[Any]:
+        return [message.param for held in self.held for message in held]
+
+    def step(self, action: str, which: int, count: int) -> None:
+        minion, held = self.minions[which], self.held[which]
+        if action == "take":
+            taken = minion.next_many(count, 0)
+            assert not {m.param for m in taken} & set(self.running()), "taken while another minion runs it"
+            assert len(taken) <= count
+            held.extend(taken)
+            if taken:  # its write of `inprogress` drops every parameter settled so far
+                data = (self.directory / "inprogress").read_bytes()
+                assert not set(pickle.loads(data)) & (self.done | self.failed), "settled, still in progress"
+            open_ = self.sweep - self.done - self.failed - set(self.running())
+            assert taken or not open_, f"nothing taken, {len(open_)} open"
+        elif action == "push":
+            more = set(range(len(self.sweep), len(self.sweep) + count * 7))
+            ExecoEngine(str(self.directory)).push(sorted(more))
+            self.sweep |= more
+        elif action == "look":
+            minion.drained()  # brings its view up to date under the lock
+            assert minion.remaining() == len(self.sweep - self.done - self.failed)
+            # What it keeps for the parameters in progress is no more than they are.
+            assert minion._where.keys() <= minion._in_progress | {m.param for m in held}
+            assert minion._finished <= minion._where.keys()
+        elif held:
+            message = held.pop(count % len(held))
+            if action == "ack":
+                minion.ack(message)
+                self.done.add(message.param)
+            elif action == "fail":
+                minion.fail(message, "bad")
+                self.failed.add(message.param)
+            else:
+                getattr(minion, action)(message)
+        assert len(set(self.running())) == len(self.running()), "one parameter held twice"
+
+    def finish(self) -> None:
+        for minion, held in zip(self.minions, self.held, strict=True):
+            for message in held:
+                minion.ack(message)
+                self.done.add(message.param)
+            held.clear()
+        while True:
+            progress = False
+            for minion in self.minions:
+                for message in minion.next_many(3, 0):
+                    minion.ack(message)
+                    self.done.add(message.param)
+                    progress = True
+            if not progress:
+                break
+        for minion in self.minions:
+            assert minion.drained() and minion.remaining() == 0
+            minion.close()
+        with open(self.directory / "done", "rb") as handle:
+            records, _ = sweepfiles.read_appended(handle.fileno(), 0)
+        assert sorted(records) == sorted(self.sweep - self.failed), "not every parameter done once"
+        assert not set(records) & self.failed
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(size=st.integers(1, 120), story=steps)
+def test_any_interleaving_of_a_fleet_agrees_with_the_model(size: int, story: list[tuple[str, int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        fleet = Fleet(Path(work) / "sweep", size)
+        for action, which, count in story:
+            fleet.step(action, which, count)
+        fleet.finish()
+
+
+def test_what_another_minion_gives_back_sets_aside_or_acks_is_seen_at_the_next_look(tmp_path: Path) -> None:
+    for action in ("release", "nack", "fail", "ack"):
+        fleet = Fleet(tmp_path / action, 10)
+        fleet.step("take", 0, 2)
+        fleet.step("look", 1, 0)  # sees them in progress
+        fleet.step(action, 0, 0)
+        fleet.step("look", 1, 0)
+        fleet.step("take", 1, 8)
+        fleet.step("take", 2, 8)
+        fleet.finish()
+
+
+def test_a_fleet_taking_in_turns_reads_each_parameter_in_progress_from_its_window(tmp_path: Path) -> None:
+    """The usual fleet: each minion acks and takes in turn; parameters the others took are found in the
+    window just after where it takes, not looked up by their pickle one by one."""
+    fleet = Fleet(tmp_path / "sweep", 400)
+    lookups = []
+    for minion in fleet.minions:
+        index = minion._sweeps
+        original = index.position
+        minion._sweeps.position = lambda param, original=original: lookups.append(param) or original(param)  # type: ignore[method-assign]
+    for _ in range(60):
+        for which in range(MINIONS):
+            if fleet.held[which]:
+                fleet.step("ack", which, 0)
+            fleet.step("take", which, 1)
+    assert len(fleet.done) >= 250
+    assert len(lookups) < 20, f"{len(lookups)} parameters looked up by their pickle"
+    fleet.finish()
