@@ -69,6 +69,7 @@ Caveats
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -428,8 +429,8 @@ class ExecoEngine(Engine):
     def _write_lease(self, key: str, first: bool = False) -> None:
         record = json.dumps({"minion": self.minion, "expires": self.clock() + self.lease_seconds}).encode()
         if first:
-            # A take's, under the lock: nobody reads it before `inprogress` names its parameter, and a
-            # torn one (a kill in the write) counts as none.
+            # A take's, just after it: a torn one (a kill in the write, or read while written) counts as
+            # none, whose lease period starts when a minion first sees it so.
             sweepfiles.create(self._lease_path(key), record)
         else:
             temporary = f"{self._leases_dir}.{key}.{self._tag}"
@@ -487,16 +488,35 @@ class ExecoEngine(Engine):
         return messages[0] if messages else None
 
     def next_many(self, limit: int, timeout: float) -> list[Message]:
-        """Up to `limit` parameters, taken under one lock with one write of `inprogress`."""
+        """Up to `limit` parameters, taken under one lock with one write of `inprogress`, then leased."""
         with self._locked() as files:
             if not self._remaining:
                 self._refill(files)
             if self._remaining:
-                return self._take(list(itertools.islice(self._remaining.positions(), limit)))
-            if not self._waiting_for_others():
+                messages = self._take(list(itertools.islice(self._remaining.positions(), limit)))
+            elif not self._waiting_for_others():
                 return []  # nothing can come back but what this minion runs: no need to wait
-        time.sleep(min(timeout, 0.5))
-        return []
+            else:
+                messages = []
+        if not messages:
+            time.sleep(min(timeout, 0.5))
+            return []
+        self._lease(messages)
+        return messages
+
+    def _lease(self, messages: list[Message]) -> None:
+        """The leases of parameters just taken, made once the sweep's lock is let go (a file created
+        each, the longest part of a take): meanwhile, a minion that sees them in progress without a
+        lease gives them a whole lease period, as to those of a minion killed in between. Should one
+        fail, they are given back: nobody may run them."""
+        try:
+            for message in messages:
+                self._write_lease(message.id, first=True)
+        except OSError:
+            for message in messages:
+                with contextlib.suppress(OSError):  # left without a lease, reclaimed a lease period later
+                    self.release(message)
+            raise
 
     def _waiting_for_others(self) -> bool:
         """Parameters in progress elsewhere, which may come back (a nack, an expired lease)."""
@@ -504,18 +524,14 @@ class ExecoEngine(Engine):
         return any(self._open_in_progress(param) and param not in mine for param in self._in_progress)
 
     def _take(self, positions: list[int]) -> list[Message]:
-        """The leases first, then `inprogress`: a lease without its parameter in progress has no effect."""
+        """Put the parameters at `positions` in `inprogress` (their leases come next: `_lease`)."""
         params = [self._sweeps[position] for position in positions]
         keys = [param_key(param) for param in params]
         for param, position in zip(params, positions, strict=True):
             self._where[param] = position
         try:
-            for key in keys:
-                self._write_lease(key, first=True)
             self._write_in_progress(self._in_progress | set(params))
         except OSError:
-            for key in keys:
-                sweepfiles.remove(self._lease_path(key))
             self._forget(set(params) - self._in_progress)
             raise
         messages = []

@@ -14,6 +14,8 @@
 - An ack reads only what `done` gained (cutting off a torn record first),
   neither the journal nor `inprogress`: its record is read by plain execo,
   and a minion killed right after it leaves the parameter done.
+- A take's leases are created once the sweep's lock is let go; one that
+  cannot be written gives its parameters back.
 """
 
 from __future__ import annotations
@@ -312,3 +314,49 @@ def test_a_minion_killed_in_an_ack_after_its_record_leaves_the_parameter_done(
     late.ack(back[0])
     assert late.drained()
     assert ParamSweeper(str(d)).get_done() == {"a", "b"} and not ParamSweeper(str(d)).get_inprogress()
+
+
+LOCK_PROBE = "import fcntl, sys; f = open(sys.argv[1], 'ab'); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+
+
+def test_a_takes_leases_are_created_once_the_sweeps_lock_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease is a file created, the longest part of a take: a fleet does not wait for it."""
+    d = make_sweep(tmp_path / "s", range(4))
+    minion = opened(d)
+    free = []
+    create = sweepfiles.create
+
+    def probed(path: object, data: bytes) -> None:
+        probe = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(d / "done")], capture_output=True)
+        free.append(probe.returncode == 0)
+        create(path, data)
+
+    monkeypatch.setattr(sweepfiles, "create", probed)
+    taken = minion.next_many(2, 0)
+    assert len(taken) == 2 and free == [True, True]
+    assert all((d / ".minionize" / "leases" / m.id).exists() for m in taken)
+    assert set(ParamSweeper(str(d)).get_inprogress()) == {m.param for m in taken}
+
+
+def test_a_lease_that_cannot_be_written_gives_the_parameters_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = make_sweep(tmp_path / "s", range(3))
+    minion = opened(d)
+    calls = []
+
+    def full(path: object, data: bytes) -> None:
+        calls.append(path)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweepfiles, "create", full)
+    with pytest.raises(OSError):
+        minion.next_many(2, 0)
+    monkeypatch.undo()
+    assert len(calls) == 1 and on_disk_in_progress(d) == set()
+    assert not list((d / ".minionize" / "leases").iterdir())
+    again = opened(d).next_many(5, 0)
+    assert {m.param for m in again} == {0, 1, 2} and {m.attempt for m in again} == {1}  # none stranded or counted
+    assert minion.drained() is False and minion.remaining() == 3
