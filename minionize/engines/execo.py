@@ -147,8 +147,8 @@ class ExecoEngine(Engine):
         self._failed: dict[Any, str] = {}
         self._journal_pos = 0
         self._in_progress: set[Any] = set()
-        #: Each parameter in progress (as last read, and those taken here): its pickle and its place in the
-        #: sweep (None: outside it), looked up once while it is in progress (`_position`): each take of a
+        #: Each parameter in progress (as last read, and those taken here): its place in the sweep (None:
+        #: outside it), looked up once while it is in progress (`_position`, `_look_ahead`): each take of a
         #: fleet's minion reads as many parameters newly in progress as the fleet has minions.
         self._where: dict[Any, Optional[int]] = {}
         self._finished: set[Any] = set()  # those of them done or failed
