@@ -264,11 +264,7 @@ class ExecoEngine(Engine):
         if param not in self._where:
             self._remaining.mark_done(param)
             return
-        position = self._where[param]
-        if position is None:
-            self._done.others.add(param)
-        else:
-            self._remaining.done_at(position)
+        self._remaining.mark_done_at(param, self._where[param])
         self._finished.add(param)
 
     def _done_pickle(self, key: memoryview) -> bool:
@@ -325,10 +321,15 @@ class ExecoEngine(Engine):
         try:
             return self._where[param]
         except KeyError:
-            position = self._where[param] = self._sweeps.position(param)
-            if self._settled_at(param, position):
-                self._finished.add(param)
+            position = self._sweeps.position(param)
+            self._place(param, position)
             return position
+
+    def _place(self, param: Any, position: Optional[int]) -> None:
+        """Keep where a parameter newly in progress is, and whether it is settled already."""
+        self._where[param] = position
+        if self._settled_at(param, position):
+            self._finished.add(param)
 
     def _look_ahead(self, params: set[Any]) -> None:
         """Find parameters newly in progress among the first that remain here, an unpickle each rather
@@ -341,9 +342,7 @@ class ExecoEngine(Engine):
             positions = itertools.islice(self._remaining.positions(), 2 * len(missing) + 16)
             self._ahead = {self._sweeps[position]: position for position in positions}
         for param in missing & self._ahead.keys():
-            position = self._where[param] = self._ahead.pop(param)
-            if self._settled_at(param, position):
-                self._finished.add(param)
+            self._place(param, self._ahead.pop(param))
 
     def _forget(self, params: set[Any]) -> None:
         """`_position`'s parameters no longer in progress."""
@@ -352,9 +351,7 @@ class ExecoEngine(Engine):
         self._finished -= params
 
     def _settled_at(self, param: Any, position: Optional[int]) -> bool:
-        if param in self._failed:
-            return True
-        return param in self._done.others if position is None else bool(self._done.flags[position])
+        return param in self._failed or self._done.has(param, position)
 
     def _open_in_progress(self, param: Any) -> bool:
         """`_open`, for a parameter in progress."""

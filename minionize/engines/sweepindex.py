@@ -133,7 +133,10 @@ class Done:
         return position
 
     def __contains__(self, param: Any) -> bool:
-        position = self.index.position(param)
+        return self.has(param, self.index.position(param))
+
+    def has(self, param: Any, position: Optional[int]) -> bool:
+        """Whether `param`, at `position` in the sweep (None: outside it), is done."""
         return param in self.others if position is None else bool(self.flags[position])
 
     def __iter__(self) -> Iterator[Any]:
@@ -167,7 +170,10 @@ class Remaining:
 
     def mark_done(self, param: Any) -> None:
         """`param` is done (read from `done`): it no longer remains."""
-        position = self.index.position(param)
+        self.mark_done_at(param, self.index.position(param))
+
+    def mark_done_at(self, param: Any, position: Optional[int]) -> None:
+        """`mark_done`, for `param` at `position` in the sweep (None: outside it)."""
         if position is None:
             self.done.others.add(param)
         else:
