@@ -14,6 +14,14 @@ Environment
     EXECO_PERSISTENCE_DIR (path, default `sweeps`): the sweep directory.
     MINION_LEASE_SECONDS (seconds, default 60): how long a parameter stays
         reserved for a minion that stopped renewing it.
+    EXECO_TAKE_AHEAD (seconds, default 0.05; 0: off): when runs are this
+        short, a minion takes, with the parameters its free slots ask for,
+        as many more as its slots finish in that time (32 at most), and
+        writes its acks together at its next take: one lock of the sweep
+        for several parameters (see minionize/engines/takeahead.py). A
+        run of this length or longer is taken one per free slot, its ack
+        written at once: a minion never holds work that another one could
+        start sooner.
 
 Ack and nack
     Ack marks the parameter done (execo's `done`). Nack takes it out of
@@ -23,7 +31,11 @@ Ack and nack
     parameter aside. Fail sets it aside: it leaves `inprogress` and the
     journal records it with the reason, so that no minion takes it again;
     plain execo, which does not read the journal, still counts it as
-    remaining (`minion-status --failed` lists it).
+    remaining (`minion-status --failed` lists it). With short runs
+    (EXECO_TAKE_AHEAD), an ack's record waits for the minion's next take
+    (a few runs later, well under a second), its close, or its next lease
+    renewal; the parameters taken ahead are released at close, or once
+    kept as long as a lease renewal.
 
 A crashed minion
     A minion renews the lease of each parameter it runs every third of
@@ -34,6 +46,8 @@ A crashed minion
     writes; plain execo code took it) once it has seen them so for as long.
     A reclaim counts the attempt that died with its minion: a parameter that
     kills every minion that runs it is set aside after MINION_MAX_ATTEMPTS.
+    A minion killed with acks not yet written (short runs) or parameters
+    taken ahead has them reclaimed the same way: they run again.
     The next minion to open the sweep deletes the temporary files of a
     killed one.
 
@@ -90,6 +104,7 @@ from ..message import Message
 from . import sweepfiles, sweepindex
 from .base import DeadLetter, Engine, Pushed
 from .kit import Setting, read_settings
+from .takeahead import TakeAhead
 
 # POSIX record locks are per process: threads of one process need this too.
 _PROCESS_LOCK = threading.RLock()
@@ -117,13 +132,16 @@ class ExecoEngine(Engine):
         Setting("EXECO_PERSISTENCE_DIR", "path", "the sweep's directory, shared by the minions", default="sweeps"),
         Setting("MINION_LEASE_SECONDS", "seconds", "a dead minion's parameter comes back after it and a third more",
                 default=60.0, minimum=1, chart="leaseSeconds"),
+        Setting("EXECO_TAKE_AHEAD", "seconds", "runs shorter than this are taken several per lock of the sweep "
+                "(0: one per free slot)", default=0.05, minimum=0, maximum=10, example=0.2),
     )
     any_thread = True
     input_ends = tells_drained = True  # the sweep is done
     has_deadline = True  # the lease (MINION_LEASE_SECONDS)
 
     def __init__(
-        self, directory: str = "sweeps", lease_seconds: float = 60.0, clock: Callable[[], float] = time.time
+        self, directory: str = "sweeps", lease_seconds: float = 60.0, clock: Callable[[], float] = time.time,
+        take_ahead: float = 0.0,
     ) -> None:
         self.directory = Path(directory)
         self.lease_seconds = lease_seconds
@@ -162,12 +180,17 @@ class ExecoEngine(Engine):
         self._untidy = False  # `inprogress` still names parameters acked here (see ack)
         #: Seconds spent waiting for the sweep's lock (bench/fleet.py reports it per parameter).
         self.lock_wait = 0.0
-        self._sync_done = False  # an ack's record to fsync once the lock is let go
+        #: Acks not written yet (param -> key): with short runs, the next lock of the sweep writes them.
+        self._acked: dict[Any, str] = {}
+        #: Parameters taken beyond the free slots when runs are short (EXECO_TAKE_AHEAD), leased and in
+        #: `inprogress` like running ones; given back at close, or when kept longer than a renewal.
+        self._kept = TakeAhead(take_ahead, max_age=self.lease_interval)
 
     @classmethod
     def from_env(cls, env: EnvReader) -> ExecoEngine:
         values = read_settings(env, cls.settings)
-        return cls(values["EXECO_PERSISTENCE_DIR"], values["MINION_LEASE_SECONDS"])
+        return cls(values["EXECO_PERSISTENCE_DIR"], values["MINION_LEASE_SECONDS"],
+                   take_ahead=values["EXECO_TAKE_AHEAD"])
 
     def describe(self) -> str:
         return f"execo sweep {self.directory}"
@@ -224,34 +247,50 @@ class ExecoEngine(Engine):
 
     @contextmanager
     def _locked(self, full: bool = True) -> Iterator[dict[str, int]]:
-        """Hold the sweep's lock (execo's: on `done`) and bring the state up to date; not `full`: only what
-        `done` gained (which cuts a torn record off before an append), for an ack, which reads nothing else."""
+        """Hold the sweep's lock (execo's: on `done`), bring the state up to date and write the acks held
+        back (`_settle`); not `full`: only what `done` gained (which cuts a torn record off before an
+        append), for an ack, which reads nothing else."""
         with _PROCESS_LOCK:
             done = sweepfiles.open_appendable(self._done_file)
             try:
                 asked = time.perf_counter()
                 fcntl.lockf(done, fcntl.LOCK_EX)  # released by the close
                 self.lock_wait += time.perf_counter() - asked
-                self._sync_done = False
                 if not full:
                     self._scan_done(done)
+                    acked = self._write_acks(done)
                     yield {"done": done}
                 else:
                     journal = sweepfiles.open_appendable(self._journal_file)
                     try:
                         files = {"done": done, "journal": journal}
                         self._update(files)
+                        acked = self._write_acks(done)
                         yield files
                     finally:
                         os.close(journal)
-                if self._sync_done:
-                    # An ack's record, synced once the lock is free: a fleet waits for no one's disk. Its
-                    # parameter may leave `inprogress` meanwhile (another minion's write): a crash of the
-                    # machine in between makes it remaining again, never lost.
+                if acked:
+                    # Synced once the lock is free: a fleet waits for no one's disk. The parameters may
+                    # leave `inprogress` meanwhile (another minion's write): a crash of the machine in
+                    # between makes them remaining again, never lost.
                     fcntl.lockf(done, fcntl.LOCK_UN)
                     sweepfiles.sync(done)
+                    for key in acked:
+                        sweepfiles.remove(self._lease_path(key))
             finally:
                 os.close(done)
+
+    def _write_acks(self, done: int) -> list[str]:
+        """Append the records of the acks made since the last lock, in one write, and read them back like
+        the records of other minions (a take then drops them from `inprogress`); their keys."""
+        if not self._acked:
+            return []
+        sweepfiles.append_all(done, list(self._acked), sync=False)
+        keys = list(self._acked.values())
+        self._acked = {}
+        self._untidy = True  # `inprogress` names them still: the next write drops them
+        self._scan_done(done)
+        return keys
 
     def _scan_done(self, done: int) -> None:
         self._caught_up = False
@@ -474,7 +513,13 @@ class ExecoEngine(Engine):
                 self._reclaimed.add(param)
 
     def extend(self, messages: list[Message]) -> None:
-        for message in messages:
+        """Renew the leases of `messages` and of those taken ahead; those kept as long as a renewal (the
+        runs before them were longer than they looked) are given back, and acks held back are written."""
+        self._give_back(self._kept.stale())
+        if self._acked:
+            with self._locked(full=False):
+                pass  # writes them
+        for message in [*messages, *self._kept.messages()]:
             if message.id in self._mine:
                 self._write_lease(message.id)
 
@@ -485,12 +530,17 @@ class ExecoEngine(Engine):
         return messages[0] if messages else None
 
     def next_many(self, limit: int, timeout: float) -> list[Message]:
-        """Up to `limit` parameters, taken under one lock with one write of `inprogress`, then leased."""
+        """Up to `limit` parameters, taken under one lock with one write of `inprogress`, then leased;
+        with as many more as short runs call for, kept for the next calls (takeahead.py)."""
+        self._give_back(self._kept.stale())
+        if self._kept:
+            return self._kept.give(limit)
+        wanted = limit + self._kept.extra()
         with self._locked() as files:
             if not self._remaining:
                 self._refill(files)
             if self._remaining:
-                messages = self._take(list(itertools.islice(self._remaining.positions(), limit)))
+                messages = self._take(list(itertools.islice(self._remaining.positions(), wanted)))
             elif not self._waiting_for_others():
                 return []  # nothing can come back but what this minion runs: no need to wait
             else:
@@ -499,7 +549,15 @@ class ExecoEngine(Engine):
             time.sleep(min(timeout, 0.5))
             return []
         self._lease(messages)
-        return messages
+        self._kept.keep(messages[limit:])
+        self._kept.handed(messages[:limit])
+        return messages[:limit]
+
+    def _give_back(self, messages: list[Message]) -> None:
+        """Release kept messages (no attempt counted); one that cannot be comes back after its lease."""
+        for message in messages:
+            with contextlib.suppress(OSError):
+                self.release(message)
 
     def _lease(self, messages: list[Message]) -> None:
         """The leases of parameters just taken, made once the sweep's lock is let go (a file created
@@ -563,16 +621,23 @@ class ExecoEngine(Engine):
 
         An ack leaves its parameter in `inprogress` (done and in progress is done for every minion):
         the next take drops it in the write it makes anyway (or `drained`, `close`, a reclaim),
-        which saves a write of `inprogress` per parameter."""
+        which saves a write of `inprogress` per parameter. When runs are short (EXECO_TAKE_AHEAD), the
+        record itself waits for the next lock of the sweep, a take's mostly (`_locked`): one write and
+        one sync for several acks, and one lock fewer for each. Meanwhile the parameter is in progress,
+        under its lease, for every other minion: a minion killed before the write has its last acks run
+        again, as a minion killed in a run has its run."""
         param = self._mine.pop(message.id, message.param)
-        with self._locked(full=event != "done") as files:
+        self._kept.settled(message, ran=event != "release")
+        if event == "done":
+            self._acked[param] = message.id
+            if not self._kept.extra():
+                with self._locked(full=False):
+                    pass  # writes it
+            return
+        with self._locked() as files:
             # Read back by the next `_update`, like the records of other minions.
-            if event == "done":
-                sweepfiles.append(files["done"], param, sync=False)  # synced when the lock is let go
-                self._untidy = self._sync_done = True
-            else:
-                sweepfiles.append(files["journal"], (event, param, detail))
-                self._write_in_progress(self._in_progress - {param})
+            sweepfiles.append(files["journal"], (event, param, detail))
+            self._write_in_progress(self._in_progress - {param})
             if event in ("nack", "release") and self._open(param):
                 self._remaining.add(param)
             sweepfiles.remove(self._lease_path(message.id))
@@ -636,10 +701,12 @@ class ExecoEngine(Engine):
         return len(failed)
 
     def remaining(self) -> Optional[int]:
-        return len(self._remaining) + sum(map(self._open_in_progress, self._in_progress))
+        open_ = (param for param in self._in_progress if param not in self._acked)
+        return len(self._remaining) + sum(map(self._open_in_progress, open_))
 
     def close(self) -> None:
-        if self._untidy:
+        self._give_back(self._kept.take_all())
+        if self._untidy or self._acked:
             try:
                 with self._locked():
                     self._tidy()

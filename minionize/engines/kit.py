@@ -57,7 +57,7 @@ class Setting:
     chart_why: str = ""
     #: A valid value other than the default, where none can be made from the
     #: default (no default: `postgresql://minion@postgres:5432/sweeps`); the tests set it.
-    example: Optional[str] = None
+    example: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -164,7 +164,12 @@ def append(fd: int, record: Any, sync: bool = True) -> None:
     the lock is free. On failure the file is cut back to its size before the
     write.
     """
-    data = pickle.dumps(record, protocol=PROTOCOL)
+    append_all(fd, [record], sync)
+
+
+def append_all(fd: int, records: list[Any], sync: bool = True) -> None:
+    """`append`, of several records in one write."""
+    data = b"".join(pickle.dumps(record, protocol=PROTOCOL) for record in records)
     size = os.fstat(fd).st_size
     try:
         _write_all(fd, data)

@@ -10,6 +10,7 @@ runtime's, then extraEnv (last, so that it wins).
 - name: EXECO_PERSISTENCE_DIR
   value: {{ printf "%s/%s" (trimSuffix "/" $v.execo.mountPath) $v.execo.persistenceDir | quote }}
 {{- include "minionize.envVar" (list "MINION_LEASE_SECONDS" $v.execo.leaseSeconds) }}
+{{- include "minionize.envVar" (list "EXECO_TAKE_AHEAD" $v.execo.takeAhead) }}
 {{- else if eq $v.engine "file" }}
 {{- include "minionize.envVar" (list "FILE_PATH" $v.file.path) }}
 {{- include "minionize.envVar" (list "FILE_DECODER" $v.file.decoder) }}

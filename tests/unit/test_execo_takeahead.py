@@ -1,0 +1,232 @@
+"""Taking ahead on the execo engine (EXECO_TAKE_AHEAD): when runs are short, several per lock of the sweep.
+
+- The pace: nothing is taken ahead before a run has settled, nor when runs
+  last as long as the window; short runs take as many more as the slots
+  finish within the window, 32 at most.
+- A take after short runs takes the extra parameters in the same write of
+  `inprogress`, leased; the next calls hand them out without the sweep.
+- An ack of a short run is written with the next lock of the sweep (one
+  write and one sync for several); meanwhile the parameter is in progress
+  for the others, and not remaining for the minion itself.
+- What is kept is given back at close (no attempt counted), or at a lease
+  renewal once kept as long as one; the held acks are written at close.
+- A minion killed with parameters kept and acks held back: nothing is lost,
+  they come back after their leases and run again.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from execo_engine.sweep import ParamSweeper
+
+from minionize.engines import execo, sweepfiles, takeahead
+from minionize.engines.execo import ExecoEngine
+from minionize.engines.takeahead import TakeAhead
+from minionize.message import Message
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def paced(run_seconds: float, slots: int = 1, window: float = 0.05) -> TakeAhead:
+    clock = Clock()
+    pace = TakeAhead(window, max_age=20, clock=clock)
+    messages = [Message(str(i), i) for i in range(slots)]
+    pace.handed(messages)
+    clock.now += run_seconds
+    for message in messages:
+        pace.settled(message)
+    return pace
+
+
+def test_the_pace_takes_ahead_only_what_the_slots_finish_within_the_window() -> None:
+    assert TakeAhead(0.05, max_age=20).extra() == 0  # no run settled yet
+    assert paced(0.01).extra() == 5
+    assert paced(0.01, slots=2).extra() == 10
+    assert paced(0.0001, slots=2).extra() == takeahead.MOST
+    assert paced(0.05).extra() == 0 and paced(3600).extra() == 0  # as long as the window, or longer
+    assert paced(0.01, window=0).extra() == 0  # EXECO_TAKE_AHEAD=0
+
+
+def test_a_release_does_not_pace_and_the_pace_follows_the_runs() -> None:
+    pace = paced(0.01)
+    clock = pace.clock
+    assert isinstance(clock, Clock)
+    quick = Message("q", "q")
+    pace.handed([quick])
+    pace.settled(quick, ran=False)  # given back at once: not a run
+    assert pace.extra() == 5
+    for _ in range(30):  # runs now last a second
+        message = Message("slow", "slow")
+        pace.handed([message])
+        clock.now += 1
+        pace.settled(message)
+    assert pace.extra() == 0
+
+
+def make_sweep(path: Path, params: object) -> Path:
+    ParamSweeper(str(path), sweeps=params, save_sweeps=True)
+    return path
+
+
+def opened(path: Path, **kwargs: float) -> ExecoEngine:
+    engine = ExecoEngine(str(path), 60, take_ahead=10.0, **kwargs)  # any run of the test is short
+    engine.open()
+    return engine
+
+
+def on_disk_in_progress(path: Path) -> set[object]:
+    data = (path / "inprogress").read_bytes()
+    return set(pickle.loads(data)) if data else set()
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
+    calls: list[object] = []
+    original = getattr(sweepfiles, name)
+    monkeypatch.setattr(sweepfiles, name, lambda *args, **kw: calls.append(args[0]) or original(*args, **kw))
+    return calls
+
+
+def test_after_a_short_run_one_take_writes_the_next_ones_and_they_come_without_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = make_sweep(tmp_path / "s", range(100))
+    minion = opened(d)
+    first = minion.next(0)
+    assert first is not None and on_disk_in_progress(d) == {first.param}  # no pace yet: one
+    minion.ack(first)
+    writes, locks = counting(monkeypatch, "swap"), counting(monkeypatch, "open_appendable")
+    second = minion.next(0)
+    assert second is not None and len(writes) == 1
+    ahead = on_disk_in_progress(d) - {first.param}
+    assert len(ahead) == 1 + takeahead.MOST and second.param in ahead
+    assert all((d / ".minionize" / "leases" / execo.param_key(param)).exists() for param in ahead)
+    other = opened(d)
+    assert not {m.param for m in other.next_many(100, 0)} & ahead  # in progress for every other minion
+    writes.clear()
+    locks.clear()
+    handed = [second] + [minion.next(0) for _ in range(takeahead.MOST)]
+    assert {m.param for m in handed if m is not None} == ahead
+    assert not writes and not locks  # neither written nor locked again
+
+
+def test_short_runs_acks_are_written_with_the_next_lock_one_sync_for_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = make_sweep(tmp_path / "s", range(10))
+    minion = opened(d)
+    syncs = counting(monkeypatch, "sync")
+    batch = [minion.next(0) for _ in range(4)]  # the first alone (no pace yet), then the rest kept
+    for message in batch:
+        assert message is not None
+        minion.ack(message)
+    acked = {m.param for m in batch if m is not None}
+    assert not acked & set(ParamSweeper(str(d)).get_done())
+    assert len(syncs) == 0
+    assert minion.remaining() == 10 - 4  # not remaining for the minion itself
+    assert acked <= on_disk_in_progress(d)  # in progress for the others, under their leases
+    assert not {m.param for m in opened(d).next_many(10, 0)} & acked
+    assert minion.drained() is False  # a lock of the sweep: the acks are written
+    assert acked <= set(ParamSweeper(str(d)).get_done()) and len(syncs) == 1
+    assert not any((d / ".minionize" / "leases" / execo.param_key(param)).exists() for param in acked)
+
+
+def test_close_gives_back_what_was_kept_uncounted_and_writes_the_held_acks(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", range(50))
+    minion = opened(d)
+    first = minion.next(0)
+    assert first is not None
+    minion.ack(first)
+    second = minion.next(0)
+    assert second is not None
+    minion.ack(second)  # held back
+    kept = {m.param for m in minion._kept.messages()}
+    assert kept
+    minion.close()
+    reader = ParamSweeper(str(d))
+    assert set(reader.get_done()) == {first.param, second.param}
+    assert not reader.get_inprogress()  # the kept ones given back, the acked ones tidied
+    assert not list((d / ".minionize" / "leases").iterdir())
+    fresh = ExecoEngine(str(d), 60)
+    fresh.open()
+    back = fresh.next_many(50, 0)
+    assert {m.param for m in back} == set(range(50)) - {first.param, second.param}
+    assert all(m.attempt == 1 and not m.reclaimed for m in back)
+
+
+def test_what_was_kept_as_long_as_a_lease_renewal_is_given_back_at_the_renewal(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", range(20))
+    minion = opened(d)
+    first = minion.next(0)
+    assert first is not None
+    minion.ack(first)
+    running = minion.next(0)
+    assert running is not None and minion._kept
+    clock = Clock()
+    minion._kept.clock = clock  # the same instant for what is kept now, then a renewal later
+    minion._kept.keep(minion._kept.take_all())
+    clock.now += minion.lease_interval + 1
+    minion.extend([running])
+    assert not minion._kept
+    reader = ParamSweeper(str(d))
+    assert set(reader.get_inprogress()) == {running.param}  # and the held ack written
+    assert first.param in reader.get_done()
+
+
+KILLED_WHILE_TAKING_AHEAD = textwrap.dedent("""
+    import os, signal, sys
+    from minionize.engines.execo import ExecoEngine
+    engine = ExecoEngine(sys.argv[1], 60, take_ahead=10.0)
+    engine.open()
+    for _ in range(3):
+        engine.ack(engine.next(0))   # held back; the second take writes the first and keeps the rest
+    print(sorted(engine._acked), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+class Later:
+    def __init__(self, shift: float) -> None:
+        self.shift = shift
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+
+def test_a_minion_killed_with_acks_held_and_parameters_kept_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execo, "_RECLAIM_EVERY", 0.0)
+    d = make_sweep(tmp_path / "s", range(12))
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_TAKING_AHEAD, str(d)], capture_output=True,
+                            text=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    held_back = set(eval(killed.stdout))  # noqa: S307 - a list of ints printed by the child
+    done = set(ParamSweeper(str(d)).get_done())
+    assert len(held_back) == 2 and len(done) == 1 and not done & held_back
+    assert on_disk_in_progress(d) >= set(range(12)) - done  # the held acks and the kept ones, leased
+    early = ExecoEngine(str(d), 60)
+    early.open()
+    assert early.next_many(12, 0) == []  # under their leases
+    late = ExecoEngine(str(d), 60, clock=Later(81))
+    late.open()
+    back = late.next_many(12, 0)
+    assert {m.param for m in back} == set(range(12)) - done
+    assert all(m.attempt == 2 and m.reclaimed for m in back)
+    for message in back:
+        late.ack(message)
+    assert late.drained()
+    assert sorted(ParamSweeper(str(d)).get_done()) == list(range(12))
