@@ -7,8 +7,9 @@ What it is
     `done`, `inprogress`), read and written here under execo's own `lockf`
     lock (on `done`, which execo always takes first), so execo keeps reading
     it. Minionize adds `.minionize/` beside them: a journal of retries and
-    failures, one lease file per parameter in progress, and `params`, the
-    sweep held compactly (see minionize/engines/sweepindex.py).
+    failures, one lease file per minion (`leases/minion.<host>_<pid>_<id>`,
+    the keys of the parameters it holds and when its lease runs out), and
+    `params`, the sweep held compactly (see minionize/engines/sweepindex.py).
 
 Environment
     EXECO_PERSISTENCE_DIR (path, default `sweeps`): the sweep directory.
@@ -38,8 +39,8 @@ Ack and nack
     kept as long as a lease renewal.
 
 A crashed minion
-    A minion renews the lease of each parameter it runs every third of
-    MINION_LEASE_SECONDS. A minion that finds nothing left to take reclaims
+    A minion rewrites its lease at each take and every third of
+    MINION_LEASE_SECONDS while it runs something. A minion that finds nothing left to take reclaims
     the parameters whose lease expired more than a third of the lease ago
     (the margin tolerates that much clock skew between hosts), and those in
     `inprogress` with no lease (a minion died or met a full disk between two
@@ -53,16 +54,19 @@ A crashed minion
 
 Storage faults
     Every write is crash-atomic (see minionize/engines/sweepfiles.py):
-    `inprogress`, `sweeps` and the leases are replaced through a temporary
-    and a rename (an exchange, for `inprogress`), `done` and the journal grow
-    by appends that are cut back when they fail. Whichever write fails
+    `inprogress` and `sweeps` are replaced through a temporary and a rename
+    (an exchange, for `inprogress`), `done` and the journal grow by appends
+    that are cut back when they fail, a minion's lease is rewritten in place
+    (read torn, or torn by a kill, it counts as no lease: its parameters get
+    a whole lease period from when a minion first sees them so). Whichever write fails
     (ENOSPC, EDQUOT, EIO) or is the last before a kill, every parameter stays
     done, set aside, or takeable; the engine call raises OSError and the
     worker tries again after a pause. What recovery needs is synced: an ack
     (once the sweep's lock is let go, before the call returns: a fleet does
     not wait for one minion's disk), a failure and a nack (before the
     parameter leaves `inprogress`), a push; an ack's record lost with the
-    machine before its sync makes its parameter remaining again. `inprogress` and the leases are not: a crash
+    machine before its sync makes its parameter remaining again. `inprogress`
+    and the leases are not: a crash
     of the machine that loses or empties them makes the parameters they
     named reclaimable a lease later, as when their minions die with it; an
     older `inprogress` only names parameters done since (ignored) or
@@ -76,6 +80,8 @@ Caveats
     minionize takes the parameters that still have a lease as in progress.
     Older minionize (before these atomic writes) opened `inprogress` before
     taking the lock, missing renames: do not mix its minions with these.
+    Minionize before the minions' lease files wrote a lease per parameter
+    (`leases/<key>`): still read, never written.
     Parameters must be picklable and hashable (execo's own rule). Failed
     parameters are not `skipped` for a plain ParamSweeper, which keeps skips
     in memory only.
@@ -109,11 +115,23 @@ from .takeahead import TakeAhead
 # POSIX record locks are per process: threads of one process need this too.
 _PROCESS_LOCK = threading.RLock()
 _RECLAIM_EVERY = 1.0
+_MINION_LEASE = "minion."  # a minion's lease file, in .minionize/leases/ (the others: a parameter's key)
 
 
 def param_key(param: Any) -> str:
     """A stable name for a parameter, the same in every minion."""
     return hashlib.sha1(pickle.dumps(param, protocol=4)).hexdigest()[:20]
+
+
+def _read_lease(path: str) -> Optional[tuple[float, list[str]]]:
+    """A lease file's expiry and the keys it names (a minion's), or None: gone, or torn (read while
+    rewritten in place, or its writer killed in the write)."""
+    try:
+        record = json.loads(sweepfiles.read_whole(path))
+        keys = record.get("keys", [])
+        return float(record["expires"]), [key for key in keys if isinstance(key, str)] if isinstance(keys, list) else []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _unusable(directory: Path, exc: OSError) -> MinionizeError:
@@ -156,6 +174,8 @@ class ExecoEngine(Engine):
         self._done_file = os.path.join(directory, "done")
         self._journal_file = os.path.join(directory, ".minionize", "journal")
         self._leases_dir = os.path.join(directory, ".minionize", "leases", "")
+        self._lease_file = f"{self._leases_dir}{_MINION_LEASE}{self._tag}"  # rewritten in place (_write_leases)
+        self._lease_fd: Optional[int] = None
         self._params_file = os.path.join(directory, ".minionize", "params")  # the sweep, compact (sweepindex)
         self._sweeps = sweepindex.SweepIndex.of(())
         self._sweeps_stat: tuple[int, int, int] = (0, 0, 0)
@@ -275,22 +295,19 @@ class ExecoEngine(Engine):
                     # between makes them remaining again, never lost.
                     fcntl.lockf(done, fcntl.LOCK_UN)
                     sweepfiles.sync(done)
-                    for key in acked:
-                        sweepfiles.remove(self._lease_path(key))
             finally:
                 os.close(done)
 
-    def _write_acks(self, done: int) -> list[str]:
+    def _write_acks(self, done: int) -> bool:
         """Append the records of the acks made since the last lock, in one write, and read them back like
-        the records of other minions (a take then drops them from `inprogress`); their keys."""
+        the records of other minions (a take then drops them from `inprogress`); True when there were."""
         if not self._acked:
-            return []
+            return False
         sweepfiles.append_all(done, list(self._acked), sync=False)
-        keys = list(self._acked.values())
         self._acked = {}
         self._untidy = True  # `inprogress` names them still: the next write drops them
         self._scan_done(done)
-        return keys
+        return True
 
     def _scan_done(self, done: int) -> None:
         self._caught_up = False
@@ -412,14 +429,11 @@ class ExecoEngine(Engine):
         return self._leased()
 
     def _leased(self) -> set[Any]:
-        """The parameters with a lease file: those in progress, should `inprogress` be lost."""
-        try:
-            names = {name for name in os.listdir(self._state / "leases") if not name.startswith(".")}
-        except FileNotFoundError:
+        """The parameters with a lease: those in progress, should `inprogress` be lost."""
+        keys = set(self._leases())
+        if not keys:
             return set()
-        if not names:
-            return set()
-        return {param for param in self._sweeps if not self._settled(param) and param_key(param) in names}
+        return {param for param in self._sweeps if not self._settled(param) and param_key(param) in keys}
 
     def _write_in_progress(self, params: set[Any]) -> None:
         """Write `inprogress`, less the parameters settled meanwhile (those an ack left there)."""
@@ -439,43 +453,76 @@ class ExecoEngine(Engine):
             self._write_in_progress(self._in_progress)
 
     def _clean_up(self) -> None:
-        """Delete what killed minions left: temporaries, leases of parameters no longer in progress."""
+        """Delete what killed minions left: temporaries, their leases once run out, leases of a parameter
+        no longer in progress (older minionize wrote one per parameter)."""
         for entry in os.scandir(self.directory):
             if entry.name.startswith((".inprogress.", ".sweeps.")) and entry.name.endswith(".tmp"):
                 sweepfiles.remove(Path(entry.path))  # written under the lock, which we hold: a leftover
         keys = {param_key(param) for param in self._in_progress}
         now = self.clock()
         for entry in os.scandir(self._state / "leases"):
-            if not entry.name.startswith("."):
+            if entry.name.startswith(_MINION_LEASE):
+                # A live minion rewrites its own at least every third of a lease: it is never this old.
+                record = _read_lease(entry.path)
+                expires = record[0] if record else self._modified(entry.path) + self.lease_seconds
+                if now > expires + self.lease_seconds:
+                    sweepfiles.remove(entry.path)
+            elif not entry.name.startswith("."):
                 if entry.name not in keys:
                     sweepfiles.remove(Path(entry.path))
-                continue
-            # A lease's temporary: renewals write them without the lock, so only an old one is a leftover.
-            try:
-                if now - entry.stat().st_mtime > self.lease_seconds:
-                    sweepfiles.remove(Path(entry.path))
-            except FileNotFoundError:
-                pass
+            elif now > self._modified(entry.path) + self.lease_seconds:
+                # A lease's temporary: renewals write them without the lock, so only an old one is a leftover.
+                sweepfiles.remove(Path(entry.path))
+
+    @staticmethod
+    def _modified(path: str) -> float:
+        try:
+            return os.stat(path).st_mtime
+        except FileNotFoundError:
+            return float("inf")  # gone meanwhile
 
     # -- leases ----------------------------------------------------------
 
-    def _lease_path(self, key: str) -> str:
-        return self._leases_dir + key
+    def _write_leases(self) -> None:
+        """This minion's lease: when it runs out, and the keys of every parameter this minion holds
+        (running, taken ahead, acked but not written yet), in one file rewritten in place at each take
+        and renewal. A reader that finds it torn takes it as no lease (`_leases`)."""
+        keys = [*self._mine, *self._acked.values()]
+        record = json.dumps({"minion": self.minion, "expires": self.clock() + self.lease_seconds, "keys": keys})
+        if self._lease_fd is None or os.fstat(self._lease_fd).st_nlink == 0:  # deleted as run out: anew
+            self._close_lease()
+            self._lease_fd = sweepfiles.open_writable(self._lease_file)
+        sweepfiles.rewrite(self._lease_fd, record.encode())
 
-    def _write_lease(self, key: str, first: bool = False) -> None:
-        record = json.dumps({"minion": self.minion, "expires": self.clock() + self.lease_seconds}).encode()
-        if first:
-            # A take's, just after it: a torn one (a kill in the write, or read while written) counts as
-            # none, whose lease period starts when a minion first sees it so.
-            sweepfiles.create(self._lease_path(key), record)
-        else:
-            temporary = f"{self._leases_dir}.{key}.{self._tag}"
-            sweepfiles.replace(self._lease_path(key), record, temporary, sync=False)
+    def _close_lease(self) -> None:
+        if self._lease_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lease_fd)
+            self._lease_fd = None
 
-    def _lease_expired(self, key: str, now: float) -> bool:
+    def _leases(self) -> dict[str, float]:
+        """When the lease of each parameter runs out, from every minion's lease file (the latest, should two
+        name it: one that gave it back names it until its next write); older minionize wrote a file per
+        parameter. A torn file counts as none."""
+        expiry: dict[str, float] = {}
         try:
-            expires = float(json.loads(sweepfiles.read_whole(self._lease_path(key)))["expires"])
-        except (OSError, ValueError, KeyError, TypeError):
+            entries = list(os.scandir(self._state / "leases"))
+        except FileNotFoundError:
+            return expiry
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            record = _read_lease(entry.path)
+            if record is None:
+                continue
+            expires, keys = record
+            for key in keys if entry.name.startswith(_MINION_LEASE) else [entry.name]:
+                expiry[key] = max(expiry.get(key, expires), expires)
+        return expiry
+
+    def _lease_expired(self, key: str, now: float, leases: dict[str, float]) -> bool:
+        expires = leases.get(key)
+        if expires is None:
             # No lease, or a torn one: its lease period starts when this minion first sees it so.
             expires = self._unleased.setdefault(key, now + self.lease_seconds)
         else:
@@ -493,10 +540,11 @@ class ExecoEngine(Engine):
         keys = {param: param_key(param) for param in self._in_progress}
         known = set(keys.values())
         self._unleased = {key: end for key, end in self._unleased.items() if key in known}
+        leases = self._leases()
         gone = {
             param
             for param, key in keys.items()
-            if self._settled(param) or (key not in self._mine and self._lease_expired(key, now))
+            if self._settled(param) or (key not in self._mine and self._lease_expired(key, now, leases))
         }
         if not gone:
             return
@@ -506,7 +554,8 @@ class ExecoEngine(Engine):
         self._read_journal(files)  # counted now: the parameter may be taken again at once
         self._write_in_progress(self._in_progress - gone)
         for param in gone:
-            sweepfiles.remove(self._lease_path(keys[param]))
+            if keys[param] in leases:
+                sweepfiles.remove(self._leases_dir + keys[param])  # an older minionize's, if it is one
             self._unleased.pop(keys[param], None)
             if self._open(param):
                 self._remaining.add(param)
@@ -519,9 +568,8 @@ class ExecoEngine(Engine):
         if self._acked:
             with self._locked(full=False):
                 pass  # writes them
-        for message in [*messages, *self._kept.messages()]:
-            if message.id in self._mine:
-                self._write_lease(message.id)
+        if self._mine or self._lease_fd is not None:
+            self._write_leases()
 
     # -- the engine contract ----------------------------------------------
 
@@ -560,13 +608,11 @@ class ExecoEngine(Engine):
                 self.release(message)
 
     def _lease(self, messages: list[Message]) -> None:
-        """The leases of parameters just taken, made once the sweep's lock is let go (a file created
-        each, the longest part of a take): meanwhile, a minion that sees them in progress without a
-        lease gives them a whole lease period, as to those of a minion killed in between. Should one
-        fail, they are given back: nobody may run them."""
+        """The lease of parameters just taken, written once the sweep's lock is let go: meanwhile, a
+        minion that sees them in progress without a lease gives them a whole lease period, as to those
+        of a minion killed in between. Should it fail, they are given back: nobody may run them."""
         try:
-            for message in messages:
-                self._write_lease(message.id, first=True)
+            self._write_leases()
         except OSError:
             for message in messages:
                 with contextlib.suppress(OSError):  # left without a lease, reclaimed a lease period later
@@ -640,7 +686,6 @@ class ExecoEngine(Engine):
             self._write_in_progress(self._in_progress - {param})
             if event in ("nack", "release") and self._open(param):
                 self._remaining.add(param)
-            sweepfiles.remove(self._lease_path(message.id))
 
     def ack(self, message: Message) -> None:
         self._settle(message, "done")
@@ -713,5 +758,6 @@ class ExecoEngine(Engine):
             except OSError:
                 pass  # left to the next minion's reclaim, which drops settled parameters
         sweepfiles.remove(self._inprogress_temporary)  # what the last exchange left: the `inprogress` before
-        for key in list(self._mine):
-            sweepfiles.remove(self._lease_path(key))
+        if self._lease_fd is not None:  # what is still held comes back a lease period after it is seen so
+            self._close_lease()
+            sweepfiles.remove(self._lease_file)

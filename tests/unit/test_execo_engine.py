@@ -196,15 +196,20 @@ def test_temporaries_of_a_killed_minion_are_cleaned_up_at_open(tmp_path: Path) -
     assert held is not None
     leases = d / ".minionize" / "leases"
     left = [d / ".inprogress.node_12_ab12cd.tmp", d / ".sweeps.node_12_ab12cd.tmp", leases / ".0123.node_12_ab12cd",
-            leases / "not-in-progress"]
+            leases / "not-in-progress", leases / "minion.node_14_0a0b0c", leases / "minion.node_15_0d0e0f"]
     for path in left:
         path.write_bytes(b"half")
-    os.utime(left[2], (time.time() - 120, time.time() - 120))  # a lease's temporary, older than a lease
+    long_ago = time.time() - 200  # a lease (60 s) and more
+    left[4].write_text(json.dumps({"minion": "node:14:0a0b0c", "expires": long_ago, "keys": [held.id]}))
+    for old in (left[2], left[5]):  # a lease's temporary, a minion's torn lease: older than a lease
+        os.utime(old, (long_ago, long_ago))
     renewing = leases / ".4567.node_13_ef34ab"  # one a live minion may be renaming right now
     renewing.write_bytes(b"{}")
+    running = leases / "minion.node_16_101112"  # a live minion's, rewritten in place right now
+    running.write_bytes(b"{")
     engine(d)
     assert [path.name for path in left if path.exists()] == []
-    assert renewing.exists() and (leases / held.id).exists()
+    assert renewing.exists() and running.exists() and held.id in holder._leases()
 
 
 def test_push_writes_a_sweep_that_plain_execo_reads_and_adds_to_it(tmp_path: Path) -> None:

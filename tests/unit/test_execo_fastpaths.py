@@ -14,12 +14,14 @@
 - An ack reads only what `done` gained (cutting off a torn record first),
   neither the journal nor `inprogress`: its record is read by plain execo,
   and a minion killed right after it leaves the parameter done.
-- A take's leases are created once the sweep's lock is let go; one that
-  cannot be written gives its parameters back.
+- A take's lease (the minion's lease file, rewritten in place) is written
+  once the sweep's lock is let go; one that cannot be written gives its
+  parameters back.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -45,6 +47,11 @@ def opened(path: Path) -> ExecoEngine:
     engine = ExecoEngine(str(path), 60)
     engine.open()
     return engine
+
+
+def leased(path: Path) -> set[str]:
+    """The keys of the parameters that a lease file names (each minion has one)."""
+    return set(ExecoEngine(str(path))._leases())
 
 
 def on_disk_in_progress(path: Path) -> set[object]:
@@ -192,7 +199,7 @@ def test_several_parameters_are_taken_in_one_write_never_more_than_asked(
     assert len(taken) == 3 and len(writes) == 1
     assert set(ParamSweeper(str(d)).get_inprogress()) == {m.param for m in taken}
     assert len({m.id for m in taken}) == 3 and all(m.attempt == 1 for m in taken)
-    assert all((d / ".minionize" / "leases" / m.id).exists() for m in taken)
+    assert {m.id for m in taken} == leased(d)
     rest = minion.next_many(3, 0)
     assert len(rest) == 2 and not {m.param for m in rest} & {m.param for m in taken}
     assert minion.next_many(3, 0) == []
@@ -289,7 +296,7 @@ KILLED_IN_AN_ACK = textwrap.dedent("""
     acked, held = engine.next(0), engine.next(0)
     with open(os.path.join(sys.argv[1], "done"), "ab") as done:
         done.write(pickle.dumps("never whole", protocol=4)[:7])  # another writer's torn record
-    sweepfiles.remove = lambda path: os.kill(os.getpid(), signal.SIGKILL)  # killed after the record
+    sweepfiles.sync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed after the record, at its sync
     print(acked.param, held.param, flush=True)
     engine.ack(acked)
 """)
@@ -305,7 +312,7 @@ def test_a_minion_killed_in_an_ack_after_its_record_leaves_the_parameter_done(
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     acked, held = killed.stdout.split()
     assert ParamSweeper(str(d)).get_done() == {acked}
-    assert (d / ".minionize" / "leases" / execo.param_key(acked)).exists()  # killed before its removal
+    assert execo.param_key(acked) in leased(d)  # killed before the lease was written again
     assert opened(d).next(0) is None  # one done, one under its lease
     late = ExecoEngine(str(d), 60, clock=Later(81))  # past the lease of `held` and its margin
     late.open()
@@ -322,21 +329,21 @@ LOCK_PROBE = "import fcntl, sys; f = open(sys.argv[1], 'ab'); fcntl.lockf(f, fcn
 def test_a_takes_leases_are_created_once_the_sweeps_lock_is_let_go(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A lease is a file created, the longest part of a take: a fleet does not wait for it."""
+    """A lease is written after the take, one write for the parameters taken: a fleet does not wait for it."""
     d = make_sweep(tmp_path / "s", range(4))
     minion = opened(d)
     free = []
-    create = sweepfiles.create
+    rewrite = sweepfiles.rewrite
 
-    def probed(path: object, data: bytes) -> None:
+    def probed(fd: int, data: bytes) -> None:
         probe = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(d / "done")], capture_output=True)
         free.append(probe.returncode == 0)
-        create(path, data)
+        rewrite(fd, data)
 
-    monkeypatch.setattr(sweepfiles, "create", probed)
+    monkeypatch.setattr(sweepfiles, "rewrite", probed)
     taken = minion.next_many(2, 0)
-    assert len(taken) == 2 and free == [True, True]
-    assert all((d / ".minionize" / "leases" / m.id).exists() for m in taken)
+    assert len(taken) == 2 and free == [True]
+    assert {m.id for m in taken} == leased(d)
     assert set(ParamSweeper(str(d)).get_inprogress()) == {m.param for m in taken}
 
 
@@ -347,16 +354,53 @@ def test_a_lease_that_cannot_be_written_gives_the_parameters_back(
     minion = opened(d)
     calls = []
 
-    def full(path: object, data: bytes) -> None:
-        calls.append(path)
+    def full(fd: int, data: bytes) -> None:
+        calls.append(fd)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sweepfiles, "create", full)
+    monkeypatch.setattr(sweepfiles, "rewrite", full)
     with pytest.raises(OSError):
         minion.next_many(2, 0)
     monkeypatch.undo()
     assert len(calls) == 1 and on_disk_in_progress(d) == set()
-    assert not list((d / ".minionize" / "leases").iterdir())
+    assert not leased(d)
     again = opened(d).next_many(5, 0)
     assert {m.param for m in again} == {0, 1, 2} and {m.attempt for m in again} == {1}  # none stranded or counted
     assert minion.drained() is False and minion.remaining() == 3
+
+
+def test_a_lease_per_parameter_of_older_minionize_is_still_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execo, "_RECLAIM_EVERY", 0.0)
+    d = make_sweep(tmp_path / "s", ["old", "new"])
+    (d / "inprogress").write_bytes(pickle.dumps({"old"}, protocol=4))
+    lease = d / ".minionize" / "leases" / execo.param_key("old")
+    lease.parent.mkdir(parents=True)
+    lease.write_text(json.dumps({"minion": "old-host:1", "expires": time.time() + 60}))
+    assert execo.param_key("old") in leased(d)
+    minion = opened(d)
+    taken = minion.next_many(2, 0)
+    assert [m.param for m in taken] == ["new"]  # "old" is under its lease
+    minion.ack(taken[0])
+    late = ExecoEngine(str(d), 60, clock=Later(81))
+    late.open()
+    back = late.next_many(2, 0)
+    assert [m.param for m in back] == ["old"] and back[0].reclaimed
+    assert not lease.exists()
+
+
+def test_a_minion_whose_lease_file_was_deleted_writes_it_anew(tmp_path: Path) -> None:
+    """A minion paused past its lease (SIGSTOP, a frozen VM) finds its file deleted by the next minion to
+    open the sweep: its next write must not go to the deleted file, which nobody reads."""
+    d = make_sweep(tmp_path / "s", range(4))
+    minion = opened(d)
+    first = minion.next(0)
+    assert first is not None and leased(d) == {first.id}
+    for path in (d / ".minionize" / "leases").iterdir():
+        path.unlink()
+    assert not leased(d)
+    minion.extend([first])
+    assert leased(d) == {first.id}
+    second = minion.next(0)
+    assert second is not None and leased(d) == {first.id, second.id}

@@ -21,7 +21,6 @@ written yet when it dies is a run to do again, as a run killed midway is.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import pickle
 from collections.abc import Iterator
@@ -50,7 +49,7 @@ class Killed(BaseException):
 class FaultyOs:
     """The `os` module, failing at the `fail_at`-th write while armed."""
 
-    WRITES = frozenset({"open", "write", "fsync", "replace", "unlink", "ftruncate"})
+    WRITES = frozenset({"open", "write", "pwrite", "fsync", "replace", "unlink", "ftruncate"})
 
     def __init__(self) -> None:
         self.armed = False
@@ -79,6 +78,8 @@ class FaultyOs:
     def _fail(self, name: str, args: tuple[Any, ...]) -> None:
         if name == "write":
             os.write(args[0], bytes(args[1])[: max(1, len(args[1]) // 2)])  # torn, as on a full disk
+        if name == "pwrite":
+            os.pwrite(args[0], bytes(args[1])[: max(1, len(args[1]) // 2)], args[2])
         if self.fault == "kill":
             raise Killed(self.writes[-1])
         code = errno.ENOSPC if self.fault == "ENOSPC" else errno.EIO
@@ -211,15 +212,12 @@ STORY = [take, take, take, settle("ack"), settle("nack"), renew, take, settle("f
 def leased_to_the_living(world: World) -> set[Any]:
     """Parameters that a live minion runs under a lease that has not run out."""
     holders = [world.other] + ([] if world.victim.dead else [world.victim])
+    leases = world.other.engine._leases()  # every minion's lease file, read as any minion reads them
     live = set()
     for minion in holders:
         for param in minion.held:
-            path = world.directory / ".minionize" / "leases" / param_key(param)
-            try:
-                expires = json.loads(path.read_text())["expires"]
-            except (OSError, ValueError):
-                continue
-            if expires + LEASE / 3 >= world.clock():
+            expires = leases.get(param_key(param))
+            if expires is not None and expires + LEASE / 3 >= world.clock():
                 live.add(param)
     return live
 
@@ -257,6 +255,7 @@ def check_invariant(world: World, where: str) -> None:
         world.clock.now += 2 * LEASE
     assert late.engine.drained(), f"{where}: never drained; {late.engine.remaining()} stranded"
     assert not second & settled, f"{where}: a settled parameter was taken again"
+    late.engine.close()
     reader = ParamSweeper(str(world.directory))
     assert not reader.get_inprogress(), where
     assert set(reader.get_remaining()) == _failed_on_disk(world.directory), where
