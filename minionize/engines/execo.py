@@ -460,14 +460,11 @@ class ExecoEngine(Engine):
                 sweepfiles.remove(Path(entry.path))  # written under the lock, which we hold: a leftover
         keys = {param_key(param) for param in self._in_progress}
         now = self.clock()
+        self._prune_leases(now)
         for entry in os.scandir(self._state / "leases"):
             if entry.name.startswith(_MINION_LEASE):
-                # A live minion rewrites its own at least every third of a lease: it is never this old.
-                record = _read_lease(entry.path)
-                expires = record[0] if record else self._modified(entry.path) + self.lease_seconds
-                if now > expires + self.lease_seconds:
-                    sweepfiles.remove(entry.path)
-            elif not entry.name.startswith("."):
+                continue
+            if not entry.name.startswith("."):
                 if entry.name not in keys:
                     sweepfiles.remove(Path(entry.path))
             elif now > self._modified(entry.path) + self.lease_seconds:
@@ -520,6 +517,20 @@ class ExecoEngine(Engine):
                 expiry[key] = max(expiry.get(key, expires), expires)
         return expiry
 
+    def _prune_leases(self, now: float) -> None:
+        """Under the sweep's lock: delete the lease files of minions that ran out a third of a lease ago
+        (as a reclaim counts them) and name nothing still in progress, and torn ones older than a lease. A
+        live minion rewrites its own every third of a lease while it holds something, and writes it anew
+        should it find it deleted."""
+        in_progress = {param_key(param) for param in self._in_progress}
+        for entry in os.scandir(self._state / "leases"):
+            if not entry.name.startswith(_MINION_LEASE) or entry.path == self._lease_file:
+                continue
+            record = _read_lease(entry.path)
+            expires, keys = record if record else (self._modified(entry.path) + self.lease_seconds * 2 / 3, [])
+            if now > expires + self.lease_seconds / 3 and not in_progress.intersection(keys):
+                sweepfiles.remove(entry.path)
+
     def _lease_expired(self, key: str, now: float, leases: dict[str, float]) -> bool:
         expires = leases.get(key)
         if expires is None:
@@ -546,20 +557,20 @@ class ExecoEngine(Engine):
             for param, key in keys.items()
             if self._settled(param) or (key not in self._mine and self._lease_expired(key, now, leases))
         }
-        if not gone:
-            return
-        for param in gone:
-            if self._open(param):
-                sweepfiles.append(files["journal"], ("nack", param, "its minion's lease expired"))
-        self._read_journal(files)  # counted now: the parameter may be taken again at once
-        self._write_in_progress(self._in_progress - gone)
-        for param in gone:
-            if keys[param] in leases:
-                sweepfiles.remove(self._leases_dir + keys[param])  # an older minionize's, if it is one
-            self._unleased.pop(keys[param], None)
-            if self._open(param):
-                self._remaining.add(param)
-                self._reclaimed.add(param)
+        if gone:
+            for param in gone:
+                if self._open(param):
+                    sweepfiles.append(files["journal"], ("nack", param, "its minion's lease expired"))
+            self._read_journal(files)  # counted now: the parameter may be taken again at once
+            self._write_in_progress(self._in_progress - gone)
+            for param in gone:
+                if keys[param] in leases:
+                    sweepfiles.remove(self._leases_dir + keys[param])  # an older minionize's, if it is one
+                self._unleased.pop(keys[param], None)
+                if self._open(param):
+                    self._remaining.add(param)
+                    self._reclaimed.add(param)
+        self._prune_leases(now)
 
     def extend(self, messages: list[Message]) -> None:
         """Renew the leases of `messages` and of those taken ahead; those kept as long as a renewal (the

@@ -11,7 +11,8 @@
 - What is kept is given back at close (no attempt counted), or at a lease
   renewal once kept as long as one; the held acks are written at close.
 - A minion killed with parameters kept and acks held back: nothing is lost,
-  they come back after their leases and run again.
+  they come back after their leases and run again; its lease file goes
+  with the reclaim.
 """
 
 from __future__ import annotations
@@ -225,6 +226,8 @@ def test_a_minion_killed_with_acks_held_and_parameters_kept_loses_nothing(
     back = late.next_many(12, 0)
     assert {m.param for m in back} == set(range(12)) - done
     assert all(m.attempt == 2 and m.reclaimed for m in back)
+    # The dead minion's lease file, run out, went with the reclaim: only the live one's is left.
+    assert [str(p) for p in (d / ".minionize" / "leases").iterdir()] == [late._lease_file]
     for message in back:
         late.ack(message)
     assert late.drained()
