@@ -176,6 +176,7 @@ class ExecoEngine(Engine):
         self._leases_dir = os.path.join(directory, ".minionize", "leases", "")
         self._lease_file = f"{self._leases_dir}{_MINION_LEASE}{self._tag}"  # rewritten in place (_write_leases)
         self._lease_fd: Optional[int] = None
+        self._leased_until = 0.0  # when the lease last written runs out
         self._params_file = os.path.join(directory, ".minionize", "params")  # the sweep, compact (sweepindex)
         self._sweeps = sweepindex.SweepIndex.of(())
         self._sweeps_stat: tuple[int, int, int] = (0, 0, 0)
@@ -485,11 +486,13 @@ class ExecoEngine(Engine):
         (running, taken ahead, acked but not written yet), in one file rewritten in place at each take
         and renewal. A reader that finds it torn takes it as no lease (`_leases`)."""
         keys = [*self._mine, *self._acked.values()]
-        record = json.dumps({"minion": self.minion, "expires": self.clock() + self.lease_seconds, "keys": keys})
+        expires = self.clock() + self.lease_seconds
+        record = json.dumps({"minion": self.minion, "expires": expires, "keys": keys})
         if self._lease_fd is None or os.fstat(self._lease_fd).st_nlink == 0:  # deleted as run out: anew
             self._close_lease()
             self._lease_fd = sweepfiles.open_writable(self._lease_file)
         sweepfiles.rewrite(self._lease_fd, record.encode())
+        self._leased_until = expires
 
     def _close_lease(self) -> None:
         if self._lease_fd is not None:
@@ -613,8 +616,14 @@ class ExecoEngine(Engine):
         return messages[:limit]
 
     def _give_back(self, messages: list[Message]) -> None:
-        """Release kept messages (no attempt counted); one that cannot be comes back after its lease."""
+        """Release kept messages (no attempt counted); one that cannot be comes back after its lease. Once
+        this minion's lease ran out (kept through a pause without runs, which renew it), another minion
+        may have reclaimed them: they are let go without a write, which would take them from it."""
+        lapsed = self.clock() > self._leased_until
         for message in messages:
+            if lapsed:
+                self._mine.pop(message.id, None)
+                continue
             with contextlib.suppress(OSError):
                 self.release(message)
 

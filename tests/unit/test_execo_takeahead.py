@@ -232,3 +232,37 @@ def test_a_minion_killed_with_acks_held_and_parameters_kept_loses_nothing(
         late.ack(message)
     assert late.drained()
     assert sorted(ParamSweeper(str(d)).get_done()) == list(range(12))
+
+
+def test_what_was_kept_past_the_minions_lease_is_let_go_without_a_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept through a pause without runs (a strike's), which renew nothing: another minion may have reclaimed
+    them meanwhile, and a release would take them out of `inprogress` under its feet."""
+    monkeypatch.setattr(execo, "_RECLAIM_EVERY", 0.0)
+    d = make_sweep(tmp_path / "s", range(10))
+    lease_clock = Later(0)
+    minion = ExecoEngine(str(d), 60, take_ahead=10.0, clock=lease_clock)
+    minion.open()
+    first = minion.next(0)
+    assert first is not None
+    minion.ack(first)
+    running = minion.next(0)
+    assert running is not None
+    kept = {m.param for m in minion._kept.messages()}
+    assert kept
+    pace = Clock()
+    minion._kept.clock = pace
+    minion._kept.keep(minion._kept.take_all())
+    lease_clock.shift = 81  # the minion's lease ran out and a third more
+    pace.now += minion.lease_interval + 1
+    minion.extend([])
+    assert not minion._kept and not kept & set(minion._mine.values())
+    assert kept <= on_disk_in_progress(d)  # nothing written: left to the reclaim
+    later = Later(81)
+    late = ExecoEngine(str(d), 60, clock=later)
+    late.open()
+    late.next_many(10, 0)  # no longer in a lease: a lease period from now
+    later.shift += 81
+    back = late.next_many(10, 0)
+    assert kept <= {m.param for m in back if m.reclaimed and m.attempt == 2}
