@@ -115,6 +115,7 @@ from .takeahead import TakeAhead
 # POSIX record locks are per process: threads of one process need this too.
 _PROCESS_LOCK = threading.RLock()
 _RECLAIM_EVERY = 1.0
+_IDLE_WAIT_LEAST, _IDLE_WAIT_MOST = 0.05, 0.5  # between two looks of a minion waiting for others' parameters
 _MINION_LEASE = "minion."  # a minion's lease file, in .minionize/leases/ (the others: a parameter's key)
 
 
@@ -177,6 +178,7 @@ class ExecoEngine(Engine):
         self._lease_file = f"{self._leases_dir}{_MINION_LEASE}{self._tag}"  # rewritten in place (_write_leases)
         self._lease_fd: Optional[int] = None
         self._leased_until = 0.0  # when the lease last written runs out
+        self._idle_wait = _IDLE_WAIT_LEAST
         self._params_file = os.path.join(directory, ".minionize", "params")  # the sweep, compact (sweepindex)
         self._sweeps = sweepindex.SweepIndex.of(())
         self._sweeps_stat: tuple[int, int, int] = (0, 0, 0)
@@ -608,8 +610,12 @@ class ExecoEngine(Engine):
             else:
                 messages = []
         if not messages:
-            time.sleep(min(timeout, 0.5))
+            # Waiting for what others hold: at the end of a sweep, what a stopping minion had taken ahead
+            # comes back at once; a longer wait, a look less often (a fleet's idle minions share the lock).
+            time.sleep(min(timeout, self._idle_wait))
+            self._idle_wait = min(_IDLE_WAIT_MOST, 2 * self._idle_wait)
             return []
+        self._idle_wait = _IDLE_WAIT_LEAST
         self._lease(messages)
         self._kept.keep(messages[limit:])
         self._kept.handed(messages[:limit])

@@ -169,7 +169,7 @@ def test_a_minion_running_the_last_parameters_does_not_wait_for_more(
     assert slept == []
     other = opened(d)
     assert other.next(5) is None  # another minion's runs may come back: a pause between two looks
-    assert slept == [0.5]
+    assert slept == [0.05]
 
 
 def test_swap_leaves_the_temporary_holding_the_previous_content(tmp_path: Path) -> None:

@@ -10,6 +10,10 @@
   for the others, and not remaining for the minion itself.
 - What is kept is given back at close (no attempt counted), or at a lease
   renewal once kept as long as one; the held acks are written at close.
+- Kept past the minion's own lease (a pause without runs), they are let
+  go without a write: another minion may have reclaimed them.
+- A minion waiting for what others hold looks again after 0.05 s, then
+  less often, up to every 0.5 s.
 - A minion killed with parameters kept and acks held back: nothing is lost,
   they come back after their leases and run again; its lease file goes
   with the reclaim.
@@ -266,3 +270,23 @@ def test_what_was_kept_past_the_minions_lease_is_let_go_without_a_write(
     later.shift += 81
     back = late.next_many(10, 0)
     assert kept <= {m.param for m in back if m.reclaimed and m.attempt == 2}
+
+
+def test_a_minion_waiting_for_what_others_hold_looks_again_soon_then_less_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the end of a sweep, what a stopping minion took ahead comes back at once: the first looks come
+    quickly; a long wait (another minion's long run) is looked at every half second."""
+    d = make_sweep(tmp_path / "s", range(3))
+    holder, waiter = opened(d), opened(d)
+    held = holder.next_many(3, 0)
+    assert len(held) == 3
+    waits: list[float] = []
+    monkeypatch.setattr(execo.time, "sleep", waits.append)
+    for _ in range(6):
+        assert waiter.next_many(1, 10) == []
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+    holder.release(held[0])
+    assert [m.param for m in waiter.next_many(1, 10)] == [held[0].param]
+    waits.clear()
+    assert waiter.next_many(1, 10) == [] and waits == [0.05]  # a take started the waits again
