@@ -81,7 +81,9 @@ Caveats
     Older minionize (before these atomic writes) opened `inprogress` before
     taking the lock, missing renames: do not mix its minions with these.
     Minionize before the minions' lease files wrote a lease per parameter
-    (`leases/<key>`): still read, never written.
+    (`leases/<key>`): still read, never written; those minions do not read
+    the new files, and would take a parameter running longer than a lease
+    here for a dead minion's: do not mix them with these on one sweep.
     Parameters must be picklable and hashable (execo's own rule). Failed
     parameters are not `skipped` for a plain ParamSweeper, which keeps skips
     in memory only.
