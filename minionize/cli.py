@@ -81,6 +81,8 @@ is read without overriding them, then the env: of .minionize.yml):
   EXECO_PERSISTENCE_DIR  the execo sweep directory (default sweeps)
   MINION_LEASE_SECONDS the execo lease: a dead minion's parameter comes back
                        after that long (default 60)
+  EXECO_TAKE_AHEAD     runs shorter than this (default 0.05 s) are taken
+                       several per lock of the execo sweep (0: one per slot)
   FILE_PATH, FILE_DECODER  the file engine's input (default stdin) and decoder
   each engine's own variables: see `pydoc minionize.engines.<engine>`
 
