@@ -31,6 +31,10 @@ from tests.conftest import minion_env, require
 
 BOOM = Outcome.failure("exit code 3", exit_code=3, stderr_tail="Traceback\nValueError: boom-a\n")
 
+#: The ETA as shown: a time of day, with the date when it falls after midnight (a run near midnight).
+ETA = r"ETA: \d+m\d\ds \(about (\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d\)"
+ETA_TOMORROW = r"ETA: \d+m\d\ds \(about \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)"
+
 
 class Tmux:
     """A tmux server of its own (-L) running `command` in a terminal of `size` (columns, lines)."""
@@ -141,7 +145,7 @@ def test_mtop_shows_the_fleet_follows_it_sorts_and_quits(
     # node-b's run is not counted: a stale minion was most likely killed, its run with it.
     assert "minions: 3 (1 live, 1 stale, 1 stopped)   running: 1" in screen
     assert "progress: 9 done, 1 failed, 10 remaining (50% complete" in screen
-    assert re.search(r"ETA: \d+m\d\ds \(about \d\d:\d\d:\d\d\)", screen), screen
+    assert re.search(ETA, screen), screen
     assert "sort: HOST ^" in screen
     assert [cells[0] for cells in table(screen)] == ["node-a", "node-b", "node-c"]
     # HOST PID JOB STATE RUN TRY ELAPSED DONE FAIL PARAM LAST STDERR
@@ -295,7 +299,7 @@ def test_a_narrow_terminal_sheds_columns_before_the_parameter_and_stderr(
         # Header segments are whole: wrapped between them, never cut.
         assert any(line.startswith("throughput: 2.0/min recent, 3.0/min overall") for line in lines), lines
         assert any(re.match(r"progress: 9 done, 1 failed, 10 remaining( \(|$)", line) for line in lines), lines
-        assert any(re.search(r"ETA: \d+m\d\ds \(about \d\d:\d\d:\d\d\)", line) for line in lines), lines
+        assert any(re.search(ETA, line) for line in lines), lines
         assert any("? keys, q quit" in line for line in lines)
 
 
@@ -319,7 +323,9 @@ def test_mtop_waits_for_the_fleet_then_follows_it_at_80_columns(
     lines = screen.splitlines()
     assert all(len(line) < 80 for line in lines)
     assert "running: 1" in screen
-    assert any(line.startswith("throughput: ") and "/min recent, " in line and "ETA: " in line for line in lines)
+    # Throughput and ETA on one line, but for an ETA after midnight, whose date makes it a line of its own.
+    together = any(line.startswith("throughput: ") and "/min recent, " in line and "ETA: " in line for line in lines)
+    assert together or any(re.match(ETA_TOMORROW, line) for line in lines), lines
     assert any(line.startswith("progress: 9 done, 1 failed, 10 remaining (50% complete;") for line in lines)
     assert "sort: HOST ^   rows 1-3 of 3   ? keys, q quit" in screen
     assert [cells[0] for cells in table(screen)] == ["node-a", "node-b", "node-c"]
