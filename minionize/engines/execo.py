@@ -8,8 +8,9 @@ What it is
     lock (on `done`, which execo always takes first), so execo keeps reading
     it. Minionize adds `.minionize/` beside them: a journal of retries and
     failures, one lease file per minion (`leases/minion.<host>_<pid>_<id>`,
-    the keys of the parameters it holds and when its lease runs out), and
-    `params`, the sweep held compactly (see minionize/engines/sweepindex.py).
+    the keys of the parameters it holds and when its lease runs out: see
+    minionize/engines/sweepleases.py), and `params`, the sweep held
+    compactly (see minionize/engines/sweepindex.py).
 
 Environment
     EXECO_PERSISTENCE_DIR (path, default `sweeps`): the sweep directory.
@@ -109,7 +110,7 @@ from typing import Any, Callable, Optional
 from ..config import EnvReader
 from ..errors import ConfigError, MinionizeError, QueueUnreachable
 from ..message import Message
-from . import sweepfiles, sweepindex
+from . import sweepfiles, sweepindex, sweepleases
 from .base import DeadLetter, Engine, Pushed
 from .kit import Setting, read_settings
 from .takeahead import TakeAhead
@@ -118,23 +119,11 @@ from .takeahead import TakeAhead
 _PROCESS_LOCK = threading.RLock()
 _RECLAIM_EVERY = 1.0
 _IDLE_WAIT_LEAST, _IDLE_WAIT_MOST = 0.05, 0.5  # between two looks of a minion waiting for others' parameters
-_MINION_LEASE = "minion."  # a minion's lease file, in .minionize/leases/ (the others: a parameter's key)
 
 
 def param_key(param: Any) -> str:
     """A stable name for a parameter, the same in every minion."""
     return hashlib.sha1(pickle.dumps(param, protocol=4)).hexdigest()[:20]
-
-
-def _read_lease(path: str) -> Optional[tuple[float, list[str]]]:
-    """A lease file's expiry and the keys it names (a minion's), or None: gone, or torn (read while
-    rewritten in place, or its writer killed in the write)."""
-    try:
-        record = json.loads(sweepfiles.read_whole(path))
-        keys = record.get("keys", [])
-        return float(record["expires"]), [key for key in keys if isinstance(key, str)] if isinstance(keys, list) else []
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
 
 
 def _unusable(directory: Path, exc: OSError) -> MinionizeError:
@@ -177,9 +166,8 @@ class ExecoEngine(Engine):
         self._done_file = os.path.join(directory, "done")
         self._journal_file = os.path.join(directory, ".minionize", "journal")
         self._leases_dir = os.path.join(directory, ".minionize", "leases", "")
-        self._lease_file = f"{self._leases_dir}{_MINION_LEASE}{self._tag}"  # rewritten in place (_write_leases)
-        self._lease_fd: Optional[int] = None
-        self._leased_until = 0.0  # when the lease last written runs out
+        #: This minion's lease file, rewritten in place at each take and renewal (sweepleases.py).
+        self._own_lease = sweepleases.MinionLease(self._leases_dir, self._tag, self.minion, lease_seconds, clock)
         self._idle_wait = _IDLE_WAIT_LEAST
         self._params_file = os.path.join(directory, ".minionize", "params")  # the sweep, compact (sweepindex)
         self._sweeps = sweepindex.SweepIndex.of(())
@@ -467,76 +455,28 @@ class ExecoEngine(Engine):
         now = self.clock()
         self._prune_leases(now)
         for entry in os.scandir(self._state / "leases"):
-            if entry.name.startswith(_MINION_LEASE):
+            if entry.name.startswith(sweepleases.MINION):
                 continue
             if not entry.name.startswith("."):
                 if entry.name not in keys:
                     sweepfiles.remove(Path(entry.path))
-            elif now > self._modified(entry.path) + self.lease_seconds:
+            elif now > sweepleases.modified(entry.path) + self.lease_seconds:
                 # A lease's temporary: renewals write them without the lock, so only an old one is a leftover.
                 sweepfiles.remove(Path(entry.path))
-
-    @staticmethod
-    def _modified(path: str) -> float:
-        try:
-            return os.stat(path).st_mtime
-        except FileNotFoundError:
-            return float("inf")  # gone meanwhile
 
     # -- leases ----------------------------------------------------------
 
     def _write_leases(self) -> None:
-        """This minion's lease: when it runs out, and the keys of every parameter this minion holds
-        (running, taken ahead, acked but not written yet), in one file rewritten in place at each take
-        and renewal. A reader that finds it torn takes it as no lease (`_leases`)."""
-        keys = [*self._mine, *self._acked.values()]
-        expires = self.clock() + self.lease_seconds
-        record = json.dumps({"minion": self.minion, "expires": expires, "keys": keys})
-        if self._lease_fd is None or os.fstat(self._lease_fd).st_nlink == 0:  # deleted as run out: anew
-            self._close_lease()
-            self._lease_fd = sweepfiles.open_writable(self._lease_file)
-        sweepfiles.rewrite(self._lease_fd, record.encode())
-        self._leased_until = expires
-
-    def _close_lease(self) -> None:
-        if self._lease_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._lease_fd)
-            self._lease_fd = None
+        """This minion's lease: every parameter it holds (running, taken ahead, acked but not written)."""
+        self._own_lease.write([*self._mine, *self._acked.values()])
 
     def _leases(self) -> dict[str, float]:
-        """When the lease of each parameter runs out, from every minion's lease file (the latest, should two
-        name it: one that gave it back names it until its next write); older minionize wrote a file per
-        parameter. A torn file counts as none."""
-        expiry: dict[str, float] = {}
-        try:
-            entries = list(os.scandir(self._state / "leases"))
-        except FileNotFoundError:
-            return expiry
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            record = _read_lease(entry.path)
-            if record is None:
-                continue
-            expires, keys = record
-            for key in keys if entry.name.startswith(_MINION_LEASE) else [entry.name]:
-                expiry[key] = max(expiry.get(key, expires), expires)
-        return expiry
+        """When the lease of each parameter runs out (sweepleases.py)."""
+        return sweepleases.expiries(self._leases_dir)
 
     def _prune_leases(self, now: float) -> None:
-        """Under the sweep's lock: delete the lease files of minions that ran out a third of a lease ago
-        (as a reclaim counts them) and name nothing still in progress, and torn ones older than a lease. A
-        live minion rewrites its own every third of a lease while it holds something, and writes it anew
-        should it find it deleted."""
         in_progress = {param_key(param) for param in self._in_progress}
-        for entry in os.scandir(self._state / "leases"):
-            if not entry.name.startswith(_MINION_LEASE) or entry.path == self._lease_file:
-                continue
-            record = _read_lease(entry.path)
-            expires, keys = record if record else (self._modified(entry.path) + self.lease_seconds * 2 / 3, [])
-            if now > expires + self.lease_seconds / 3 and not in_progress.intersection(keys):
-                sweepfiles.remove(entry.path)
+        sweepleases.prune(self._leases_dir, now, self.lease_seconds, in_progress, keep=self._own_lease.path)
 
     def _lease_expired(self, key: str, now: float, leases: dict[str, float]) -> bool:
         expires = leases.get(key)
@@ -586,7 +526,7 @@ class ExecoEngine(Engine):
         if self._acked:
             with self._locked(full=False):
                 pass  # writes them
-        if self._mine or self._lease_fd is not None:
+        if self._mine or self._own_lease.written:
             self._write_leases()
 
     # -- the engine contract ----------------------------------------------
@@ -627,7 +567,7 @@ class ExecoEngine(Engine):
         """Release kept messages (no attempt counted); one that cannot be comes back after its lease. Once
         this minion's lease ran out (kept through a pause without runs, which renew it), another minion
         may have reclaimed them: they are let go without a write, which would take them from it."""
-        lapsed = self.clock() > self._leased_until
+        lapsed = self.clock() > self._own_lease.until
         for message in messages:
             if lapsed:
                 self._mine.pop(message.id, None)
@@ -786,6 +726,4 @@ class ExecoEngine(Engine):
             except OSError:
                 pass  # left to the next minion's reclaim, which drops settled parameters
         sweepfiles.remove(self._inprogress_temporary)  # what the last exchange left: the `inprogress` before
-        if self._lease_fd is not None:  # what is still held comes back a lease period after it is seen so
-            self._close_lease()
-            sweepfiles.remove(self._lease_file)
+        self._own_lease.remove()

@@ -231,7 +231,7 @@ def test_a_minion_killed_with_acks_held_and_parameters_kept_loses_nothing(
     assert {m.param for m in back} == set(range(12)) - done
     assert all(m.attempt == 2 and m.reclaimed for m in back)
     # The dead minion's lease file, run out, went with the reclaim: only the live one's is left.
-    assert [str(p) for p in (d / ".minionize" / "leases").iterdir()] == [late._lease_file]
+    assert [str(p) for p in (d / ".minionize" / "leases").iterdir()] == [late._own_lease.path]
     for message in back:
         late.ack(message)
     assert late.drained()
