@@ -17,11 +17,7 @@ from minionize.engines import execo
 from minionize.engines.execo import ExecoEngine, param_key
 from minionize.errors import ConfigError
 from tests.conftest import minion_env, minionize_cmd
-
-
-def make_sweep(path: Path, params: object) -> Path:
-    ParamSweeper(str(path), sweeps=params, save_sweeps=True)
-    return path
+from tests.unit.sweeps import make_sweep
 
 
 def engine(path: Path, lease: float = 60) -> ExecoEngine:

@@ -36,27 +36,13 @@ from execo_engine.sweep import ParamSweeper
 
 from minionize.engines import execo, sweepfiles
 from minionize.engines.execo import ExecoEngine
-
-
-def make_sweep(path: Path, params: object) -> Path:
-    ParamSweeper(str(path), sweeps=params, save_sweeps=True)
-    return path
+from tests.unit.sweeps import Later, leased, make_sweep, on_disk_in_progress
 
 
 def opened(path: Path) -> ExecoEngine:
     engine = ExecoEngine(str(path), 60)
     engine.open()
     return engine
-
-
-def leased(path: Path) -> set[str]:
-    """The keys of the parameters that a lease file names (each minion has one)."""
-    return set(ExecoEngine(str(path))._leases())
-
-
-def on_disk_in_progress(path: Path) -> set[object]:
-    data = (path / "inprogress").read_bytes()
-    return set(pickle.loads(data)) if data else set()
 
 
 def test_an_acked_parameter_is_dropped_from_inprogress_by_the_next_take(tmp_path: Path) -> None:
@@ -213,16 +199,6 @@ KILLED_AFTER_A_BATCH = textwrap.dedent("""
     assert len(engine.next_many(3, 0)) == 3
     os.kill(os.getpid(), signal.SIGKILL)
 """)
-
-
-class Later:
-    """A clock `shift` seconds ahead of the wall clock."""
-
-    def __init__(self, shift: float) -> None:
-        self.shift = shift
-
-    def __call__(self) -> float:
-        return time.time() + self.shift
 
 
 def test_a_batch_held_by_a_killed_minion_comes_back_after_its_leases(

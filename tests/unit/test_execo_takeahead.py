@@ -21,12 +21,10 @@
 
 from __future__ import annotations
 
-import pickle
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +34,7 @@ from minionize.engines import execo, sweepfiles, takeahead
 from minionize.engines.execo import ExecoEngine
 from minionize.engines.takeahead import TakeAhead
 from minionize.message import Message
+from tests.unit.sweeps import Later, make_sweep, on_disk_in_progress
 
 
 class Clock:
@@ -82,20 +81,10 @@ def test_a_release_does_not_pace_and_the_pace_follows_the_runs() -> None:
     assert pace.extra() == 0
 
 
-def make_sweep(path: Path, params: object) -> Path:
-    ParamSweeper(str(path), sweeps=params, save_sweeps=True)
-    return path
-
-
 def opened(path: Path, **kwargs: float) -> ExecoEngine:
     engine = ExecoEngine(str(path), 60, take_ahead=10.0, **kwargs)  # any run of the test is short
     engine.open()
     return engine
-
-
-def on_disk_in_progress(path: Path) -> set[object]:
-    data = (path / "inprogress").read_bytes()
-    return set(pickle.loads(data)) if data else set()
 
 
 def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
@@ -200,14 +189,6 @@ KILLED_WHILE_TAKING_AHEAD = textwrap.dedent("""
     print(sorted(engine._acked), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """)
-
-
-class Later:
-    def __init__(self, shift: float) -> None:
-        self.shift = shift
-
-    def __call__(self) -> float:
-        return time.time() + self.shift
 
 
 def test_a_minion_killed_with_acks_held_and_parameters_kept_loses_nothing(
