@@ -23,6 +23,11 @@ from typing import Optional
 from .fleet import COMPLETED, COUNTED, FAILED_SAMPLES, MinionState, Record, fold, number
 
 BUCKET_SECONDS = 60
+#: The most failure causes a tally keeps apart. A callback whose error names its parameter makes a cause
+#: per failure: past this many, failures of new causes are counted together, so that the summary a minion
+#: rewrites every few seconds, and what `minion-status` prints, do not grow with them.
+CAUSES = 100
+OTHER_CAUSES = f"(causes past the first {CAUSES})"
 #: The verdicts of runs that were not cut short: their duration counts.
 FINISHED = ("acked", "failed", "retried")
 _NAN = float("nan")
@@ -66,11 +71,7 @@ class Tally:
             self.runs.append(_NAN if completed is None else completed)
             self.runs.append(_NAN if duration is None else duration)
         if verdict == "failed":
-            cause = failure_cause(record)
-            group = self.failures.get(cause)
-            if group is None:
-                group = self.failures[cause] = {"cause": cause, "count": 0, "error": record.get("error"),
-                                                "params": []}
+            group = self._group(failure_cause(record), record.get("error"))
             group["count"] += 1
             if len(group["params"]) < FAILED_SAMPLES:
                 group["params"].append(record.get("param"))
@@ -90,14 +91,22 @@ class Tally:
         if later.queue is not None and (self.queue is None or later.queue["time"] > self.queue["time"]):
             self.queue = later.queue
         for cause, group in later.failures.items():
-            mine = self.failures.get(cause)
-            if mine is None:
-                self.failures[cause] = {**group, "params": list(group["params"])}
-                continue
+            mine = self._group(cause, group.get("error"))
             mine["count"] += group["count"]
             mine["params"] = (mine["params"] + group["params"])[:FAILED_SAMPLES]
             if "stderr_tail" not in mine and "stderr_tail" in group:
                 mine["stderr_tail"] = group["stderr_tail"]
+
+    def _group(self, cause: str, error: object) -> Record:
+        """The failures of `cause`, or of every cause past the first CAUSES."""
+        group = self.failures.get(cause)
+        if group is None:
+            if len(self.failures) >= CAUSES:
+                cause, error = OTHER_CAUSES, None
+                group = self.failures.get(cause)
+            if group is None:
+                group = self.failures[cause] = {"cause": cause, "count": 0, "error": error, "params": []}
+        return group
 
     # -- the summary ---------------------------------------------------------
 

@@ -245,3 +245,33 @@ def test_a_report_written_again_from_an_old_summary_directory(tmp_path: Path) ->
     summary = summed(tmp_path)
     assert summary == full_read(tmp_path) and summary[0]["totals"]["done"] == 1
     assert os.path.getsize(tmp_path / SUMMARY_DIRECTORY / "node-0-0-abcdef.runs") == 16
+
+
+def test_failures_of_ever_new_causes_are_counted_together_past_a_limit(tmp_path: Path) -> None:
+    """A callback whose error names its parameter makes a cause per failure: the summary a minion rewrites
+    and what minion-status prints must not grow with them."""
+    from minionize import tally as tallies
+    from minionize.status import render_failures
+
+    def failed(number: int) -> dict[str, Any]:
+        return {"type": "end", "minion": "m1", "time": 1000.0 + number, "verdict": "failed",
+                "param": number, "error": f"ValueError: bad value {number}", "duration": 0.1}
+
+    one = tallies.Tally.of(failed(number) for number in range(5000))
+    assert len(one.failures) == tallies.CAUSES + 1
+    assert sum(group["count"] for group in one.failures.values()) == 5000
+    other = one.failures[tallies.OTHER_CAUSES]
+    assert other["count"] == 5000 - tallies.CAUSES and len(other["params"]) == fleet.FAILED_SAMPLES
+    assert len(json.dumps(one.to_json())) < 40_000
+    lines = render_failures(one.summary(now=7000.0))
+    assert lines[0] == "failed parameters (5000), by cause:" and len(lines) < 4 * (tallies.CAUSES + 2)
+    # Tallies of two files add up under the same limit, every failure counted.
+    first = tallies.Tally.of(failed(number) for number in range(80))
+    second = tallies.Tally.of({**failed(number), "minion": "m2"} for number in range(80, 160))
+    first.merge(second)
+    assert len(first.failures) == tallies.CAUSES + 1
+    assert sum(group["count"] for group in first.failures.values()) == 160
+    assert first.failures[tallies.OTHER_CAUSES]["count"] == 60
+    # Read back from what a minion writes down, the same.
+    again = tallies.Tally.from_json(json.loads(json.dumps(first.to_json())))
+    assert again.failures == first.failures
