@@ -148,6 +148,7 @@ class ExecoEngine(Engine):
     any_thread = True
     input_ends = tells_drained = True  # the sweep is done
     has_deadline = True  # the lease (MINION_LEASE_SECONDS)
+    ack_delay = 0.05  # EXECO_TAKE_AHEAD's default: the acks of shorter runs wait for the minion's next take
 
     def __init__(
         self, directory: str = "sweeps", lease_seconds: float = 60.0, clock: Callable[[], float] = time.time,

@@ -13,6 +13,7 @@ from .base import Backend
 class ExecoBackend(Backend):
     name = "execo"
     has_deadline = True  # the lease
+    ack_delay = 0.05  # runs shorter than EXECO_TAKE_AHEAD have their acks written with the next take
     input_ends = True  # the sweep is done
     holds_bodies = False  # its sweeps keep Python objects (pickled)
     #: The journal keeps the failure after a retry (test_requeue has execo's own test).
