@@ -292,6 +292,11 @@ class ExecoEngine(Engine):
             finally:
                 os.close(done)
 
+    def _write_held_acks(self) -> None:
+        """Write the acks held back now, under a lock that reads only what `done` gained."""
+        with self._locked(full=False):
+            pass  # `_locked` writes them
+
     def _write_acks(self, done: int) -> bool:
         """Append the records of the acks made since the last lock, in one write, and read them back like
         the records of other minions (a take then drops them from `inprogress`); True when there were."""
@@ -525,8 +530,7 @@ class ExecoEngine(Engine):
         runs before them were longer than they looked) are given back, and acks held back are written."""
         self._give_back(self._kept.stale())
         if self._acked:
-            with self._locked(full=False):
-                pass  # writes them
+            self._write_held_acks()
         if self._mine or self._own_lease.written:
             self._write_leases()
 
@@ -646,8 +650,7 @@ class ExecoEngine(Engine):
         if event == "done":
             self._acked[param] = message.id
             if not self._kept.extra():
-                with self._locked(full=False):
-                    pass  # writes it
+                self._write_held_acks()
             return
         with self._locked() as files:
             # Read back by the next `_update`, like the records of other minions.
