@@ -137,14 +137,20 @@ def test_short_runs_acks_are_written_with_the_next_lock_one_sync_for_several(
     assert acked <= set(ParamSweeper(str(d)).get_done()) and len(syncs) == 1
 
 
-def test_close_gives_back_what_was_kept_uncounted_and_writes_the_held_acks(tmp_path: Path) -> None:
-    d = make_sweep(tmp_path / "s", range(50))
-    minion = opened(d)
+def taking_ahead(minion: ExecoEngine) -> tuple[Message, Message]:
+    """A first run taken and acked (which sets the pace), then a second taken with more kept behind it."""
     first = minion.next(0)
     assert first is not None
     minion.ack(first)
     second = minion.next(0)
-    assert second is not None
+    assert second is not None and minion._kept
+    return first, second
+
+
+def test_close_gives_back_what_was_kept_uncounted_and_writes_the_held_acks(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", range(50))
+    minion = opened(d)
+    first, second = taking_ahead(minion)
     minion.ack(second)  # held back
     kept = {m.param for m in minion._kept.messages()}
     assert kept
@@ -163,11 +169,7 @@ def test_close_gives_back_what_was_kept_uncounted_and_writes_the_held_acks(tmp_p
 def test_what_was_kept_as_long_as_a_lease_renewal_is_given_back_at_the_renewal(tmp_path: Path) -> None:
     d = make_sweep(tmp_path / "s", range(20))
     minion = opened(d)
-    first = minion.next(0)
-    assert first is not None
-    minion.ack(first)
-    running = minion.next(0)
-    assert running is not None and minion._kept
+    first, running = taking_ahead(minion)
     clock = Clock()
     minion._kept.clock = clock  # the same instant for what is kept now, then a renewal later
     minion._kept.keep(minion._kept.take_all())
@@ -229,11 +231,7 @@ def test_what_was_kept_past_the_minions_lease_is_let_go_without_a_write(
     lease_clock = Later(0)
     minion = ExecoEngine(str(d), 60, take_ahead=10.0, clock=lease_clock)
     minion.open()
-    first = minion.next(0)
-    assert first is not None
-    minion.ack(first)
-    running = minion.next(0)
-    assert running is not None
+    first, running = taking_ahead(minion)
     kept = {m.param for m in minion._kept.messages()}
     assert kept
     pace = Clock()
