@@ -19,6 +19,7 @@ from .errors import ConfigError, MinionizeError
 from .init import become_init
 from .minion import assemble, configure_logging, exit_code_of, say_error
 from .spelling import misspellings
+from .stopping import StoppedStarting, early_stops
 
 USAGE = """\
 usage: minionize [FLAGS] [--] CMD [ARGS...]
@@ -87,7 +88,8 @@ is read without overriding them, then the env: of .minionize.yml):
   each engine's own variables: see `pydoc minionize.engines.<engine>`
 
 A stop (SIGTERM, SIGINT, SIGHUP) lets runs finish within the grace period,
-then ends every process they started (SIGTERM, SIGKILL 3 s later).
+then ends every process they started (SIGTERM, SIGKILL 3 s later). A signal
+ignored at start (nohup's SIGHUP) stays ignored.
 
 Exit codes: 0 drained or stopped, 2 bad configuration, 3 queue unreachable,
 4 broken node (every run failed at once, strike after strike), 123 some
@@ -107,7 +109,15 @@ log = logging.getLogger("minionize")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    with early_stops():  # a Ctrl-C while starting is a stop, not a traceback
+        try:
+            return _main(sys.argv[1:] if argv is None else argv)
+        except StoppedStarting as stopped:
+            print(f"minionize: {stopped}", file=sys.stderr)
+            return exitcodes.COLD_STOP
+
+
+def _main(args: list[str]) -> int:
     try:
         action, flags, command = parse_flags(args)
     except ConfigError as error:

@@ -160,6 +160,70 @@ def test_second_signal_is_a_cold_stop(tmp_path: Path) -> None:
     assert reader.get_inprogress() == set() and reader.get_done() == set()
 
 
+# An engine whose open() takes a while, and says when it begins: a signal can then land while the minion starts.
+_SLOW_OPEN = """
+import os, time
+from minionize.engines.memory import MemoryEngine
+
+class SlowOpen(MemoryEngine):
+    def open(self):
+        open(os.environ["OPENING"], "w").close()
+        time.sleep(5)
+        super().open()
+"""
+
+
+def _starting(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    (tmp_path / "slowopen.py").write_text(_SLOW_OPEN)
+    opening = tmp_path / "opening"
+    minion = spawn(tmp_path, "echo", "ran", MINION_ENGINE="slowopen:SlowOpen", MEMORY_PARAMS="[1, 2]",
+                   OPENING=str(opening), PYTHONPATH=str(tmp_path))
+    wait_for(opening.exists)
+    return minion, opening
+
+
+def test_a_stop_while_starting_is_a_warm_stop_before_anything_is_taken(tmp_path: Path) -> None:
+    minion, _ = _starting(tmp_path)
+    minion.send_signal(signal.SIGINT)
+    out, err = minion.communicate(timeout=30)
+    assert minion.returncode == 0, err
+    assert "Traceback" not in err and "stopped by SIGINT (nothing done)" in err
+    assert out == ""  # nothing was taken
+
+
+def test_a_second_stop_while_starting_is_a_cold_stop_never_a_traceback(tmp_path: Path) -> None:
+    minion, _ = _starting(tmp_path)
+    minion.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    minion.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    out, err = minion.communicate(timeout=30)
+    assert minion.returncode == 130, err
+    assert time.monotonic() - started < 4  # the open() was not waited for
+    said = "minionize: cold stop while starting (SIGINT, then SIGTERM): nothing was taken"
+    assert err.strip().splitlines()[-1] == said
+    assert "Traceback" not in err and out == ""
+
+
+def test_a_signal_ignored_at_start_stays_ignored_as_nohup_asks(tmp_path: Path) -> None:
+    # `nohup minionize ...` ignores SIGHUP: the ssh session that ends does not stop the minion.
+    sweep(tmp_path, ["long"])
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    minion = subprocess.Popen(
+        minionize_cmd(sys.executable, str(PROGRAMS / "record.py"), str(runs), "30", "0"), cwd=tmp_path,
+        env=minion_env(MINION_GRACE_PERIOD="0.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    wait_for(lambda: any(runs.glob("long.*.start")))
+    minion.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    minion.send_signal(signal.SIGTERM)
+    _, err = minion.communicate(timeout=30)
+    assert minion.returncode == 0, err
+    assert "SIGHUP" not in err and "SIGTERM: taking no new parameter" in err
+
+
 def test_concurrency_runs_overlap_never_more_than_n(tmp_path: Path) -> None:
     sweep(tmp_path, [str(i) for i in range(8)])
     runs = tmp_path / "runs"
