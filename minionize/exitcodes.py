@@ -16,3 +16,5 @@ BROKEN_NODE = 4
 SET_ASIDE = 123
 #: A second SIGTERM/SIGINT stopped the minion at once (128 + SIGINT, as shells do).
 COLD_STOP = 130
+#: A console command (minion-push, minion-status) stopped by Ctrl-C (SIGINT).
+INTERRUPTED = 130

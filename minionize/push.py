@@ -137,6 +137,19 @@ def _check(params: Iterator[Any]) -> int:
     return count
 
 
+class _Counted:
+    """The parameters as the engine reads them, counted (an interrupted push says how far it got)."""
+
+    def __init__(self, params: Iterator[Any]) -> None:
+        self._params = params
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for param in self._params:
+            self.count += 1
+            yield param
+
+
 def _retry_failed(settings: config.Settings) -> int:
     engine = build_engine(settings)
     try:
@@ -161,10 +174,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not count:
             raise ConfigError("parameters", None, "give parameters, --file, --sweep, --sweep-json or --retry-failed")
         engine = build_engine(settings)
+        read = _Counted(source())
         try:
-            where = engine.push(source())  # type: ignore[arg-type]  # any iterable: each engine reads it once
+            where = engine.push(read)  # type: ignore[arg-type]  # any iterable: each engine reads it once
+        except KeyboardInterrupt:
+            print(f"minion-push: interrupted after reading {read.count} of the {count} parameters: "
+                  f"some of them may be queued already", file=sys.stderr)
+            return exitcodes.INTERRUPTED
         finally:
             engine.close()
+    except KeyboardInterrupt:
+        done = "" if args.retry_failed else ", before anything was queued"
+        print(f"minion-push: interrupted{done}", file=sys.stderr)
+        return exitcodes.INTERRUPTED
     except NotImplementedError as exc:
         print(f"minion-push: {exc}", file=sys.stderr)
         return exitcodes.CONFIG

@@ -365,6 +365,14 @@ def _read(directory: Path, every_record: bool) -> tuple[Optional[list[Record]], 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The `minion-status` console script."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("minion-status: interrupted", file=sys.stderr)
+        return exitcodes.INTERRUPTED
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     args = parse_args(argv)
     if args.failed:
         return _failed(args.json)

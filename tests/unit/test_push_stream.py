@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import platform
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,7 @@ from execo_engine.sweep import ParamSweeper
 
 from minionize import push
 from minionize.engines.memory import MemoryEngine
+from tests.conftest import minion_env
 
 
 class Streamed(MemoryEngine):
@@ -76,3 +81,54 @@ def test_a_streamed_sweep_into_execo_is_read_by_plain_execo(tmp_path: Path, monk
     assert "queued 1 new parameters" in capsys.readouterr().out  # the other 3 were in it already
     sweeps = ParamSweeper(str(tmp_path / "sweep")).get_sweeps()
     assert len(sweeps) == 8 and 7 in sweeps and {"lr": 0.1, "seed": 4} in list(sweeps)
+
+
+class Interrupted(Streamed):
+    """An engine whose push meets a Ctrl-C after reading three parameters."""
+
+    def push(self, params: Iterable[Any]) -> str:
+        for count, param in enumerate(params, 1):
+            self.given.append(param)
+            if count == 3:
+                raise KeyboardInterrupt
+        return "never"
+
+
+def test_a_ctrl_c_during_the_push_says_how_far_it_read(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MINION_ENGINE", "file")
+    monkeypatch.setattr(push, "build_engine", lambda settings: Interrupted())
+    assert push.main(["--sweep", "a=1,2,3,4,5"]) == 130
+    assert capsys.readouterr().err == (
+        "minion-push: interrupted after reading 3 of the 5 parameters: some of them may be queued already\n")
+
+
+def test_a_ctrl_c_while_reading_standard_input_queues_nothing_and_prints_no_traceback(tmp_path: Path) -> None:
+    pusher = subprocess.Popen(
+        [sys.executable, "-m", "minionize.push", "--file", "-"], cwd=tmp_path, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=minion_env(MINION_ENGINE="execo", EXECO_PERSISTENCE_DIR=str(tmp_path / "sweep")),
+    )
+    assert pusher.stdin is not None
+    pusher.stdin.write("1\n2\n")
+    pusher.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not _reading_stdin(pusher.pid):  # started, and waiting for more lines
+        assert time.monotonic() < deadline and pusher.poll() is None
+        time.sleep(0.05)
+    pusher.send_signal(signal.SIGINT)
+    out, err = pusher.communicate(timeout=30)
+    assert (pusher.returncode, out, err) == (130, "", "minion-push: interrupted, before anything was queued\n")
+    assert not (tmp_path / "sweep").exists()
+
+
+#: The number of read(2) on this machine's Linux.
+_READ = {"x86_64": "0", "aarch64": "63"}[platform.machine()]
+
+
+def _reading_stdin(pid: int) -> bool:
+    """Whether the process is blocked in read(0, ...)."""
+    try:
+        return Path(f"/proc/{pid}/syscall").read_text().split()[:2] == [_READ, "0x0"]
+    except OSError:
+        return False
