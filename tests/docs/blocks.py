@@ -24,8 +24,12 @@ them), one or more ``<!-- doc-test: KEY: VALUE -->``; a value may span lines:
 - ``continues``: run in the directory and HOME of the previous block of the
   same file, rather than fresh ones;
 - ``checkout``: the directory is a copy of the checkout's files;
-- ``ctrl-c: SECONDS``: the block is a service: after that long it gets
-  SIGINT, as a terminal's Ctrl-C, and must then end with exit code 0;
+- ``ctrl-c: SECONDS``: the block is a service: once it is ready, and
+  after that long at most, it gets SIGINT, as a terminal's Ctrl-C, and must
+  then end with exit code 0. Ready: a console block has printed the output
+  the doc shows; another block has printed the ``ready`` text (on stdout or
+  stderr); a block with neither waits the whole SECONDS;
+- ``ready: TEXT``: (with ``ctrl-c``) what the service prints once it is up;
 - ``timeout: SECONDS`` (default 60, 900 for a block that builds an image);
 - ``file: NAME``: (data blocks) written to NAME for the next block.
 """
@@ -42,7 +46,7 @@ SHELLS = frozenset({"bash", "sh", "shell"})
 #: Languages of the blocks that run (the others are data or text).
 RUNNABLE = SHELLS | {"console", "python", "dockerfile"}
 DATA = frozenset({"yaml"})
-KEYS = frozenset({"skip", "setup", "check", "continues", "checkout", "ctrl-c", "timeout", "file"})
+KEYS = frozenset({"skip", "setup", "check", "continues", "checkout", "ctrl-c", "ready", "timeout", "file"})
 DEFAULT_TIMEOUT = 60.0
 #: For a block that builds an image: with a cold layer cache (pyproject.toml
 #: changed), the build installs every dependency.
@@ -107,6 +111,8 @@ def parse_directives(comments: list[str]) -> dict[str, str]:
         if key in found:
             raise DocError(f"doc-test directive {key!r} given twice")
         found[key] = value.strip()
+    if "ready" in found and "ctrl-c" not in found:
+        raise DocError("doc-test directive 'ready' is for a service: give 'ctrl-c' too")
     return found
 
 

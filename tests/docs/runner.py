@@ -42,12 +42,15 @@ the real Redis at 127.0.0.1:6379.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -194,23 +197,88 @@ def run(block: Block, session: Session) -> Outcome:
 def execute(source: str, env: dict[str, str], cwd: Path, block: Block) -> tuple[Optional[int], str, str]:
     """Run the script in a session of its own; ``ctrl-c`` interrupts it as a terminal would."""
     process = subprocess.Popen(
-        ["bash", "-euo", "pipefail", "-c", source], cwd=cwd, env=env, text=True,
+        ["bash", "-euo", "pipefail", "-c", source], cwd=cwd, env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
+    assert process.stdout is not None and process.stderr is not None
+    out, err = _Drain(process.stdout.fileno()), _Drain(process.stderr.fileno())
     interrupt = block.directives.get("ctrl-c")
     try:
         if interrupt:
-            try:
-                stdout, stderr = process.communicate(timeout=float(interrupt))
-                return process.returncode, stdout, stderr + "\n(doc-test: ended before its Ctrl-C)"
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=block.timeout)
-        return process.returncode, stdout, stderr
+            if not _await_ready(process, block, float(interrupt), out, err):
+                process.wait(timeout=block.timeout)
+                return process.returncode, out.text(), err.text() + "\n(doc-test: ended before its Ctrl-C)"
+            os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=block.timeout)
+        return process.returncode, out.text(), err.text()
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        return None, stdout, stderr + f"\n(doc-test: killed after {block.timeout:g}s)"
+        process.wait()
+        return None, out.text(), err.text() + f"\n(doc-test: killed after {block.timeout:g}s)"
+    finally:
+        process.stdout.close()
+        process.stderr.close()
+
+
+class _Drain:
+    """What a pipe has printed so far, read by a thread of its own (the runner watches it while it runs)."""
+
+    def __init__(self, fd: int) -> None:
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._read, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def _read(self, fd: int) -> None:
+        with contextlib.suppress(OSError):  # closed under it: the process's children held it too long
+            while chunk := os.read(fd, 65536):
+                self._chunks.append(chunk)
+
+    def so_far(self) -> str:
+        """As text mode would give it: UTF-8, universal newlines."""
+        text = b"".join(self._chunks).decode(errors="replace")
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+
+    def text(self) -> str:
+        """All of it, once the process ended (its children may hold the pipe a moment longer)."""
+        self._thread.join(timeout=10)
+        return self.so_far()
+
+
+#: After the service printed what the doc shows: how long more output may still come before the Ctrl-C.
+_SETTLE = 0.5
+
+
+def _await_ready(process: subprocess.Popen[bytes], block: Block, most: float, out: _Drain, err: _Drain) -> bool:
+    """Wait until the service is ready for its Ctrl-C, at most `most` seconds; False if it ended first.
+
+    Ready: a console block has printed the output the doc shows for its last
+    command; another block, the ``ready`` text on its stdout or stderr; with
+    neither, after `most` seconds. A slow start (a loaded machine, an image
+    that starts in seconds) then never meets a Ctrl-C sent too early.
+    """
+    deadline = time.monotonic() + most
+    ready_at: Optional[float] = None
+    while process.poll() is None:
+        now = time.monotonic()
+        if now >= deadline or (ready_at is not None and now >= ready_at + _SETTLE):
+            return True
+        if ready_at is None and _ready(block, out.so_far(), err.so_far()):
+            ready_at = now
+        time.sleep(0.05)
+    return False
+
+
+def _ready(block: Block, stdout: str, stderr: str) -> bool:
+    text = block.directives.get("ready")
+    if text:
+        return text in stdout or text in stderr
+    if block.lang != "console":
+        return False
+    commands = block.commands()
+    chunks = _SPLIT.split(stdout)
+    outputs = dict(zip(chunks[1::2], chunks[2::2], strict=False))
+    got = outputs.get(str(len(commands) - 1))
+    return got is not None and output_matches(commands[-1].expected, got)
 
 
 def judge(block: Block, outcome: Outcome) -> str:

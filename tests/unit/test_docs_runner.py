@@ -7,6 +7,7 @@ a runner that passed everything would fail these tests.
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def test_an_indented_block_in_a_list_is_found_and_dedented() -> None:
         ("<!-- doc-test: skipp: typo -->\n```bash\ntrue\n```\n", "unknown doc-test directive 'skipp'"),
         ("<!-- doc-test: timeout: 1 -->\n<!-- doc-test: timeout: 2 -->\n```bash\ntrue\n```\n", "given twice"),
         ("```bash\ntrue\n", "never closed"),
+        ("<!-- doc-test: ready: up -->\n```bash\ntrue\n```\n", "'ready' is for a service"),
     ],
 )
 def test_mistakes_in_the_doc_are_errors(text: str, message: str) -> None:
@@ -179,6 +181,37 @@ def test_ctrl_c_interrupts_a_service_as_a_terminal_would(session: Session) -> No
     assert "the block exited" in run_one("<!-- doc-test: ctrl-c: 0.5 -->\n```bash\nsleep 30\n```\n", session).failure
     # A "service" that ends before its Ctrl-C is not one.
     assert "ended before its Ctrl-C" in run_one("<!-- doc-test: ctrl-c: 5 -->\n```bash\ntrue\n```\n", session).failure
+
+
+# A service that starts slowly (a loaded machine, a container): it prints what the doc shows after
+# a while, then serves until its Ctrl-C (it exits 0 on SIGINT, as a minion's warm stop does).
+_SLOW_SERVICE = ("import signal, sys, time\nsignal.signal(signal.SIGINT, lambda *_: sys.exit(0))\n"
+                 "time.sleep(1.5)\nprint('up', flush=True)\nprint('serving', file=sys.stderr, flush=True)\n"
+                 "time.sleep(60)")
+
+
+def test_ctrl_c_waits_for_the_output_the_doc_shows_not_a_fixed_time(session: Session, tmp_path: Path) -> None:
+    (tmp_path / "service.py").write_text(_SLOW_SERVICE)
+    started = time.monotonic()
+    outcome = run_one(f"<!-- doc-test: ctrl-c: 30 -->\n```console\n$ python {tmp_path}/service.py\nup\n```\n",
+                      session)
+    assert outcome.failure == "" and time.monotonic() - started < 20  # not the whole 30 s
+    # The output never comes: the Ctrl-C at the deadline, and the diff says what was missing.
+    outcome = run_one("<!-- doc-test: ctrl-c: 0.5 -->\n```console\n$ python -c 'import time; time.sleep(60)'\n"
+                      "never printed\n```\n", session)
+    assert "never printed" in outcome.failure
+
+
+def test_ctrl_c_waits_for_the_ready_text_of_a_bash_block(session: Session, tmp_path: Path) -> None:
+    (tmp_path / "service.py").write_text(_SLOW_SERVICE)
+    started = time.monotonic()
+    ready = ("<!-- doc-test: ctrl-c: 30 -->\n<!-- doc-test: ready: serving -->\n"
+             f"```bash\npython {tmp_path}/service.py\n```\n")
+    outcome = run_one(ready, session)
+    assert outcome.failure == "" and "serving" in outcome.stderr and time.monotonic() - started < 20
+    # Without `ready`, a bash block gets its Ctrl-C after the whole time: here before the service is up.
+    outcome = run_one(f"<!-- doc-test: ctrl-c: 0.3 -->\n```bash\npython {tmp_path}/service.py\n```\n", session)
+    assert "serving" not in outcome.stderr
 
 
 def test_a_block_past_its_timeout_is_killed(session: Session) -> None:
