@@ -421,7 +421,7 @@ class ExecoEngine(Engine):
         data = sweepfiles.read_whole(self._inprogress_file)
         if data:
             try:
-                return set(pickle.loads(data))
+                return set(sweepfiles.loads(data))
             except sweepfiles.TORN:
                 pass
         # Empty: never written, or plain execo was killed between its truncate and its write.

@@ -29,10 +29,38 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from ..errors import ConfigError
+
 #: Pickle protocol of every record: what execo writes and reads from Python 3.4 on.
 PROTOCOL = 4
 #: What a torn or unreadable pickle raises (anything else, a missing class, is not a torn record).
 TORN = (EOFError, pickle.UnpicklingError, ValueError, IndexError, TypeError)
+#: What unpickling a parameter raises when its class cannot be imported here (see `ForeignParameter`).
+FOREIGN = (AttributeError, ImportError)
+
+
+class ForeignParameter(ConfigError):
+    """The sweep holds a parameter of a class this minion cannot import: the program that wrote the sweep
+    pickled an object of its own (a class of its `__main__`, of a module not installed here). No minion
+    with this environment can run it, and waiting does not help: a configuration error (exit code 2)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(
+            "EXECO_PERSISTENCE_DIR", None,
+            f"the sweep holds a parameter this minion cannot unpickle ({type(exc).__name__}: {exc}): "
+            "make parameters of plain values (numbers, strings, tuples, lists, dicts, sets), or install "
+            "the module of their class where the minions run (PYTHONPATH)")
+
+    def __str__(self) -> str:
+        return f"EXECO_PERSISTENCE_DIR: {self.accepted}"
+
+
+def loads(data: Union[bytes, memoryview]) -> Any:
+    """`pickle.loads` of a record of the sweep; a class that cannot be imported is a ForeignParameter."""
+    try:
+        return pickle.loads(data)
+    except FOREIGN as exc:
+        raise ForeignParameter(exc) from None
 
 StrPath = Union[str, Path]
 _FRAME = pickle.FRAME
@@ -236,6 +264,8 @@ def scan_appended(fd: int, position: int, apply: Callable[[Any], object],
         except TORN:
             os.ftruncate(fd, position + good)
             break
+        except FOREIGN as exc:
+            raise ForeignParameter(exc) from None
         apply(record)
         good = stream.tell()
     return position + good

@@ -83,7 +83,7 @@ class SweepIndex:
         return len(self.offsets) - 1
 
     def __getitem__(self, position: int) -> Any:
-        return pickle.loads(self._blob[self.offsets[position] : self.offsets[position + 1]])
+        return sweepfiles.loads(self._blob[self.offsets[position] : self.offsets[position + 1]])
 
     def __iter__(self) -> Iterator[Any]:
         return map(self.__getitem__, range(len(self)))
@@ -277,7 +277,7 @@ def stamp_of(data: bytes) -> tuple[int, int]:
 def load(data: bytes, path: str) -> SweepIndex:
     """The index of execo's `sweeps` file (a set, or a list), every parameter unpickled at once; written
     to `path` for the next minions (its temporary is one the execo engine cleans up)."""
-    loaded = pickle.loads(data)
+    loaded = sweepfiles.loads(data)
     index = SweepIndex.of(loaded if isinstance(loaded, (set, frozenset)) else set(loaded))
     del loaded
     temporary = os.path.join(os.path.dirname(os.path.dirname(path)), f".sweeps.{os.getpid()}.{os.urandom(3).hex()}.tmp")

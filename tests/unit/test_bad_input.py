@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from minionize import ProcessCallback, exitcodes, minionizer
 from minionize.engines.memory import MemoryEngine
@@ -108,3 +111,49 @@ def test_a_one_megabyte_word_is_refused_without_splitting_it_for_seconds(tmp_pat
     assert result.returncode == exitcodes.SET_ASIDE  # set aside, nothing else wrong
     assert result.stderr.count("does not fit in a command line") == 1
     assert time.monotonic() - started < 10  # shlex alone took 30 s of CPU
+
+
+# A sweep made by a program that pickled objects of its own class: a minion without that class (its
+# module is not installed here) can run none of them, and says so, once, without a traceback.
+_FOREIGN = """
+class Point:
+    def __init__(self, x):
+        self.x = x
+    def __eq__(self, other):
+        return isinstance(other, Point) and other.x == self.x
+    def __hash__(self):
+        return hash(self.x)
+    def __str__(self):
+        return f"Point({self.x})"
+"""
+_MAKE = ("import sys; sys.path.insert(0, 'mods'); from execo_engine.sweep import ParamSweeper; "
+         "from pointmod import Point; ")
+
+
+def _foreign_sweep(tmp_path: Path) -> None:
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "pointmod.py").write_text(_FOREIGN)
+    make = _MAKE + "ParamSweeper('sweeps', sweeps=[1, 2, Point(3)], save_sweeps=True)"
+    subprocess.run([sys.executable, "-c", make], cwd=tmp_path, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("index", ["sweeps file", "index cached by a minion that had the class"])
+def test_a_sweep_of_objects_whose_class_is_missing_is_a_clear_configuration_error(tmp_path: Path,
+                                                                                 index: str) -> None:
+    _foreign_sweep(tmp_path)
+    printing = (sys.executable, "-c", "import sys; print(sys.argv[1])")
+    if index.startswith("index"):  # that minion ran them all; the sweep is then made to start again
+        with_class = run_minion("true", cwd=tmp_path, PYTHONPATH=str(tmp_path / "mods"))
+        assert with_class.returncode == 0, with_class.stderr
+        (tmp_path / "sweeps" / "done").write_bytes(b"")
+    without = run_minion(*printing, cwd=tmp_path)
+    assert without.returncode == exitcodes.CONFIG
+    assert "Traceback" not in without.stderr
+    assert without.stderr.strip().splitlines()[-1] == (
+        "minionize: EXECO_PERSISTENCE_DIR: the sweep holds a parameter this minion cannot unpickle "
+        "(ModuleNotFoundError: No module named 'pointmod'): make parameters of plain values (numbers, strings, "
+        "tuples, lists, dicts, sets), or install the module of their class where the minions run (PYTHONPATH)")
+    # Nothing lost nor run twice: a minion that has the class runs what the first one did not.
+    with_class = run_minion(*printing, cwd=tmp_path, PYTHONPATH=str(tmp_path / "mods"))
+    assert with_class.returncode == 0, with_class.stderr
+    assert sorted(without.stdout.split() + with_class.stdout.split()) == ['"Point(3)"', "1", "2"]
