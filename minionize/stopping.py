@@ -157,14 +157,19 @@ class StopRequest:
         if self.cancelled and not self.cold:
             return
         self.cancelled = True
-        for run in slots.runs.values():
-            run.context.hard_cancel = self.cold
-            run.context.cancel.set()
-        if self.cold:
-            # A cold stop still waits a moment for the killed runs to report.
-            deadline = time.monotonic() + 1.0
-            while slots.runs and time.monotonic() < deadline:
-                collect(0.05)
+        _end_runs(slots, collect, hard=self.cold)
+
+    def abandon(self, slots: Slots, collect: Callable[[float], None],
+                give_back: Callable[[Run, Outcome], None]) -> None:
+        """The loop ends on an error (the engine's, a bug) with runs in flight: end them as a cold stop
+        does and give their messages back, no attempt counted, rather than leave them running, orphans,
+        their parameters back only after a lease or an ack deadline, an attempt spent."""
+        if not slots.runs:
+            return
+        log.warning("ending on an error: stopping the %d runs in flight, their parameters given back", len(slots))
+        _end_runs(slots, collect, hard=True)
+        for run in list(slots.runs.values()):
+            give_back(run, Outcome.interrupted("the minion ended on an error, and the run did not end a second later"))
 
     def result(self) -> tuple[int, str]:
         """The exit code and the reason of a stop that is over."""
@@ -174,3 +179,14 @@ class StopRequest:
         if self.signals[0] == self.drain_signal:
             return self.drain_exit_code, f"drained on {name} (preemption notice)"
         return exitcodes.OK, f"stopped by {name}"
+
+
+def _end_runs(slots: Slots, collect: Callable[[float], None], hard: bool) -> None:
+    """Ask every run to end; `hard`: killed at once, and waited for a second (a cold stop) as they report."""
+    for run in slots.runs.values():
+        run.context.hard_cancel = hard
+        run.context.cancel.set()
+    if hard:
+        deadline = time.monotonic() + 1.0
+        while slots.runs and time.monotonic() < deadline:
+            collect(0.05)

@@ -79,6 +79,8 @@ class Worker:
         # The runs, the engine and the reporter: one thread at a time (see the module's docstring).
         self._lock = threading.Lock()
         self._looping = False
+        #: What a slot's thread met while taking for its slot (an engine error): the loop raises it.
+        self._fatal: Optional[BaseException] = None
         # Every engine call: a failed one is retried after a backoff, a late one in a stop not made.
         self._engine_call = EngineCalls(self._stop, self._pause, KILL_AFTER + _STOP_MARGIN, engine.offline_calls)
         self.counts: dict[str, int] = {v.value: 0 for v in (Verdict.ACKED, Verdict.RETRIED, Verdict.FAILED,
@@ -128,6 +130,10 @@ class Worker:
                 self._looping = True
                 try:
                     code, reason = self._loop()
+                except BaseException:
+                    self._looping = False
+                    self._stop.abandon(self._slots, self._collect, self._settle)
+                    raise
                 finally:
                     self._looping = False  # from now on, slot threads leave everything to this thread
             self._report_queue(force=True)  # the last word: what is left
@@ -156,10 +162,7 @@ class Worker:
     def _loop(self) -> tuple[int, str]:
         idle_since = time.monotonic()
         while True:
-            self._heartbeat = time.monotonic()
-            self._collect(0)
-            self._renew_leases()  # during a grace period too: the runs go on
-            self._report_heartbeat()
+            self._begin_turn()
             if self._stop.warm:
                 if self._stop.advance(self._slots, self.settings.grace_period, self._collect, self._settle):
                     return self._stop.result()
@@ -182,6 +185,15 @@ class Worker:
             if self._health.paused:
                 # A strike's pause, waited without the lock, a turn of the loop at a time: a stop ends it.
                 self._collect(min(POLL, self._health.pause_left()))
+
+    def _begin_turn(self) -> None:
+        """Settle the runs that finished, raise what a slot's thread met, renew the leases, say it lives."""
+        self._heartbeat = time.monotonic()
+        self._collect(0)
+        if self._fatal is not None:
+            raise self._fatal
+        self._renew_leases()  # during a grace period too: the runs go on
+        self._report_heartbeat()
 
     def _may_take(self) -> bool:
         """A slot is free, MINION_DEADLINE (after which running ones only finish) is not past, no strike holds back."""
@@ -293,7 +305,10 @@ class Worker:
                 return False
             if not run.settled:
                 self._settle(run, outcome)
-            taken = not self._stop.warm and self._may_take() and self._take(timeout=0)
+            try:
+                taken = not self._stop.warm and self._fatal is None and self._may_take() and self._take(timeout=0)
+            except Exception as exc:  # the loop's to raise (its thread ends the minion): this one goes on
+                self._fatal, taken = exc, False
         if not taken:
             self._slots.wake()
         return True

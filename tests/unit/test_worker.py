@@ -12,6 +12,7 @@ from minionize import FuncCallback, Outcome, ProcessCallback
 from minionize.callbacks.base import Callback, RunContext
 from minionize.config import Settings
 from minionize.engines.memory import MemoryEngine
+from minionize.errors import ConfigError
 from minionize.message import Message
 from minionize.reporters.base import Reporter, RunRecord
 from minionize.worker import Worker
@@ -414,3 +415,40 @@ def test_minion_batch_is_read_from_the_environment() -> None:
     assert Settings.from_env({"MINION_BATCH": "1"}).batch is True
     assert Settings.from_env({"MINION_BATCH": "false"}).batch is False
 
+
+
+class BreaksAfter(MemoryEngine):
+    """An engine that hands out `good` messages, then fails every take with an error no retry can mend."""
+
+    def __init__(self, params: Any, good: int) -> None:
+        super().__init__(params)
+        self.good = good
+        self.released: list[Any] = []
+
+    def next(self, timeout: float) -> Message | None:
+        if self.good <= 0:
+            raise ConfigError("LAB_QUEUE", "broken", "cannot be read any more")
+        self.good -= 1
+        return super().next(timeout)
+
+    def release(self, message: Message) -> None:
+        self.released.append(message.param)
+        super().release(message)
+
+
+def test_an_engine_error_met_by_a_slot_thread_ends_the_minion_and_gives_the_runs_in_flight_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "short" ends first: its slot's thread settles it and takes the next message, which fails. The
+    # loop ends the minion on that error; "long", still running, is killed and given back uncounted.
+    crashed: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", crashed.append)
+    engine = BreaksAfter(["long", "short"], good=2)
+    program = ProcessCallback(["sh", "-c", 'if [ "$0" = long ]; then sleep 30; fi'])
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot be read any more"):
+        Worker(engine, program, settings(concurrency=2)).run()
+    assert time.monotonic() - started < 15  # the 30 s run was not waited for
+    assert [m.param for m in engine.acked] == ["short"]
+    assert engine.released == ["long"] and engine.nacked == [] and engine.failed == []
+    assert crashed == []  # no slot thread died of it
