@@ -10,7 +10,6 @@ reads the settings.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from . import jsontext
 from .config import EnvReader
 from .errors import ConfigError
 from .reporters.base import HEARTBEAT
@@ -53,7 +53,7 @@ def parse_lines(data: bytes, stem: str) -> tuple[list[Record], int]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = jsontext.loads(line)
         except ValueError:
             record = None
         if isinstance(record, dict):

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
-from . import __version__, config, exitcodes
+from . import __version__, config, exitcodes, jsontext
 from .engines.base import Pushed, encode
 from .errors import ConfigError, MinionizeError
+from .excerpt import safe_text
 from .minion import build_engine, exit_code_of
 
 
@@ -34,8 +34,8 @@ def _value(text: str, raw: bool) -> Any:
     if raw:
         return text
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return jsontext.loads(text)
+    except ValueError:  # not JSON, or nested too deeply for it: text
         return text
 
 
@@ -73,9 +73,11 @@ def _read_file(path: str, as_json: bool) -> Iterator[Any]:
                 continue
             if as_json:
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"--file {path}, line {number}", line, f"not JSON ({exc.msg})") from None
+                    yield jsontext.loads(line)
+                except ValueError as exc:
+                    reason = getattr(exc, "msg", str(exc))
+                    where = f"--file {path}, line {number}"
+                    raise ConfigError(where, safe_text(line, 200), f"not JSON ({reason})") from None
             else:
                 yield line
 
@@ -88,11 +90,11 @@ def parameters(args: argparse.Namespace) -> Callable[[], Iterator[Any]]:
         axes.append(_parse_sweep(args.sweep, args.raw))
     if args.sweep_json:
         try:
-            parsed = json.loads(args.sweep_json)
-        except json.JSONDecodeError:
+            parsed = jsontext.loads(args.sweep_json)
+        except ValueError:
             parsed = None
         if not isinstance(parsed, dict) or not all(isinstance(v, list) for v in parsed.values()):
-            raise ConfigError("--sweep-json", args.sweep_json, 'expected {"name": [values...], ...}')
+            raise ConfigError("--sweep-json", safe_text(args.sweep_json, 200), 'expected {"name": [values...], ...}')
         axes.append(parsed)
     piped = list(_read_file("-", args.json)) if args.file == "-" else None  # read once: kept
 

@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from . import jsontext
 from .fleet import Record, load_records, parse_lines
 from .tally import Tally
 
@@ -76,7 +77,7 @@ class SummaryWriter:
         """`line` (a record and its newline) is in the report, whole."""
         if not self.working or self.inode is None:
             return
-        record = json.loads(line)
+        record = jsontext.loads(line)
         record["minion"] = record.get("minion") or self.stem  # as readers do (fleet.parse_lines)
         self.tally.add(record)
         self.offset += len(line.encode())
@@ -119,7 +120,7 @@ def read_summary(report: Path, inode: int, size: int) -> tuple[Optional[Tally], 
     """The sums of `report`'s first bytes and how many bytes they cover, when they match the report."""
     summary, runs = _paths(report)
     try:
-        data = json.loads(summary.read_bytes())
+        data = jsontext.loads(summary.read_bytes())
         head = data["report"]
         offset, count = int(head["offset"]), int(data["runs"])
         first, end = str(head["head"]).encode(), str(head["end"]).encode()

@@ -35,6 +35,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any, Optional, Union
 
+from .. import jsontext
 from . import sweepfiles
 from .sweepfiles import StrPath
 
@@ -301,7 +302,7 @@ def read(path: str, stamp: tuple[int, int]) -> Optional[SweepIndex]:
     offsets, table = array("Q"), array("i")
     try:
         with open(path, "rb") as handle:
-            header = json.loads(handle.readline(4096))
+            header = jsontext.loads(handle.readline(4096))
             count, size, slots = int(header["count"]), int(header["bytes"]), int(header["slots"])
             if header["version"] != VERSION or tuple(header["sweeps"]) != stamp or slots & (slots - 1):
                 return None

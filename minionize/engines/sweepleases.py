@@ -17,6 +17,7 @@ import json
 import os
 from typing import Callable, Optional
 
+from .. import jsontext
 from . import sweepfiles
 
 MINION = "minion."  # the prefix of a minion's lease file
@@ -25,7 +26,7 @@ MINION = "minion."  # the prefix of a minion's lease file
 def read(path: str) -> Optional[tuple[float, list[str]]]:
     """A lease file's expiry and the keys it names (a minion's), or None: gone, or torn."""
     try:
-        record = json.loads(sweepfiles.read_whole(path))
+        record = jsontext.loads(sweepfiles.read_whole(path))
         keys = record.get("keys", [])
         return float(record["expires"]), [key for key in keys if isinstance(key, str)] if isinstance(keys, list) else []
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -113,7 +113,9 @@ def test_minionize_yml_gives_command_template_and_lowest_precedence(tmp_path: Pa
         ("env: [1, 2]\n", "expected a mapping"),
         ("command: [unclosed\n", "could not read it as YAML"),
         ("- a\n- b\n", "expected a mapping"),
+        ("command: " + "[" * 100_000 + "]" * 100_000 + "\n", r"could not read it as YAML \(nested too deeply\)"),
     ],
+    ids=["typo", "command", "env", "unclosed", "list", "nested too deeply"],
 )
 def test_bad_minionize_yml(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / ".minionize.yml").write_text(content)
