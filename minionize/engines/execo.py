@@ -10,7 +10,8 @@ What it is
     failures, one lease file per minion (`leases/minion.<host>_<pid>_<id>`,
     the keys of the parameters it holds and when its lease runs out: see
     minionize/engines/sweepleases.py), and `params`, the sweep held
-    compactly (see minionize/engines/sweepindex.py).
+    compactly (see minionize/engines/sweepindex.py). What a minion knows of
+    the sweep, read from these files, is minionize/engines/sweepstate.py.
 
 Environment
     EXECO_PERSISTENCE_DIR (path, default `sweeps`): the sweep directory.
@@ -113,6 +114,7 @@ from ..message import Message
 from . import sweepfiles, sweepindex, sweepleases
 from .base import DeadLetter, Engine, Pushed
 from .kit import Setting, read_settings
+from .sweepstate import SweepState
 from .takeahead import TakeAhead
 
 # POSIX record locks are per process: threads of one process need this too.
@@ -162,36 +164,18 @@ class ExecoEngine(Engine):
         self.minion = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
         self._tag = self.minion.replace(":", "_")  # names this minion's temporaries
         # The paths of every take and settlement, as strings: pathlib's joins cost more than their writes.
-        self._inprogress_file = os.path.join(directory, "inprogress")
-        self._inprogress_temporary = os.path.join(directory, f".inprogress.{self._tag}.tmp")
         self._done_file = os.path.join(directory, "done")
         self._journal_file = os.path.join(directory, ".minionize", "journal")
         self._leases_dir = os.path.join(directory, ".minionize", "leases", "")
         #: This minion's lease file, rewritten in place at each take and renewal (sweepleases.py).
         self._own_lease = sweepleases.MinionLease(self._leases_dir, self._tag, self.minion, lease_seconds, clock)
         self._idle_wait = _IDLE_WAIT_LEAST
-        self._params_file = os.path.join(directory, ".minionize", "params")  # the sweep, compact (sweepindex)
-        self._sweeps = sweepindex.SweepIndex.of(())
-        self._sweeps_stat: tuple[int, int, int] = (0, 0, 0)
-        self._done = sweepindex.Done(self._sweeps)
-        self._done_pos = 0
-        self._attempts: dict[Any, int] = {}
-        self._failed: dict[Any, str] = {}
-        self._journal_pos = 0
-        self._in_progress: set[Any] = set()
-        #: Each parameter in progress (as last read, and those taken here): its place in the sweep (None:
-        #: outside it), looked up once while it is in progress (`_position`, `_look_ahead`): each take of a
-        #: fleet's minion reads as many parameters newly in progress as the fleet has minions.
-        self._where: dict[Any, Optional[int]] = {}
-        self._finished: set[Any] = set()  # those of them done or failed
-        self._ahead: dict[Any, int] = {}  # parameters just after where this minion takes (`_look_ahead`)
-        self._caught_up = False  # `done` read by the pickles of its records (`_scan_done`)
-        self._remaining = sweepindex.Remaining(self._sweeps, done=self._done)
+        #: What this minion knows of the sweep (sweepstate.py), brought up to date under the lock.
+        self._sweep = SweepState(str(self.directory), self._tag, self._leased)
         self._mine: dict[str, Any] = {}
         self._reclaimed: set[Any] = set()
         self._unleased: dict[str, float] = {}  # key -> when its lease period ends
         self._last_reclaim = 0.0
-        self._untidy = False  # `inprogress` still names parameters acked here (see ack)
         #: Seconds spent waiting for the sweep's lock (bench/fleet.py reports it per parameter).
         self.lock_wait = 0.0
         #: Acks not written yet (param -> key): with short runs, the next lock of the sweep writes them.
@@ -225,39 +209,11 @@ class ExecoEngine(Engine):
                     "save_sweeps=True)",
                 )
             (self._state / "leases").mkdir(parents=True, exist_ok=True)
-            self._load_sweeps()
+            self._sweep.load()
             with self._locked():
                 self._clean_up()
         except OSError as exc:
             raise _unusable(self.directory, exc) from None
-
-    def _load_sweeps(self) -> bool:
-        """(Re)load the sweep when its file changed; True when it did."""
-        path = self.directory / "sweeps"
-        stat = path.stat()
-        if (stat.st_ino, stat.st_mtime_ns, stat.st_size) == self._sweeps_stat:
-            return False
-        with open(path, "rb") as handle:
-            # Plain execo's save_sweeps rewrites the file in place under LOCK_EX.
-            fcntl.lockf(handle, fcntl.LOCK_SH)
-            stat = os.fstat(handle.fileno())
-            try:
-                data = handle.read()
-                sweeps = sweepindex.read(self._params_file, sweepindex.stamp_of(data)) or sweepindex.load(
-                    data, self._params_file)
-            except sweepfiles.TORN as exc:
-                if self._sweeps_stat != (0, 0, 0):
-                    return False  # being rewritten by plain execo: keep the last one, read it next time
-                accepted = f"its sweeps file cannot be read ({type(exc).__name__}: {exc}): write the sweep again"
-                raise ConfigError("EXECO_PERSISTENCE_DIR", str(self.directory), accepted) from None
-            finally:
-                fcntl.lockf(handle, fcntl.LOCK_UN)
-        self._sweeps, self._sweeps_stat = sweeps, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        # Positions in the sweep loaded before.
-        self._where, self._finished, self._ahead = {}, set(), {}
-        self._done = self._done.onto(sweeps)
-        self._remaining = sweepindex.Remaining(sweeps, itertools.chain(self._failed, self._in_progress), self._done)
-        return True
 
     @contextmanager
     def _locked(self, full: bool = True) -> Iterator[dict[str, int]]:
@@ -271,14 +227,14 @@ class ExecoEngine(Engine):
                 fcntl.lockf(done, fcntl.LOCK_EX)  # released by the close
                 self.lock_wait += time.perf_counter() - asked
                 if not full:
-                    self._scan_done(done)
+                    self._sweep.scan_done(done)
                     acked = self._write_acks(done)
                     yield {"done": done}
                 else:
                     journal = sweepfiles.open_appendable(self._journal_file)
                     try:
                         files = {"done": done, "journal": journal}
-                        self._update(files)
+                        self._sweep.update(files)
                         acked = self._write_acks(done)
                         yield files
                     finally:
@@ -304,152 +260,9 @@ class ExecoEngine(Engine):
             return False
         sweepfiles.append_all(done, list(self._acked), sync=False)
         self._acked = {}
-        self._untidy = True  # `inprogress` names them still: the next write drops them
-        self._scan_done(done)
+        self._sweep.untidy = True  # `inprogress` names them still: the next write drops them
+        self._sweep.scan_done(done)
         return True
-
-    def _scan_done(self, done: int) -> None:
-        self._caught_up = False
-        self._done_pos = sweepfiles.scan_appended(done, self._done_pos, self._mark_done, self._done_pickle)
-        if self._caught_up:  # records found by their pickle: which of the parameters in progress are done?
-            self._finished = {param for param, position in self._where.items() if self._settled_at(param, position)}
-
-    def _mark_done(self, param: Any) -> None:
-        """A record of `done`: most name a parameter this minion saw in progress."""
-        if param not in self._where:
-            self._remaining.mark_done(param)
-            return
-        self._remaining.mark_done_at(param, self._where[param])
-        self._finished.add(param)
-
-    def _done_pickle(self, key: memoryview) -> bool:
-        """A record of `done` read as its bytes (many of them: a minion catching up)."""
-        self._caught_up = True
-        return self._remaining.mark_done_pickle(key)
-
-    def _update(self, files: dict[str, int]) -> None:
-        self._scan_done(files["done"])
-        new_failed = self._read_journal(files)
-        current = self._read_in_progress()
-        left = self._in_progress - current
-        # Only what is newly in progress can still be remaining (nothing in progress ever is).
-        new = current - self._in_progress
-        self._look_ahead(new)
-        for param in new:
-            position = self._position(param)
-            if position is not None:
-                self._remaining.discard_at(position)
-        # What left `inprogress` without being done or failed was given back.
-        for param in left - self._finished:
-            position = self._position(param)
-            if position is not None and not self._settled_at(param, position):
-                self._remaining.add_at(position)
-        self._forget(left)
-        self._in_progress = current
-        self._remaining.difference_update(new_failed)
-
-    def _read_journal(self, files: dict[str, int]) -> list[Any]:
-        """Count the attempts journalled since the last read; returns the parameters newly failed."""
-        events, self._journal_pos = sweepfiles.read_appended(files["journal"], self._journal_pos)
-        new_failed = []
-        for event, param, detail in events:
-            if event == "nack":
-                self._attempts[param] = self._attempts.get(param, 0) + 1
-            elif event == "fail":
-                self._failed[param] = detail
-                new_failed.append(param)
-                if param in self._where:
-                    self._finished.add(param)
-            elif event == "retry" and self._failed.pop(param, None) is not None:
-                # minion-push --retry-failed: a new round, with all its attempts.
-                self._attempts.pop(param, None)
-                self._finished.discard(param)
-                if self._open(param) and param not in self._in_progress:
-                    self._remaining.add(param)
-        return [param for param in new_failed if param in self._failed]
-
-    def _settled(self, param: Any) -> bool:
-        return param in self._done or param in self._failed
-
-    def _position(self, param: Any) -> Optional[int]:
-        """Where a parameter in progress is in the sweep (None: outside it), looked up once while it is."""
-        try:
-            return self._where[param]
-        except KeyError:
-            position = self._sweeps.position(param)
-            self._place(param, position)
-            return position
-
-    def _place(self, param: Any, position: Optional[int]) -> None:
-        """Keep where a parameter newly in progress is, and whether it is settled already."""
-        self._where[param] = position
-        if self._settled_at(param, position):
-            self._finished.add(param)
-
-    def _look_ahead(self, params: set[Any]) -> None:
-        """Find parameters newly in progress among the first that remain here, an unpickle each rather
-        than a pickle and a lookup: in a fleet, most are what the other minions took since this one's
-        last look. (A sweep is a set: no two of its parameters are equal.)"""
-        missing = params - self._where.keys()
-        if not missing:
-            return
-        if not missing <= self._ahead.keys():
-            positions = itertools.islice(self._remaining.positions(), 2 * len(missing) + 16)
-            self._ahead = {self._sweeps[position]: position for position in positions}
-        for param in missing & self._ahead.keys():
-            self._place(param, self._ahead.pop(param))
-
-    def _forget(self, params: set[Any]) -> None:
-        """`_position`'s parameters no longer in progress."""
-        for param in params:
-            self._where.pop(param, None)
-        self._finished -= params
-
-    def _settled_at(self, param: Any, position: Optional[int]) -> bool:
-        return param in self._failed or self._done.has(param, position)
-
-    def _open_in_progress(self, param: Any) -> bool:
-        """`_open`, for a parameter in progress."""
-        position = self._position(param)
-        return position is not None and not self._settled_at(param, position)
-
-    def _open(self, param: Any) -> bool:
-        """In progress for good: part of this sweep, neither done nor failed."""
-        return param in self._sweeps and not self._settled(param)
-
-    def _read_in_progress(self) -> set[Any]:
-        data = sweepfiles.read_whole(self._inprogress_file)
-        if data:
-            try:
-                return set(sweepfiles.loads(data))
-            except sweepfiles.TORN:
-                pass
-        # Empty: never written, or plain execo was killed between its truncate and its write.
-        return self._leased()
-
-    def _leased(self) -> set[Any]:
-        """The parameters with a lease: those in progress, should `inprogress` be lost."""
-        keys = set(self._leases())
-        if not keys:
-            return set()
-        return {param for param in self._sweeps if not self._settled(param) and param_key(param) in keys}
-
-    def _write_in_progress(self, params: set[Any]) -> None:
-        """Write `inprogress`, less the parameters settled meanwhile (those an ack left there)."""
-        for param in params - self._where.keys():
-            self._position(param)  # tells whether it is settled
-        kept = params - self._finished
-        self._forget((self._in_progress | params) - kept)
-        params = kept
-        data = pickle.dumps(params, protocol=sweepfiles.PROTOCOL)
-        sweepfiles.swap(self._inprogress_file, data, self._inprogress_temporary)
-        self._in_progress = params
-        self._untidy = False
-
-    def _tidy(self) -> None:
-        """Take the parameters acked here out of `inprogress`, when no take did it since."""
-        if self._untidy:
-            self._write_in_progress(self._in_progress)
 
     def _clean_up(self) -> None:
         """Delete what killed minions left: temporaries, their leases once run out, leases of a parameter
@@ -457,7 +270,7 @@ class ExecoEngine(Engine):
         for entry in os.scandir(self.directory):
             if entry.name.startswith((".inprogress.", ".sweeps.")) and entry.name.endswith(".tmp"):
                 sweepfiles.remove(Path(entry.path))  # written under the lock, which we hold: a leftover
-        keys = {param_key(param) for param in self._in_progress}
+        keys = {param_key(param) for param in self._sweep.in_progress}
         now = self.clock()
         self._prune_leases(now)
         for entry in os.scandir(self._state / "leases"):
@@ -476,12 +289,19 @@ class ExecoEngine(Engine):
         """This minion's lease: every parameter it holds (running, taken ahead, acked but not written)."""
         self._own_lease.write([*self._mine, *self._acked.values()])
 
+    def _leased(self, sweep: SweepState) -> set[Any]:
+        """The parameters with a lease: those in progress, should `inprogress` be lost."""
+        keys = set(self._leases())
+        if not keys:
+            return set()
+        return {param for param in sweep.sweeps if not sweep.settled(param) and param_key(param) in keys}
+
     def _leases(self) -> dict[str, float]:
         """When the lease of each parameter runs out (sweepleases.py)."""
         return sweepleases.expiries(self._leases_dir)
 
     def _prune_leases(self, now: float) -> None:
-        in_progress = {param_key(param) for param in self._in_progress}
+        in_progress = {param_key(param) for param in self._sweep.in_progress}
         sweepleases.prune(self._leases_dir, now, self.lease_seconds, in_progress, keep=self._own_lease.path)
 
     def _lease_expired(self, key: str, now: float, leases: dict[str, float]) -> bool:
@@ -501,27 +321,27 @@ class ExecoEngine(Engine):
         aside after MINION_MAX_ATTEMPTS rather than reclaimed for ever.
         """
         now = self.clock()
-        keys = {param: param_key(param) for param in self._in_progress}
+        keys = {param: param_key(param) for param in self._sweep.in_progress}
         known = set(keys.values())
         self._unleased = {key: end for key, end in self._unleased.items() if key in known}
         leases = self._leases()
         gone = {
             param
             for param, key in keys.items()
-            if self._settled(param) or (key not in self._mine and self._lease_expired(key, now, leases))
+            if self._sweep.settled(param) or (key not in self._mine and self._lease_expired(key, now, leases))
         }
         if gone:
             for param in gone:
-                if self._open(param):
+                if self._sweep.open(param):
                     sweepfiles.append(files["journal"], ("nack", param, "its minion's lease expired"))
-            self._read_journal(files)  # counted now: the parameter may be taken again at once
-            self._write_in_progress(self._in_progress - gone)
+            self._sweep.read_journal(files)  # counted now: the parameter may be taken again at once
+            self._sweep.write_in_progress(self._sweep.in_progress - gone)
             for param in gone:
                 if keys[param] in leases:
                     sweepfiles.remove(self._leases_dir + keys[param])  # an older minionize's, if it is one
                 self._unleased.pop(keys[param], None)
-                if self._open(param):
-                    self._remaining.add(param)
+                if self._sweep.open(param):
+                    self._sweep.remaining.add(param)
                     self._reclaimed.add(param)
         self._prune_leases(now)
 
@@ -548,10 +368,10 @@ class ExecoEngine(Engine):
             return self._kept.give(limit)
         wanted = limit + self._kept.extra()
         with self._locked() as files:
-            if not self._remaining:
+            if not self._sweep.remaining:
                 self._refill(files)
-            if self._remaining:
-                messages = self._take(list(itertools.islice(self._remaining.positions(), wanted)))
+            if self._sweep.remaining:
+                messages = self._take(list(itertools.islice(self._sweep.remaining.positions(), wanted)))
             elif not self._waiting_for_others():
                 return []  # nothing can come back but what this minion runs: no need to wait
             else:
@@ -595,24 +415,24 @@ class ExecoEngine(Engine):
     def _waiting_for_others(self) -> bool:
         """Parameters in progress elsewhere, which may come back (a nack, an expired lease)."""
         mine = set(self._mine.values())
-        return any(self._open_in_progress(param) and param not in mine for param in self._in_progress)
+        return any(self._sweep.open_in_progress(param) and param not in mine for param in self._sweep.in_progress)
 
     def _take(self, positions: list[int]) -> list[Message]:
         """Put the parameters at `positions` in `inprogress` (their leases come next: `_lease`)."""
-        params = [self._sweeps[position] for position in positions]
+        params = [self._sweep.sweeps[position] for position in positions]
         keys = [param_key(param) for param in params]
         for param, position in zip(params, positions, strict=True):
-            self._where[param] = position
+            self._sweep.where[param] = position
         try:
-            self._write_in_progress(self._in_progress | set(params))
+            self._sweep.write_in_progress(self._sweep.in_progress | set(params))
         except OSError:
-            self._forget(set(params) - self._in_progress)
+            self._sweep.forget(set(params) - self._sweep.in_progress)
             raise
         messages = []
         for key, param, position in zip(keys, params, positions, strict=True):
-            self._remaining.discard_at(position)
+            self._sweep.remaining.discard_at(position)
             self._mine[key] = param
-            message = Message(key, param, self._attempts.get(param, 0) + 1)
+            message = Message(key, param, self._sweep.attempts.get(param, 0) + 1)
             message.reclaimed = param in self._reclaimed
             self._reclaimed.discard(param)
             messages.append(message)
@@ -620,7 +440,7 @@ class ExecoEngine(Engine):
 
     def _refill(self, files: dict[str, int]) -> None:
         """Look harder when nothing seems left: a grown sweep, expired leases."""
-        self._load_sweeps()  # a grown sweep: its remaining set is computed afresh
+        self._sweep.load()  # a grown sweep: its remaining set is computed afresh
         now = time.monotonic()
         if now - self._last_reclaim >= _RECLAIM_EVERY:
             self._last_reclaim = now
@@ -630,8 +450,9 @@ class ExecoEngine(Engine):
         with self._locked() as files:
             self._refill(files)
             if not self._mine:
-                self._tidy()
-            return not self._remaining and not self._mine and not any(map(self._open_in_progress, self._in_progress))
+                self._sweep.tidy()
+            sweep = self._sweep
+            return not sweep.remaining and not self._mine and not any(map(sweep.open_in_progress, sweep.in_progress))
 
     def _settle(self, message: Message, event: str, detail: Any = None) -> None:
         """The record (durable), then `inprogress`, then the lease: a fault in between leaves the
@@ -653,11 +474,11 @@ class ExecoEngine(Engine):
                 self._write_held_acks()
             return
         with self._locked() as files:
-            # Read back by the next `_update`, like the records of other minions.
+            # Read back by the next `SweepState.update`, like the records of other minions.
             sweepfiles.append(files["journal"], (event, param, detail))
-            self._write_in_progress(self._in_progress - {param})
-            if event in ("nack", "release") and self._open(param):
-                self._remaining.add(param)
+            self._sweep.write_in_progress(self._sweep.in_progress - {param})
+            if event in ("nack", "release") and self._sweep.open(param):
+                self._sweep.remaining.add(param)
 
     def ack(self, message: Message) -> None:
         self._settle(message, "done")
@@ -676,9 +497,9 @@ class ExecoEngine(Engine):
             (self._state / "leases").mkdir(parents=True, exist_ok=True)
             with self._locked():  # one push at a time: each adds to what is there
                 if (self.directory / "sweeps").is_file():
-                    self._load_sweeps()
+                    self._sweep.load()
                 given = sweepindex.hashable(params)
-                merged = set(self._sweeps)  # first: a parameter there already keeps its pickle (sweepindex)
+                merged = set(self._sweep.sweeps)  # first: a parameter there already keeps its pickle (sweepindex)
                 size = len(merged)
                 merged |= given
                 new = len(merged) - size
@@ -686,7 +507,8 @@ class ExecoEngine(Engine):
                 temporary = self.directory / f".sweeps.{self._tag}.tmp"
                 sweepfiles.replace(self.directory / "sweeps", data, temporary, sync=True)
                 index = self.directory / f".sweeps.{self._tag}.params.tmp"
-                sweepindex.write(self._params_file, index, sweepindex.SweepIndex.of(merged), sweepindex.stamp_of(data))
+                sweepindex.write(self._sweep.params_file, index, sweepindex.SweepIndex.of(merged),
+                                 sweepindex.stamp_of(data))
         except OSError as exc:
             raise _unusable(self.directory, exc) from None
         pushed = Pushed(f"execo sweep {self.directory} ({len(merged)} parameters in the sweep)")
@@ -698,7 +520,7 @@ class ExecoEngine(Engine):
         self.open()
         try:
             with self._locked():
-                failed = dict(self._failed)
+                failed = dict(self._sweep.failed)
         except OSError as exc:
             raise _unusable(self.directory, exc) from None
         text = [p if isinstance(p, str) else json.dumps(p, default=str) for p in failed]
@@ -709,25 +531,25 @@ class ExecoEngine(Engine):
         self.open()
         try:
             with self._locked() as files:
-                failed = list(self._failed)
+                failed = list(self._sweep.failed)
                 for param in failed:
                     sweepfiles.append(files["journal"], ("retry", param, None))
-                self._read_journal(files)
+                self._sweep.read_journal(files)
         except OSError as exc:
             raise _unusable(self.directory, exc) from None
         return len(failed)
 
     def remaining(self) -> Optional[int]:
-        open_ = (param for param in self._in_progress if param not in self._acked)
-        return len(self._remaining) + sum(map(self._open_in_progress, open_))
+        open_ = (param for param in self._sweep.in_progress if param not in self._acked)
+        return len(self._sweep.remaining) + sum(map(self._sweep.open_in_progress, open_))
 
     def close(self) -> None:
         self._give_back(self._kept.take_all())
-        if self._untidy or self._acked:
+        if self._sweep.untidy or self._acked:
             try:
                 with self._locked():
-                    self._tidy()
+                    self._sweep.tidy()
             except OSError:
                 pass  # left to the next minion's reclaim, which drops settled parameters
-        sweepfiles.remove(self._inprogress_temporary)  # what the last exchange left: the `inprogress` before
+        sweepfiles.remove(self._sweep.inprogress_temporary)  # what the last exchange left: the `inprogress` before
         self._own_lease.remove()

@@ -91,8 +91,8 @@ class Fleet:
             # The acks the others have not written yet are in progress for it.
             assert minion.remaining() == len(self.sweep - self.done - self.failed) + len(self.unwritten(but=which))
             # What it keeps for the parameters in progress is no more than they are.
-            assert minion._where.keys() <= minion._in_progress | {m.param for m in held}
-            assert minion._finished <= minion._where.keys()
+            assert minion._sweep.where.keys() <= minion._sweep.in_progress | {m.param for m in held}
+            assert minion._sweep.finished <= minion._sweep.where.keys()
         elif held:
             message = held.pop(count % len(held))
             if action == "ack":
@@ -160,9 +160,9 @@ def test_a_fleet_taking_in_turns_reads_each_parameter_in_progress_from_its_windo
     fleet = Fleet(tmp_path / "sweep", 400)
     lookups = []
     for minion in fleet.minions:
-        index = minion._sweeps
+        index = minion._sweep.sweeps
         original = index.position
-        minion._sweeps.position = lambda param, original=original: lookups.append(param) or original(param)  # type: ignore[method-assign]
+        index.position = lambda param, original=original: lookups.append(param) or original(param)  # type: ignore[method-assign]
     for _ in range(60):
         for which in range(MINIONS):
             if fleet.held[which]:
