@@ -52,9 +52,9 @@ def _drop(engine: str, name: str) -> None:
 
         drop_keys(f"{name}*")
     elif engine == "amqp":
-        from throughput import _delete_queues
+        from throughput import delete_queues
 
-        _delete_queues(name, f"{name}.dead", f"{name}.in-flight")
+        delete_queues(name, f"{name}.dead", f"{name}.in-flight")
     elif engine == "postgres":
         from throughput import _drop_table
 

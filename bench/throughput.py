@@ -104,7 +104,7 @@ def redis_contenders(work: Path, count: int) -> dict[str, Measure]:
 # -- RabbitMQ ------------------------------------------------------------------------
 
 
-def _fill_queue(queue: str, count: int, queue_type: str) -> None:
+def fill_queue(queue: str, count: int, queue_type: str) -> None:
     """Declare the queues as minionize does, publish persistent messages, wait until all are in."""
     import pika
 
@@ -126,7 +126,7 @@ def _fill_queue(queue: str, count: int, queue_type: str) -> None:
     connection.close()
 
 
-def _delete_queues(*queues: str) -> None:
+def delete_queues(*queues: str) -> None:
     import pika
 
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
@@ -139,13 +139,13 @@ def _delete_queues(*queues: str) -> None:
 def amqp_contenders(work: Path, count: int) -> dict[str, Measure]:
     def on_queue(kind: str, queue_type: str, **more: str) -> Measure:
         def measure(name: str) -> float:
-            _fill_queue(name, count, queue_type)
+            fill_queue(name, count, queue_type)
             try:
                 extra = {"MINION_ENGINE": "amqp", "AMQP_URL": AMQP_URL, "AMQP_QUEUE": name,
                          "AMQP_QUEUE_TYPE": queue_type, **more}
                 return _rate(launch([([kind, name, str(count)], env(**extra))], work), count)
             finally:
-                _delete_queues(name, f"{name}.dead", f"{name}.in-flight")
+                delete_queues(name, f"{name}.dead", f"{name}.in-flight")
 
         return measure
 
@@ -153,7 +153,7 @@ def amqp_contenders(work: Path, count: int) -> dict[str, Measure]:
         try:
             return _rate(launch([(["dramatiq-amqp", name, str(count)], env())], work), count)
         finally:
-            _delete_queues(name, f"{name}.DQ", f"{name}.XQ")
+            delete_queues(name, f"{name}.DQ", f"{name}.XQ")
 
     return {"bare": on_queue("amqp-bare", "classic"), "batch": on_queue("amqp-batch", "classic"),
             "minionize": on_queue("minion", "classic"), "dramatiq": dramatiq,
