@@ -19,12 +19,13 @@ Environment
         reserved for a minion that stopped renewing it.
     EXECO_TAKE_AHEAD (seconds, default 0.05; 0: off): when runs are this
         short, a minion takes, with the parameters its free slots ask for,
-        as many more as its slots finish in that time (32 at most), and
-        writes its acks together at its next take: one lock of the sweep
-        for several parameters (see minionize/engines/takeahead.py). A
-        run of this length or longer is taken one per free slot, its ack
-        written at once: a minion never holds work that another one could
-        start sooner.
+        as many more as its slots finish in that time and in the time it
+        waits for the sweep's lock (32 at most), and writes its acks
+        together at its next take: one lock of the sweep for several
+        parameters (see minionize/engines/takeahead.py). A run of this
+        length (plus that wait) or longer is taken one per free slot, its
+        ack written at once: a minion never holds work that another one
+        could start sooner.
 
 Ack and nack
     Ack marks the parameter done (execo's `done`). Nack takes it out of
@@ -225,7 +226,9 @@ class ExecoEngine(Engine):
             try:
                 asked = time.perf_counter()
                 fcntl.lockf(done, fcntl.LOCK_EX)  # released by the close
-                self.lock_wait += time.perf_counter() - asked
+                waited = time.perf_counter() - asked
+                self.lock_wait += waited
+                self._kept.waited(waited)
                 if not full:
                     self._sweep.scan_done(done)
                     acked = self._write_acks(done)

@@ -65,6 +65,24 @@ def test_the_pace_takes_ahead_only_what_the_slots_finish_within_the_window() -> 
     assert paced(0.01, window=0).extra() == 0  # EXECO_TAKE_AHEAD=0
 
 
+def test_a_busy_lock_lengthens_the_horizon_so_that_the_slots_do_not_run_dry_while_waiting() -> None:
+    pace = paced(0.01)
+    for _ in range(50):
+        pace.waited(0.08)  # a fleet of 128 on two cores: 70 ms and more per lock
+    assert pace.extra() == 12  # (0.05 + 0.08) s of 10 ms runs, less what the smoothing has not reached
+    assert paced(0.1).extra() == 0  # no wait: a run longer than the window is not taken ahead
+    slow = paced(0.1)
+    for _ in range(50):
+        slow.waited(0.5)
+    assert slow.extra() == 5  # others wait half a second for the lock: they could not start it sooner
+    hour = paced(3600)
+    hour.waited(0.5)
+    assert hour.extra() == 0  # never a long run
+    for _ in range(100):
+        pace.waited(0.0)
+    assert pace.extra() == 5  # the lock is free again: the window alone
+
+
 def test_a_release_does_not_pace_and_the_pace_follows_the_runs() -> None:
     pace = paced(0.01)
     clock = pace.clock
@@ -115,6 +133,18 @@ def test_after_a_short_run_one_take_writes_the_next_ones_and_they_come_without_t
     handed = [second] + [minion.next(0) for _ in range(takeahead.MOST)]
     assert {m.param for m in handed if m is not None} == ahead
     assert not writes and not locks  # neither written nor locked again
+
+
+def test_the_time_a_take_waits_for_the_sweeps_lock_reaches_the_pace(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", range(10))
+    minion = opened(d)
+    hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'r+b'); fcntl.lockf(f, fcntl.LOCK_EX); "
+            "print(1, flush=True); time.sleep(1)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(d / "done")], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline()  # another minion holds the lock
+    assert minion.next(0) is not None
+    holder.wait(timeout=30)
+    assert minion._kept._wait > 0.05  # smoothed: a fifth of the wait, here most of a second
 
 
 def test_short_runs_acks_are_written_with_the_next_lock_one_sync_for_several(
