@@ -97,6 +97,9 @@ class ReportReader:
             if not entry.name.endswith(".jsonl"):
                 continue
             seen.add(entry.name)
+            if not entry.is_file():  # a FIFO would block the read, a device never end it
+                problems.append(f"{entry.name}: not a regular file: skipped")
+                continue
             try:
                 found, bad = self._read(entry)
             except OSError as exc:

@@ -166,6 +166,9 @@ def read_directory(directory: Path) -> tuple[Tally, list[str]]:
     with os.scandir(directory) as scan:
         entries = sorted((e for e in scan if e.name.endswith(".jsonl")), key=lambda e: e.name)
     for entry in entries:
+        if not entry.is_file():  # a FIFO would block the read, a device never end it
+            problems.append(f"{entry.name}: not a regular file: skipped")
+            continue
         try:
             stat = entry.stat()
             part, bad = read_report(Path(entry.path), stat.st_ino, stat.st_size)

@@ -396,3 +396,16 @@ def test_console_in_a_terminal(fleet: Path, tmp_path: Path) -> None:
     # placed around the module's import): any duration, but a duration.
     queue = next((line for line in lines if line.startswith("remaining:")), screen)
     assert re.fullmatch(r"remaining: 10 \(reported by node-1-100-aaaaaa, .*\); ETA: [\d.]+[dhms]\w* .*", queue), queue
+
+
+def test_a_fifo_or_a_device_named_like_a_report_is_skipped_never_read(fleet: Path, tmp_path: Path) -> None:
+    # A FIFO would block the read for ever, /dev/zero would never end it.
+    os.mkfifo(fleet / "pipe.jsonl")
+    (fleet / "zero.jsonl").symlink_to("/dev/zero")
+    done = minion_status("--dir", str(fleet), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["totals"]["done"] == 6  # the real reports, read whole
+    assert "pipe.jsonl: not a regular file: skipped" in done.stderr
+    assert "zero.jsonl: not a regular file: skipped" in done.stderr
+    records, problems = status.load_records(fleet)  # what mtop reads, frame after frame
+    assert len(problems) == 2 and records
