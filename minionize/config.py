@@ -305,9 +305,13 @@ def load_environment(
     if dotenv_path.is_file():
         from dotenv import dotenv_values
 
-        for key, value in dotenv_values(dotenv_path).items():
+        try:
+            values = dotenv_values(dotenv_path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(dotenv_path), None, f"could not read it ({exc})") from None
+        for key, value in values.items():
             if value is not None:
-                environ.setdefault(key, value)
+                _set_default(environ, dotenv_path, key, value)
     config_path = Path(environ.get("MINION_CONFIG") or cwd / CONFIG_FILE)
     if not config_path.is_file():
         if environ.get("MINION_CONFIG"):
@@ -315,10 +319,19 @@ def load_environment(
         return ()
     data = _read_yaml(config_path)
     for key, value in (data.get("env") or {}).items():
-        environ.setdefault(str(key), _yaml_scalar(config_path, key, value))
+        _set_default(environ, config_path, str(key), _yaml_scalar(config_path, key, value))
     if data.get("args") is not None:
         environ.setdefault("MINION_ARGS", str(data["args"]))
     return _yaml_command(config_path, data.get("command"))
+
+
+def _set_default(environ: MutableMapping[str, str], path: Path, key: str, value: str) -> None:
+    """`environ.setdefault(key, value)`, where what no environment can hold (a NUL, a name with `=`) is
+    an error of the file that says it."""
+    try:
+        environ.setdefault(key, value)
+    except ValueError as exc:  # os.environ refuses it
+        raise ConfigError(f"{path}: {key!r}", value, f"no environment variable can hold it ({exc})") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

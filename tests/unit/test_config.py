@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,22 @@ def test_failed_exit_code_setting() -> None:
     for value in ("256", "-1", "x"):
         with pytest.raises(ConfigError, match="^MINION_FAILED_EXIT_CODE=.*expected a whole number from 0 to 255"):
             config.Settings.from_env({"MINION_FAILED_EXIT_CODE": value})
+
+
+def test_a_dotenv_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"\xff\xfe=1\n")
+    with pytest.raises(ConfigError, match=r"\.env=\(unset\): could not read it \('utf-8' codec"):
+        config.load_environment({}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [('MINIONIZE_TEST_NUL: "a\\0b"', "embedded null byte"), ('"MINIONIZE_TEST=EQ": x', "illegal environment")],
+    ids=["a NUL in a value", "= in a name"],
+)
+def test_what_no_environment_can_hold_is_an_error_of_the_file_that_says_it(tmp_path: Path, env: str,
+                                                                         message: str) -> None:
+    (tmp_path / ".minionize.yml").write_text(f"command: echo\nenv:\n  {env}\n")
+    with pytest.raises(ConfigError, match=f"no environment variable can hold it \\({message}"):
+        config.load_environment(os.environ, tmp_path)  # os.environ: what refuses them
+    assert not any(name.startswith("MINIONIZE_TEST") for name in os.environ)
