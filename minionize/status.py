@@ -287,9 +287,14 @@ def _matplotlib_missing() -> bool:
 # -- command line ------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+#: The most minutes --buckets shows: a week (each is a line, and a bucket in memory).
+MOST_BUCKETS = 7 * 24 * 60
+
+
+def _buckets(text: str) -> int:
+    if not text.isdigit() or len(text) > 6 or not 1 <= int(text) <= MOST_BUCKETS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MOST_BUCKETS} (a week of "
+                                         f"minutes), not {text[:20]!r}")
     return int(text)
 
 
@@ -299,7 +304,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--dir", help=f"the report directory (default: REPORTER_JSON_DIRECTORY "
                                       f"or {DEFAULT_DIRECTORY})")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.add_argument("--buckets", type=_positive, default=10, metavar="N",
+    parser.add_argument("--buckets", type=_buckets, default=10, metavar="N",
                         help="show the throughput of the last N minutes (default 10)")
     parser.add_argument("--plot", metavar="FILE.png", type=Path,
                         help=f"also draw throughput and run durations over time ({PLOT_EXTRA})")

@@ -409,3 +409,18 @@ def test_a_fifo_or_a_device_named_like_a_report_is_skipped_never_read(fleet: Pat
     assert "zero.jsonl: not a regular file: skipped" in done.stderr
     records, problems = status.load_records(fleet)  # what mtop reads, frame after frame
     assert len(problems) == 2 and records
+
+
+@pytest.mark.parametrize("buckets", ["0", "-1", "abc", "10081", "1000000000", "9" * 5000])
+def test_buckets_out_of_range_are_refused_before_anything_is_read(fleet: Path, tmp_path: Path, buckets: str) -> None:
+    # A billion would have been a billion buckets in memory (20 GB and more), and as many lines.
+    done = minion_status("--dir", str(fleet), "--buckets", buckets, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--buckets: expected a whole number from 1 to 10080 (a week of minutes)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_week_of_buckets_is_shown(fleet: Path, tmp_path: Path) -> None:
+    done = minion_status("--dir", str(fleet), "--json", "--buckets", "10080", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["throughput"]["buckets"]) == 10080
