@@ -300,18 +300,8 @@ def load_environment(
     client libraries (which read e.g. PUBSUB_EMULATOR_HOST themselves) see the
     same values as minionize.
     """
-    cwd = cwd or Path.cwd()
-    dotenv_path = cwd / ".env"
-    if dotenv_path.is_file():
-        from dotenv import dotenv_values
-
-        try:
-            values = dotenv_values(dotenv_path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(str(dotenv_path), None, f"could not read it ({exc})") from None
-        for key, value in values.items():
-            if value is not None:
-                _set_default(environ, dotenv_path, key, value)
+    cwd = cwd or _working_directory()
+    _read_dotenv(environ, cwd / ".env")
     config_path = Path(environ.get("MINION_CONFIG") or cwd / CONFIG_FILE)
     if not config_path.is_file():
         if environ.get("MINION_CONFIG"):
@@ -323,6 +313,29 @@ def load_environment(
     if data.get("args") is not None:
         environ.setdefault("MINION_ARGS", str(data["args"]))
     return _yaml_command(config_path, data.get("command"))
+
+
+def _working_directory() -> Path:
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise ConfigError("the working directory", None, "it no longer exists (deleted since the shell "
+                          "entered it): cd to one that does") from None
+
+
+def _read_dotenv(environ: MutableMapping[str, str], path: Path) -> None:
+    """Merge `.env` (python-dotenv's syntax) into `environ`, without overriding it."""
+    if not path.is_file():
+        return
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), None, f"could not read it ({exc})") from None
+    for key, value in values.items():
+        if value is not None:
+            _set_default(environ, path, key, value)
 
 
 def _set_default(environ: MutableMapping[str, str], path: Path, key: str, value: str) -> None:

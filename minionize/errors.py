@@ -14,6 +14,9 @@ class ConfigError(MinionizeError):
         self.variable = variable
         self.value = value
         self.accepted = accepted
+        if value is None and not variable.replace("_", "").replace("-", "").isalnum():
+            super().__init__(f"{variable}: {accepted}")  # a file, a place: not a setting left unset
+            return
         shown = "(unset)" if value is None else repr(value)
         super().__init__(f"{variable}={shown}: {accepted}")
 

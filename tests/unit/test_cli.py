@@ -557,3 +557,17 @@ def test_a_misspelled_variable_gets_a_warning_with_the_close_match(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "MINION_CONCURENCY is not a minionize variable (ignored): did you mean MINION_CONCURRENCY?" in result.stderr
     assert "MINION_ENGINE is not" not in result.stderr and "FILE_PATH is not" not in result.stderr
+
+
+@pytest.mark.parametrize("module", ["minionize", "minionize.push", "minionize.status"])
+def test_a_working_directory_deleted_under_the_shell_is_one_line_not_a_traceback(tmp_path: Path,
+                                                                                 module: str) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "$0" -m {module} "$@"'
+    args = ["true"] if module == "minionize" else ["1"] if module == "minionize.push" else []
+    done = subprocess.run(["sh", "-c", script, sys.executable, *args], env=minion_env(MINION_ENGINE="file"),
+                          input="1\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.endswith("the working directory: it no longer exists (deleted since the shell entered "
+                                "it): cd to one that does\n") and "Traceback" not in done.stderr

@@ -197,7 +197,7 @@ def test_failed_exit_code_setting() -> None:
 
 def test_a_dotenv_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / ".env").write_bytes(b"\xff\xfe=1\n")
-    with pytest.raises(ConfigError, match=r"\.env=\(unset\): could not read it \('utf-8' codec"):
+    with pytest.raises(ConfigError, match=r"\.env: could not read it \('utf-8' codec"):
         config.load_environment({}, tmp_path)
 
 
