@@ -105,7 +105,9 @@ class Killer(Tick):
             busy = [minion for minion in working if children(minion.pid)]
             self.runs += fleet.kill_one(self.rng, busy or working)
             self.kills += 1
-        self.next = time.monotonic() + self.every
+        # Until a kill has hit a run (its run may end as the kill comes), the next comes four times sooner:
+        # a storm of a few seconds had two kills, and both missed one run in ten.
+        self.next = time.monotonic() + (self.every if self.runs else self.every / 4)
 
     def measures(self) -> dict[str, float]:
         return {"kills": self.kills, "runs_killed": self.runs, "kill_every": self.every}
