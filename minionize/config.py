@@ -353,12 +353,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     where = str(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(where, None, f"could not read it as YAML ({reason})") from None
     except RecursionError:
         raise ConfigError(where, None, "could not read it as YAML (nested too deeply)") from None
-    except (ValueError, TypeError) as exc:  # PyYAML's constructors on odd documents (a mapping as a key)
+    # ValueError, TypeError: PyYAML's constructors on odd documents (a mapping as a key).
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(where, None, f"could not read it as YAML ({reason})") from None
     if data is None:

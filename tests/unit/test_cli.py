@@ -173,17 +173,18 @@ class SlowOpen(MemoryEngine):
 """
 
 
-def _starting(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+def _starting(tmp_path: Path) -> subprocess.Popen[str]:
+    """A minion inside its engine's open()."""
     (tmp_path / "slowopen.py").write_text(_SLOW_OPEN)
     opening = tmp_path / "opening"
     minion = spawn(tmp_path, "echo", "ran", MINION_ENGINE="slowopen:SlowOpen", MEMORY_PARAMS="[1, 2]",
                    OPENING=str(opening), PYTHONPATH=str(tmp_path))
     wait_for(opening.exists)
-    return minion, opening
+    return minion
 
 
 def test_a_stop_while_starting_is_a_warm_stop_before_anything_is_taken(tmp_path: Path) -> None:
-    minion, _ = _starting(tmp_path)
+    minion = _starting(tmp_path)
     minion.send_signal(signal.SIGINT)
     out, err = minion.communicate(timeout=30)
     assert minion.returncode == 0, err
@@ -192,7 +193,7 @@ def test_a_stop_while_starting_is_a_warm_stop_before_anything_is_taken(tmp_path:
 
 
 def test_a_second_stop_while_starting_is_a_cold_stop_never_a_traceback(tmp_path: Path) -> None:
-    minion, _ = _starting(tmp_path)
+    minion = _starting(tmp_path)
     minion.send_signal(signal.SIGINT)
     time.sleep(0.2)
     minion.send_signal(signal.SIGTERM)
