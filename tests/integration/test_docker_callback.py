@@ -6,6 +6,7 @@ each test can show its containers were removed, and clean up if they were not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from docker.errors import NotFound
 
 from minionize.callbacks.base import RunContext
 from minionize.callbacks.docker import STOP_TIMEOUT, DockerCallback
@@ -41,8 +43,28 @@ def labels(docker_client: Any) -> Iterator[dict[str, str]]:
 
 
 def _containers(client: Any, labels: dict[str, str]) -> list[Any]:
+    """The containers of the test. The engine lists a container that is still being created, and
+    answers 404 to an inspect of it (moby/moby#44512): the list has none of those."""
     filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-    return list(client.containers.list(all=True, filters=filters))
+    return list(client.containers.list(all=True, filters=filters, ignore_removed=True))
+
+
+def test_the_listing_of_a_tests_containers_bears_their_churn(docker_client: Any, labels: dict[str, str]) -> None:
+    """The helper the tests wait and check with, while containers come and go (it used to raise NotFound)."""
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            docker_client.containers.create(IMAGE, ["true"], labels=labels, network_mode="host").remove(force=True)
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        for _ in range(200):
+            _containers(docker_client, labels)
+    finally:
+        stop.set()
+        churner.join(30)
 
 
 def _run(callback: DockerCallback, param: Param, context: Optional[RunContext] = None) -> Outcome:
@@ -137,8 +159,10 @@ def test_a_stop_of_the_minion_interrupts_the_container(
 def _wait_for_output(client: Any, labels: dict[str, str], text: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if any(text in c.logs().decode() for c in _containers(client, labels)):
-            return
+        for container in _containers(client, labels):
+            with contextlib.suppress(NotFound):  # removed since it was listed
+                if text in container.logs().decode():
+                    return
         time.sleep(0.05)
     raise AssertionError(f"no container of {labels} printed {text!r}")
 

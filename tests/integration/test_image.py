@@ -117,7 +117,7 @@ def tc(images: Images, docker_client: Any, monkeypatch: pytest.MonkeyPatch) -> I
     labels = {"minionize-test": uuid.uuid4().hex}
     yield replace(images, labels=labels)
     filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-    for container in docker_client.containers.list(all=True, filters=filters):
+    for container in docker_client.containers.list(all=True, filters=filters, ignore_removed=True):
         container.remove(force=True)
 
 
