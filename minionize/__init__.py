@@ -13,19 +13,48 @@ Nothing here imports a broker client: engines are loaded when chosen.
 
 from __future__ import annotations
 
-from .callbacks.base import Callback, RunContext
-from .callbacks.function import FuncCallback
-from .callbacks.process import ProcessCallback
-from .message import Message, Outcome, Param, Status
-from .minion import Minion, minion, minionizer
+import importlib
+from typing import TYPE_CHECKING
 
 # As in pyproject.toml (a static copy: the image's dependency stage builds
 # pyproject.toml over an empty package). Above the original minionize's last
 # release on PyPI, 0.3.4: this is its next major step.
 __version__ = "1.0.0"
 
-#: The roadmap's `@minionize` decorator, under the name the README uses.
-minionize = minion
+if TYPE_CHECKING:  # the names as the type checkers see them ("X as X": re-exported)
+    from .assembly import Minion as Minion
+    from .assembly import minion as minion
+    from .assembly import minion as minionize
+    from .assembly import minionizer as minionizer
+    from .callbacks.base import Callback as Callback
+    from .callbacks.base import RunContext as RunContext
+    from .callbacks.docker import DockerCallback as DockerCallback
+    from .callbacks.function import FuncCallback as FuncCallback
+    from .callbacks.process import ProcessCallback as ProcessCallback
+    from .message import Message as Message
+    from .message import Outcome as Outcome
+    from .message import Param as Param
+    from .message import Status as Status
+
+#: Where each name of the API lives, imported at its first use: `import minionize` is cheap, so
+#: that the commands handle a Ctrl-C from their first line (minionize/boot.py), and the docker
+#: SDK is imported only by those who ask for DockerCallback. `minionize` is the roadmap's
+#: `@minionize` decorator, under the name the README uses.
+_API = {
+    "Callback": ("callbacks.base", "Callback"),
+    "RunContext": ("callbacks.base", "RunContext"),
+    "DockerCallback": ("callbacks", "DockerCallback"),  # MissingExtra without the docker SDK
+    "FuncCallback": ("callbacks.function", "FuncCallback"),
+    "ProcessCallback": ("callbacks.process", "ProcessCallback"),
+    "Message": ("message", "Message"),
+    "Outcome": ("message", "Outcome"),
+    "Param": ("message", "Param"),
+    "Status": ("message", "Status"),
+    "Minion": ("assembly", "Minion"),
+    "minion": ("assembly", "minion"),
+    "minionize": ("assembly", "minion"),
+    "minionizer": ("assembly", "minionizer"),
+}
 
 __all__ = [
     "Callback",
@@ -45,9 +74,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The docker SDK is imported only by those who ask for DockerCallback.
-    if name == "DockerCallback":
-        from .callbacks import DockerCallback
+    try:
+        module, attribute = _API[name]
+    except KeyError:
+        raise AttributeError(f"module 'minionize' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value
+    return value
 
-        return DockerCallback
-    raise AttributeError(f"module 'minionize' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from .boot import minionize
 
-sys.exit(main())
+sys.exit(minionize())

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__, config, exitcodes
+from .assembly import assemble, configure_logging, exit_code_of, say_error
 from .callbacks.child import which
 from .callbacks.process import ProcessCallback
 from .config import Settings
+from .earlystop import StoppedStarting, early_stops
 from .errors import ConfigError, MinionizeError
 from .init import become_init
-from .minion import assemble, configure_logging, exit_code_of, say_error
 from .spelling import misspellings
-from .stopping import StoppedStarting, early_stops
 
 USAGE = """\
 usage: minionize [FLAGS] [--] CMD [ARGS...]

@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 from . import __version__, config, exitcodes, jsontext
+from .assembly import build_engine, exit_code_of
 from .engines.base import Pushed, encode
 from .errors import ConfigError, MinionizeError
 from .excerpt import safe_text
-from .minion import build_engine, exit_code_of
 
 
 def _value(text: str, raw: bool) -> Any:

@@ -317,7 +317,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def _failed(as_json: bool) -> int:
     """`--failed`: what the engine's dead-letter place holds, one line each (parameter, tab, reason)."""
     from . import config
-    from .minion import build_engine, exit_code_of
+    from .assembly import build_engine, exit_code_of
 
     try:
         engine = build_engine(config.load())

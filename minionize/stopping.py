@@ -13,76 +13,20 @@ does the rest.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import exitcodes
+from .earlystop import STOP_SIGNALS, caught, take
 from .guard import KILL_AFTER
 from .message import Outcome
 from .slots import Run, Slots
 
 log = logging.getLogger("minionize")
-
-#: The signals that ask for a stop: the first a warm one, the second a cold one.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-#: The stop signals that came while the minion was starting (see `early_stops`).
-_EARLY: list[int] = []
-
-
-class StoppedStarting(BaseException):
-    """A second stop signal while the minion was starting: a cold stop before anything was taken.
-
-    A BaseException, as KeyboardInterrupt: no `except Exception` on the way
-    (an engine's connection retries) swallows it.
-    """
-
-    def __init__(self, signals: list[int]) -> None:
-        super().__init__(signals)
-        self.signals = list(signals)
-
-    def __str__(self) -> str:
-        names = ", then ".join(signal.Signals(signum).name for signum in self.signals)
-        return f"cold stop while starting ({names}): nothing was taken"
-
-
-def _caught(signum: int) -> bool:
-    """Whether this process may handle `signum`: not when it was started with the signal ignored.
-
-    `nohup` ignores SIGHUP, a shell ignores SIGINT in the jobs it puts in the
-    background: those say "do not stop on it", and the minion does not.
-    """
-    return signal.getsignal(signum) is not signal.SIG_IGN
-
-
-def _record_early(signum: int, frame: object) -> None:
-    _EARLY.append(signum)
-    if len(_EARLY) > 1:
-        raise StoppedStarting(_EARLY)
-
-
-@contextlib.contextmanager
-def early_stops() -> Iterator[None]:
-    """While the `minionize` command starts (engine, callback), a stop signal is recorded, never a
-    traceback: the first is a warm stop that the minion's loop obeys before taking anything (see
-    StopRequest.install), the second raises StoppedStarting. The handlers are put back at the end."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _EARLY.clear()
-    previous = {signum: signal.signal(signum, _record_early) for signum in STOP_SIGNALS if _caught(signum)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        _EARLY.clear()
 
 
 @dataclass
@@ -118,10 +62,9 @@ class StopRequest:
         if threading.current_thread() is not threading.main_thread():
             return {}  # embedded in a thread: the host program owns signals
         drain = [self.drain_signal] if self.drain_signal else []
-        handled = [signum for signum in (*STOP_SIGNALS, *drain) if _caught(signum)]
+        handled = [signum for signum in (*STOP_SIGNALS, *drain) if caught(signum)]
         previous = {signum: signal.signal(signum, self.ask) for signum in handled}
-        self.signals.extend(_EARLY)  # what came while starting: a stop before anything is taken
-        _EARLY.clear()
+        self.signals.extend(take())  # what came while starting: a stop before anything is taken
         return previous
 
     @staticmethod

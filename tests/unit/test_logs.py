@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minionize import FuncCallback
+from minionize.assembly import configure_logging
 from minionize.config import Settings
 from minionize.engines.memory import MemoryEngine
 from minionize.logs import FIELDS, JsonFormatter, MinionFields, dumps, run_extra
-from minionize.minion import configure_logging
 from minionize.worker import Worker
 from tests.conftest import ROOT
 

@@ -1,0 +1,54 @@
+"""The commands' entry points: a stop signal while a command imports the rest of minionize is
+handled as once it runs, never a traceback (on NFS that import alone may take seconds).
+
+Only earlystop is imported before the handlers are in place (the package's
+__init__ imports nothing either). `minionize` records the signal: the first
+is a warm stop obeyed before anything is taken, a second a cold stop (see
+minionize/earlystop.py). minion-push and minion-status end with exit 130 and
+one line, as a Ctrl-C does once they run; mtop quits, as Ctrl-C makes it do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable
+
+from .earlystop import StoppedStarting, early_stops
+
+#: exitcodes.COLD_STOP and exitcodes.INTERRUPTED, not imported: nothing else comes first.
+_COLD_STOP = _INTERRUPTED = 130
+
+
+def minionize() -> int:
+    with early_stops():
+        try:
+            from .cli import main
+
+            return main()
+        except StoppedStarting as stopped:
+            print(f"minionize: {stopped}", file=sys.stderr)
+            return _COLD_STOP
+
+
+def minion_push() -> int:
+    return _run("minionize.push", "minion-push: interrupted, before anything was queued")
+
+
+def minion_status() -> int:
+    return _run("minionize.status", "minion-status: interrupted")
+
+
+def mtop() -> int:
+    return _run("minionize.mtop", None)
+
+
+def _run(module: str, interrupted: str | None) -> int:
+    try:
+        main: Callable[[], int] = importlib.import_module(module).main
+    except KeyboardInterrupt:
+        if interrupted is None:
+            return 0
+        print(interrupted, file=sys.stderr)
+        return _INTERRUPTED
+    return main()
