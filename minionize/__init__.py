@@ -74,10 +74,16 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    try:
-        module, attribute = _API[name]
-    except KeyError:
+    if name not in _API:
+        # A submodule (`import minionize` then `minionize.engines.base.Engine`), as when
+        # this package imported its API eagerly.
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
         raise AttributeError(f"module 'minionize' has no attribute {name!r}") from None
+    module, attribute = _API[name]
     value = getattr(importlib.import_module(f".{module}", __name__), attribute)
     globals()[name] = value
     return value

@@ -111,3 +111,10 @@ def test_the_api_names_are_all_there_lazily() -> None:
     assert set(minionize.__all__) <= set(dir(minionize))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         minionize.nothing  # noqa: B018
+
+
+def test_a_submodule_is_there_after_import_minionize_alone() -> None:
+    code = "import minionize\nprint(minionize.engines.base.Engine.__name__, minionize.callbacks.base.Callback.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], env=minion_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["Engine", "Callback"], done.stderr
