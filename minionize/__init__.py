@@ -14,6 +14,7 @@ Nothing here imports a broker client: engines are loaded when chosen.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 # As in pyproject.toml (a static copy: the image's dependency stage builds
@@ -56,9 +57,9 @@ _API = {
     "minionizer": ("assembly", "minionizer"),
 }
 
+#: `from minionize import *`: everything but DockerCallback, which needs the docker extra.
 __all__ = [
     "Callback",
-    "DockerCallback",
     "FuncCallback",
     "Message",
     "Minion",
@@ -75,8 +76,11 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name not in _API:
-        # A submodule (`import minionize` then `minionize.engines.base.Engine`), as when
-        # this package imported its API eagerly.
+        # A submodule (`import minionize` then `minionize.engines.base.Engine`), as when this
+        # package imported its API eagerly; never a private or special name (`__main__` runs
+        # the command line, `__path__` and others are asked for by tools).
+        if name.startswith("_"):
+            raise AttributeError(f"module 'minionize' has no attribute {name!r}")
         try:
             return importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
@@ -90,4 +94,8 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_API})
+    # DockerCallback only with the docker SDK: help(minionize) gets every name it lists.
+    names = {*globals(), *_API}
+    if importlib.util.find_spec("docker") is None:
+        names.discard("DockerCallback")
+    return sorted(names)

@@ -104,7 +104,7 @@ def test_the_entry_points_import_nothing_of_minionize_before_their_handlers() ->
 
 
 def test_the_api_names_are_all_there_lazily() -> None:
-    assert sorted(minionize.__all__) == sorted(minionize._API)
+    assert sorted([*minionize.__all__, "DockerCallback"]) == sorted(minionize._API)
     for name in minionize.__all__:
         assert getattr(minionize, name) is not None
     assert minionize.minionize is minionize.minion
@@ -118,3 +118,21 @@ def test_a_submodule_is_there_after_import_minionize_alone() -> None:
     done = subprocess.run([sys.executable, "-c", code], env=minion_env(), capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.split() == ["Engine", "Callback"], done.stderr
+
+
+def test_a_special_name_is_never_taken_for_a_submodule() -> None:
+    # minionize/__main__.py runs the command line: asking whether it is there must not.
+    assert getattr(minionize, "__main__", None) is None
+    assert not hasattr(minionize, "_nothing")
+
+
+def test_help_and_star_import_work_without_the_docker_extra() -> None:
+    code = ("import sys, pydoc\n"
+            "sys.modules['docker'] = None  # the default install has no docker SDK\n"
+            "import minionize\n"
+            "pydoc.render_doc(minionize)\n"
+            "from minionize import *\n"
+            "print(minionizer.__name__, 'DockerCallback' in dir(minionize))")
+    done = subprocess.run([sys.executable, "-c", code], env=minion_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["minionizer", "False"], done.stderr
