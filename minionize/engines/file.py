@@ -12,6 +12,9 @@ Environment
         document (JSON lines).
     FILE_DEAD_LETTER (path, default none): failed parameters are appended
         there, one raw line each, so that the file can be fed back later.
+        Checked at start: a file the minion can append to (created if
+        missing), and not FILE_PATH itself (exit 2 otherwise). A line that
+        cannot be appended later (a full disk) goes to the log, whole.
 
 Ack and nack
     Ack forgets the line. Nack queues it again in this minion (a file has no
@@ -32,6 +35,7 @@ Caveats
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import stat
@@ -44,6 +48,8 @@ from ..message import Message
 from .base import DECODERS, DeadLetter, Engine, decode_into, encode, raw_text
 from .kit import Setting, read_settings
 
+log = logging.getLogger("minionize")
+
 _CHUNK = 1 << 16
 
 
@@ -53,7 +59,7 @@ class FileEngine(Engine):
     settings = (
         Setting("FILE_PATH", "path", "default: standard input"),
         Setting("FILE_DECODER", "choice", "json: one JSON document per line", default="identity", choices=DECODERS),
-        Setting("FILE_DEAD_LETTER", "path", "failed parameters are appended there"),
+        Setting("FILE_DEAD_LETTER", "path", "failed parameters are appended there (not FILE_PATH)"),
     )
     any_thread = True
     input_ends = tells_drained = True  # end of file
@@ -84,6 +90,7 @@ class FileEngine(Engine):
     def open(self) -> None:
         if self.path is None:
             self._fd = 0  # standard input, even when sys.stdin was replaced
+            self._check_dead_letter()
             return
         try:
             if not stat.S_ISREG(os.stat(self.path).st_mode):
@@ -97,6 +104,22 @@ class FileEngine(Engine):
         except OSError as exc:
             raise QueueUnreachable(f"cannot read FILE_PATH={self.path}: {exc.strerror}") from None
         self._fd = self._file.fileno()
+        self._check_dead_letter()
+
+    def _check_dead_letter(self) -> None:
+        """FILE_DEAD_LETTER can be appended to, and is not the file read: else every failure would be lost
+        (a file has no broker to redeliver its lines), or read again for ever."""
+        if not self.dead_letter:
+            return
+        try:
+            with open(self.dead_letter, "ab") as out:
+                same = self._file is not None and os.path.samestat(os.fstat(out.fileno()), os.fstat(self._fd))
+        except OSError as exc:
+            raise ConfigError("FILE_DEAD_LETTER", self.dead_letter,
+                              f"a file this minion can append to ({exc.strerror})") from None
+        if same:
+            raise ConfigError("FILE_DEAD_LETTER", self.dead_letter,
+                              "a file other than FILE_PATH (failed lines would be read again)")
 
     def describe(self) -> str:
         return f"file {self.path or 'stdin'} ({self.decoder})"
@@ -169,9 +192,16 @@ class FileEngine(Engine):
 
     def fail(self, message: Message, reason: str) -> None:
         self._in_flight.discard(message.id)
-        if self.dead_letter:
+        if not self.dead_letter:
+            return
+        try:
             with open(self.dead_letter, "ab") as out:
                 out.write(bytes(message.handle) + b"\n")
+        except OSError as exc:
+            # Nobody would redeliver it: the line goes to the log, whole, and still counts as failed.
+            line = bytes(message.handle).decode("utf-8", "backslashreplace")
+            log.error("cannot append to FILE_DEAD_LETTER=%s (%s); the failed line: %s",
+                      self.dead_letter, exc.strerror, line)
 
     def push(self, params: list[Any]) -> str:
         if self.path is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from minionize.config import EnvReader
 from minionize.engines.file import FileEngine
 from minionize.errors import ConfigError
+from tests.conftest import minion_env, minionize_cmd, run_minion
 from tests.unit.test_execo_engine import without_override
 
 
@@ -104,3 +106,42 @@ def test_a_file_it_may_not_read_is_a_configuration_error(tmp_path: Path) -> None
 def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected an existing file"):
         FileEngine(str(tmp_path)).open()
+
+
+@pytest.mark.parametrize("where", ["missing/dead.txt", "adir", "in.txt", "./sub/../in.txt", "link"])
+def test_a_dead_letter_that_would_lose_or_loop_the_failures_is_refused_at_start(tmp_path: Path, where: str) -> None:
+    # Failed lines nobody could append (the file engine has no broker to redeliver them), or
+    # appended to the file being read, to be read again for ever: exit 2, nothing run.
+    (tmp_path / "in.txt").write_text("a\nb\n")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to("in.txt")
+    done = run_minion("touch", "ran", cwd=tmp_path, MINION_ENGINE="file", FILE_PATH="in.txt",
+                      FILE_DEAD_LETTER=where, MINION_MAX_ATTEMPTS="1")
+    assert done.returncode == 2, done.stderr
+    assert f"FILE_DEAD_LETTER={where!r}" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "ran").exists()
+    assert (tmp_path / "in.txt").read_text() == "a\nb\n"
+
+
+def test_a_failed_line_that_cannot_be_appended_is_logged_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    f = tmp_path / "in.txt"
+    f.write_text("the line\n")
+    dead = tmp_path / "dead.txt"
+    engine = FileEngine(str(f), dead_letter=str(dead))
+    engine.open()
+    message = engine.next(0.01)
+    assert message is not None
+    dead.unlink()
+    dead.mkdir()  # appending fails from now on, as on a full disk
+    engine.fail(message, "exit code 1")
+    assert engine.next(0.01) is None and engine.drained()
+    assert "cannot append to FILE_DEAD_LETTER" in caplog.text and "the failed line: the line" in caplog.text
+
+
+def test_a_dead_letter_beside_stdin_is_checked_too(tmp_path: Path) -> None:
+    done = subprocess.run(minionize_cmd("true"), input="a\n", cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env=minion_env(MINION_ENGINE="file", FILE_DEAD_LETTER="no/such/dir/x"))
+    assert done.returncode == 2 and "FILE_DEAD_LETTER='no/such/dir/x'" in done.stderr, done.stderr
