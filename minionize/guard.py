@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Optional
 
 #: The environment variable that marks a run's processes.
@@ -86,14 +86,20 @@ def send(pids: Iterable[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def kill_marked(prefix: str, hard: bool = False, keep: Iterable[str] = (), only: Optional[str] = None) -> int:
-    """SIGTERM (SIGKILL when hard) every process marked with `prefix`, except the runs in `keep`
-    (with `only`, the processes of that one run: run 1's mark is a prefix of run 10's);
-    SIGKILL what is still there KILL_AFTER later. Returns how many processes were signalled."""
-    kept = set(keep)
+def kill_marked(
+    prefix: str, hard: bool = False, keep: Callable[[], Collection[str]] = frozenset, only: Optional[str] = None
+) -> int:
+    """SIGTERM (SIGKILL when hard) every process marked with `prefix`, except the runs that `keep()`
+    returns (with `only`, the processes of that one run: run 1's mark is a prefix of run 10's);
+    SIGKILL what is still there KILL_AFTER later. Returns how many processes were signalled.
+
+    `keep()` is asked after each look at the processes, as the runs go on starting meanwhile
+    (the guard waits up to KILL_AFTER here): a run announced before it started is kept."""
 
     def victims() -> set[int]:
-        return {pid for pid, run in marked(prefix).items() if run not in kept and only in (None, run)}
+        found = marked(prefix)
+        kept = keep()
+        return {pid for pid, run in found.items() if run not in kept and only in (None, run)}
 
     first = victims()
     if not first:
@@ -152,6 +158,11 @@ class _Runs:
         while self.open and select.select([self.fd], [], [], 0)[0]:
             self.read()
 
+    def current(self) -> set[str]:
+        """The runs going on, as the minion said up to now."""
+        self.drain()
+        return self.active
+
 
 def _say(text: str) -> None:
     with contextlib.suppress(OSError):
@@ -172,10 +183,10 @@ def watch(fd: int, token: str, docker: bool = False) -> int:
         # Look first, then hear what was said meanwhile: a run started since the look
         # was announced (`+seq` comes before the start), so it is in `active` now.
         found = marked(prefix)
-        runs.drain()
-        leftovers = {run for run in found.values() if run not in runs.active}
+        active = runs.current()
+        leftovers = {run for run in found.values() if run not in active}
         if leftovers:
-            killed = kill_marked(prefix, keep=runs.active)
+            killed = kill_marked(prefix, keep=runs.current)
             _say(f"killed {killed} process(es) left behind by finished runs")
         sweep_at = None
     killed = kill_marked(prefix)

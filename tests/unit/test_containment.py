@@ -87,6 +87,32 @@ def test_what_a_finished_run_leaves_behind_is_ended_while_the_minion_goes_on(tmp
         minion.communicate(timeout=30)
 
 
+#: A run that leaves behind a process slow to die on SIGTERM (`leave`), or that works a second.
+_SLOW_LEFTOVER = """
+import os, signal, subprocess, sys, time
+if sys.argv[1] == "leave":
+    slow = "import signal, sys, time; signal.signal(15, lambda *a: (time.sleep(1.5), sys.exit(0))); time.sleep(600)"
+    subprocess.Popen([sys.executable, "-c", slow], start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+else:
+    time.sleep(1)
+    print(sys.argv[1], "ok")
+"""
+
+
+def test_the_runs_that_start_while_leftovers_are_ended_are_spared(tmp_path: Path) -> None:
+    # The guard takes up to KILL_AFTER to end what a finished run left: the runs started
+    # meanwhile are not leftovers (they were set aside, killed by its SIGTERM).
+    (tmp_path / "slow.py").write_text(_SLOW_LEFTOVER)
+    (tmp_path / "in.txt").write_text("leave\nA\nB\nC\n")
+    result = run_minion(sys.executable, str(tmp_path / "slow.py"), cwd=tmp_path, MINION_ENGINE="file",
+                        FILE_PATH="in.txt", MINION_MAX_ATTEMPTS="1")
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == ["A", "B", "C", "ok", "ok", "ok"]
+    assert "killed 1 process(es) left behind by finished runs" in result.stderr
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_warm_stop_ends_every_process_of_the_runs(tmp_path: Path, signum: int) -> None:
     minion = start(tmp_path, [f"{EVERYTHING} 60", f"{EVERYTHING} 60 deaf"], MINION_CONCURRENCY="2",
