@@ -11,6 +11,7 @@ one line, as a Ctrl-C does once they run; mtop quits, as Ctrl-C makes it do.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Callable
 
@@ -21,6 +22,7 @@ _COLD_STOP = _INTERRUPTED = 130
 
 
 def minionize() -> int:
+    _standard_descriptors()
     with early_stops():
         try:
             from .cli import main
@@ -44,6 +46,7 @@ def mtop() -> int:
 
 
 def _run(module: str, interrupted: str | None) -> int:
+    _standard_descriptors()
     try:
         main: Callable[[], int] = importlib.import_module(module).main
     except KeyboardInterrupt:
@@ -52,3 +55,20 @@ def _run(module: str, interrupted: str | None) -> int:
         print(interrupted, file=sys.stderr)
         return _INTERRUPTED
     return main()
+
+
+def _standard_descriptors() -> None:
+    """Descriptors 0, 1 and 2 open, on /dev/null when the command was started with one closed
+    (`minionize ... >&-`): else the next file opened (a sweep's, a lease) would take its number,
+    and what is written to stdout would land in it; and sys.stdout would be None."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, mode, closefd=False, encoding="utf-8", errors="backslashreplace"))  # noqa: SIM115 - the process's own, for its life

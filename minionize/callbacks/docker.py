@@ -24,7 +24,6 @@ does.
 from __future__ import annotations
 
 import shlex
-import sys
 import threading
 import time
 from typing import IO, Any, Optional, Union
@@ -37,7 +36,7 @@ from ..config import Settings
 from ..guard import DOCKER_LABEL, MARK, Guard
 from ..message import Message, Outcome, Param
 from .base import Callback, RunContext, param_env
-from .output import OutputStream, emit
+from .output import OutputStream, emit, own
 from .params import BadParam, param_args
 from .process import Command
 
@@ -99,7 +98,7 @@ class DockerCallback(Callback):
         except BadParam as exc:
             return Outcome.rejected(str(exc))
         if context.dry:
-            _write(sys.stdout.buffer, f"DRY: {_describe(self.image, kwargs)}\n".encode())
+            _write(own("stdout"), f"DRY: {_describe(self.image, kwargs)}\n".encode())
             return Outcome.success(None)
         try:
             client = docker.from_env()
@@ -230,7 +229,7 @@ def _remove(container: Any) -> None:
     except NotFound:
         pass
     except (DockerException, RequestException) as exc:
-        _write(sys.stderr.buffer, f"minionize: cannot remove container {container.short_id}: "
+        _write(own("stderr"), f"minionize: cannot remove container {container.short_id}: "
                f"{_one_line(exc)}\n".encode())
 
 
@@ -238,7 +237,7 @@ class _Follower:
     """Forwards one output stream of a container, from a thread, and keeps its tail."""
 
     def __init__(self, container: Any, which: str) -> None:
-        out = sys.stdout.buffer if which == "stdout" else sys.stderr.buffer
+        out = own(which)
         self.stream = OutputStream(out)
         self.logs: Any = None
         self.thread = threading.Thread(
@@ -275,7 +274,7 @@ def _describe(image: str, kwargs: dict[str, Any]) -> str:
     return f"docker run {image} {shown}".rstrip() + extra
 
 
-def _write(out: IO[bytes], data: bytes) -> None:
+def _write(out: Optional[IO[bytes]], data: bytes) -> None:
     emit(out, data)
 
 

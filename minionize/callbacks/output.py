@@ -28,8 +28,16 @@ NAME_MAX = 120
 _OUTPUT_LOCK = threading.Lock()
 
 
-def emit(out: IO[bytes], data: bytes) -> None:
+def own(name: str) -> Optional[IO[bytes]]:
+    """The minion's own "stdout" or "stderr", as bytes; None when it has none (started with it
+    closed, or a host program set it to None)."""
+    return getattr(getattr(sys, name, None), "buffer", None)
+
+
+def emit(out: Optional[IO[bytes]], data: bytes) -> None:
     """Write whole lines to our own output, one run at a time."""
+    if out is None:
+        return  # no output of our own: the run still counts, its tail is kept
     with _OUTPUT_LOCK:
         try:
             out.write(data)
@@ -68,8 +76,8 @@ class RunOutput:
 
     def streams(self) -> tuple[OutputStream, OutputStream]:
         """The run's stdout and stderr streams, forwarded to the minion's own."""
-        return (OutputStream(sys.stdout.buffer, self.tag, self.stdout_copy),
-                OutputStream(sys.stderr.buffer, self.tag, self.stderr_copy))
+        return (OutputStream(own("stdout"), self.tag, self.stdout_copy),
+                OutputStream(own("stderr"), self.tag, self.stderr_copy))
 
 
 #: A run whose output is only forwarded.
@@ -91,7 +99,7 @@ def run_output(tag: Optional[str], results: Optional[Path]) -> Iterator[RunOutpu
 class OutputStream:
     """Forwards one output stream line by line and keeps its tail for the reports."""
 
-    def __init__(self, out: IO[bytes], tag: bytes = b"", copy: Optional[IO[bytes]] = None) -> None:
+    def __init__(self, out: Optional[IO[bytes]], tag: bytes = b"", copy: Optional[IO[bytes]] = None) -> None:
         self.out = out
         self.partial = b""
         self.tail = bytearray()

@@ -15,7 +15,6 @@ import json
 import os
 import shlex
 import signal
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -27,7 +26,7 @@ from ..message import Message, Outcome, Param
 from ..registry import VARIABLE_PREFIXES
 from .base import Callback, RunContext, param_env
 from .child import spawn, supervise, which
-from .output import PLAIN, OutputStream, RunOutput, emit, param_text, result_name, run_output
+from .output import PLAIN, OutputStream, RunOutput, emit, own, param_text, result_name, run_output
 from .params import ARG_MAX_BYTES, BadParam, param_args
 
 #: Larger MINION_PARAM values go to MINION_PARAM_FILE instead.
@@ -95,7 +94,7 @@ class ProcessCallback(Callback):
             return Outcome.rejected("empty command: no program and an empty parameter")
         if context.dry:
             shown = command if shell else shlex.join(command)
-            emit(sys.stdout.buffer, f"DRY: {shown}\n".encode())
+            emit(own("stdout"), f"DRY: {shown}\n".encode())
             return Outcome.success(None)
         spilled = _spill_large(variables)
         seq, variables[MARK] = self._guard.mark()

@@ -136,3 +136,29 @@ def test_help_and_star_import_work_without_the_docker_extra() -> None:
     done = subprocess.run([sys.executable, "-c", code], env=minion_env(), capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.split() == ["minionizer", "False"], done.stderr
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-", "<&- >&-"])
+def test_a_minion_started_with_its_stdio_closed_runs_its_parameters(tmp_path: Path, closed: str) -> None:
+    # Python makes sys.stdout None then; the runs' output had nowhere to go, and every run failed.
+    (tmp_path / "in.txt").write_text("1\n2\n")
+    env = minion_env(MINION_ENGINE="file", FILE_PATH="in.txt", MINION_REPORTER="json",
+                     REPORTER_JSON_DIRECTORY="report")
+    done = subprocess.run(["sh", "-c", f'exec "$0" echo hi {closed}', str(BIN / "minionize")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    status = subprocess.run([str(BIN / "minion-status"), "--dir", "report"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env=minion_env())
+    assert "2 done" in status.stdout, status.stdout + status.stderr
+
+
+def test_a_run_forwards_nothing_where_the_host_program_has_no_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from minionize import ProcessCallback, RunContext
+    from minionize.message import Message
+
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stderr", None)
+    outcome = ProcessCallback(["sh", "-c", "echo out; echo err >&2"]).run(Message("m", None), RunContext())
+    assert outcome.ok, outcome
+    assert (outcome.stdout_tail, outcome.stderr_tail) == ("out\n", "err\n")
