@@ -18,10 +18,11 @@ the minions' decoders, identity (the default) or json, read back as pushed.
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import sys
 from collections.abc import Iterator
-from typing import Any, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 from . import __version__, config, exitcodes, jsontext
 from .assembly import build_engine, exit_code_of
@@ -61,9 +62,19 @@ def _parse_sweep(specs: list[str], raw: bool) -> dict[str, list[Any]]:
     return axes
 
 
+def _open_text(path: str) -> IO[str]:
+    """FILE, or stdin for -, as text whose bytes that are not UTF-8 are kept (as surrogates) to be named."""
+    if path != "-":
+        return open(path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - the caller's `with`
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin  # a host program's own text stream
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape")
+
+
 def _read_file(path: str, as_json: bool) -> Iterator[Any]:
     try:
-        handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        handle = _open_text(path)
     except OSError as exc:
         raise ConfigError("--file", path, f"cannot read it ({exc.strerror})") from None
     with handle:
@@ -71,6 +82,13 @@ def _read_file(path: str, as_json: bool) -> Iterator[Any]:
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a byte that is not UTF-8, kept as a surrogate
+                shown = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise ConfigError(f"--file {path}, line {number}", safe_text(shown, 200),
+                                  f"not UTF-8 text (byte {ord(line[exc.start]) - 0xDC00:#04x} at "
+                                  f"character {exc.start + 1})") from None
             if as_json:
                 try:
                     yield jsontext.loads(line)

@@ -63,6 +63,19 @@ def test_a_bad_line_anywhere_in_a_file_queues_nothing(streamed: Streamed, tmp_pa
     assert "line 3" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["file", "stdin"])
+def test_a_line_that_is_not_utf8_queues_nothing_and_names_it(tmp_path: Path, where: str) -> None:
+    (tmp_path / "params.txt").write_bytes(b"ok\nb\xe9ad\n")
+    args = ["--file", "params.txt"] if where == "file" else ["--file", "-"]
+    done = subprocess.run([sys.executable, "-m", "minionize.push", *args], cwd=tmp_path,
+                          input=(tmp_path / "params.txt").read_bytes(), capture_output=True, timeout=60,
+                          env=minion_env(EXECO_PERSISTENCE_DIR="sweeps"))
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err, err
+    assert "line 2" in err and "not UTF-8 text (byte 0xe9 at character 2)" in err
+    assert not (tmp_path / "sweeps").exists()
+
+
 def test_standard_input_is_read_once_and_queued(streamed: Streamed, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("a\n\nb\nc\n"))
