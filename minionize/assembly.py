@@ -35,7 +35,9 @@ def configure_logging(settings: Settings) -> None:
 
 
 def build_engine(settings: Settings) -> Engine:
-    engine: Engine = registry.engine_class(settings.engine).from_env(settings.env)
+    engine = registry.engine_class(settings.engine).from_env(settings.env)
+    if not isinstance(engine, Engine):
+        raise ConfigError("MINION_ENGINE", settings.engine, f"from_env() must return the engine, not {engine!r}")
     return engine
 
 

@@ -171,7 +171,7 @@ def flag_variables(flags: dict[str, str]) -> dict[str, str]:
     variables = {}
     for name, value in flags.items():
         if name == "--retries":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit() and len(value) <= 9):
                 raise ConfigError("--retries", value, "expected a whole number >= 0 (retries after the first attempt)")
             value = str(int(value) + 1)
         variables[VALUED.get(name) or SWITCHES[name]] = value

@@ -8,7 +8,9 @@ minion before it takes anything from the queue (exit code 2).
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shlex
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any, Optional
 
 from . import exitcodes
 from .errors import ConfigError
+from .excerpt import safe_text
 
 CONFIG_FILE = ".minionize.yml"
 _TRUE = {"1", "true", "yes", "on", "y"}
@@ -283,11 +286,19 @@ def _check_template(template: str) -> None:
     import string
 
     try:
-        tokens = shlex.split(template)
-        for token in tokens:
-            list(string.Formatter().parse(token))
+        fields = [(name, conversion) for token in shlex.split(template)
+                  for _, name, _, conversion in string.Formatter().parse(token) if name is not None]
     except ValueError as exc:
         raise ConfigError("MINION_ARGS", template, f"not a valid template ({exc})") from None
+    for name, conversion in fields:
+        first = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not first or first.isdigit():
+            # `{}` is GNU parallel's whole parameter: said here, or every parameter is set aside.
+            raise ConfigError("MINION_ARGS", template, f"{{{name}}} is a positional field: name a key of the "
+                              "parameter, {lr}, or write {param} for the whole parameter")
+        if conversion not in (None, "r", "s", "a"):
+            raise ConfigError("MINION_ARGS", template, f"not a valid template (conversion !{conversion} in "
+                              f"{{{name}}}: expected !r, !s or !a)")
 
 
 def load_environment(
@@ -311,7 +322,7 @@ def load_environment(
     for key, value in (data.get("env") or {}).items():
         _set_default(environ, config_path, str(key), _yaml_scalar(config_path, key, value))
     if data.get("args") is not None:
-        environ.setdefault("MINION_ARGS", str(data["args"]))
+        _set_default(environ, config_path, "MINION_ARGS", _yaml_args(config_path, data["args"]))
     return _yaml_command(config_path, data.get("command"))
 
 
@@ -328,11 +339,20 @@ def _read_dotenv(environ: MutableMapping[str, str], path: Path) -> None:
     if not path.is_file():
         return
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
     try:
-        values = dotenv_values(path)
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), None, f"could not read it ({exc})") from None
+    # python-dotenv skips a line it cannot parse, with a warning: the minion would then run,
+    # and take its whole queue, without the setting the line meant to give.
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = binding.original.string.rstrip("\r\n")
+            raise ConfigError(f"{path}, line {binding.original.line}", safe_text(line, 200),
+                              "not NAME=value (python-dotenv's syntax: quotes closed, no space in NAME)")
+    values = dotenv_values(stream=io.StringIO(text))
     for key, value in values.items():
         if value is not None:
             _set_default(environ, path, key, value)
@@ -341,9 +361,11 @@ def _read_dotenv(environ: MutableMapping[str, str], path: Path) -> None:
 def _set_default(environ: MutableMapping[str, str], path: Path, key: str, value: str) -> None:
     """`environ.setdefault(key, value)`, where what no environment can hold (a NUL, a name with `=`) is
     an error of the file that says it."""
+    if not key:
+        raise ConfigError(f"{path}: {key!r}", value, "no environment variable has an empty name")
     try:
         environ.setdefault(key, value)
-    except ValueError as exc:  # os.environ refuses it
+    except (ValueError, OSError) as exc:  # os.environ refuses it
         raise ConfigError(f"{path}: {key!r}", value, f"no environment variable can hold it ({exc})") from None
 
 
@@ -380,17 +402,31 @@ def _yaml_scalar(path: Path, key: object, value: object) -> str:
     raise ConfigError(f"{path}: env.{key}", value, "expected a string or a number")
 
 
+def _yaml_args(path: Path, args: object) -> str:
+    """`args:`, the MINION_ARGS template: a string, or a list of its words."""
+    if isinstance(args, str):
+        return args
+    if isinstance(args, list) and all(isinstance(x, str) for x in args):
+        return shlex.join(args)
+    raise ConfigError(f"{path}: args", args, "expected a string (--lr {lr}) or a list of strings")
+
+
 def _yaml_command(path: Path, command: object) -> tuple[str, ...]:
     if command is None:
         return ()
     if isinstance(command, str):
         try:
-            return tuple(shlex.split(command))
+            words = tuple(shlex.split(command))
         except ValueError as exc:
             raise ConfigError(f"{path}: command", command, f"not valid ({exc})") from None
-    if isinstance(command, list) and all(isinstance(x, (str, int, float)) for x in command):
-        return tuple(str(x) for x in command)
-    raise ConfigError(f"{path}: command", command, "expected a string or a list of strings")
+    elif isinstance(command, list) and all(isinstance(x, (str, int, float)) and not isinstance(x, bool)
+                                           for x in command):
+        words = tuple(str(x) for x in command)
+    else:
+        raise ConfigError(f"{path}: command", command, "expected a string or a list of strings")
+    if any("\0" in word for word in words):
+        raise ConfigError(f"{path}: command", command, "no program takes a NUL character in its command line")
+    return words
 
 
 def load(argv_command: Sequence[str] = (), environ: Optional[MutableMapping[str, str]] = None) -> Settings:

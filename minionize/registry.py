@@ -106,6 +106,10 @@ def engine_class(name: str) -> Any:
         found = _import("MINION_ENGINE", name, plugins[name], ours=False)
     if not (isinstance(found, type) and issubclass(found, Engine)):
         raise ConfigError("MINION_ENGINE", name, "expected a subclass of minionize.engines.base.Engine")
+    missing = sorted(getattr(found, "__abstractmethods__", ()))
+    if missing:
+        raise ConfigError("MINION_ENGINE", name, f"an engine that defines {', '.join(missing)} "
+                          "(abstract in minionize.engines.base.Engine)")
     return found
 
 
