@@ -77,7 +77,7 @@ is read without overriding them, then the env: of .minionize.yml):
                        a strike (default 10; 0: never); during a strike, local
                        failures (exit 126/127) are given back uncounted
   MINION_STRIKE_FAST   seconds under which a failure is fast (default 5)
-  MINION_STRIKE_PAUSE  seconds a strike takes nothing, doubled at each (default 30)
+  MINION_STRIKE_PAUSE  seconds a strike takes nothing, doubled at each up to 900 (default 30)
   MINION_MAX_STRIKES   strikes before the minion exits 4, broken node (default 3)
   EXECO_PERSISTENCE_DIR  the execo sweep directory (default sweeps)
   MINION_LEASE_SECONDS the execo lease: a dead minion's parameter comes back

@@ -242,7 +242,7 @@ class Settings:
             batch=reader.flag("MINION_BATCH", False),
             strike_after=reader.integer("MINION_STRIKE_AFTER", 10, minimum=0),
             strike_fast=reader.seconds("MINION_STRIKE_FAST", 5.0) or 0.0,
-            strike_pause=reader.seconds("MINION_STRIKE_PAUSE", 30.0) or 0.0,
+            strike_pause=_strike_pause(reader),
             max_strikes=reader.integer("MINION_MAX_STRIKES", 3, minimum=1),
             drain_signal=reader.signal("MINION_DRAIN_SIGNAL", "SIGUSR2"),
             drain_exit_code=_exit_code(reader, "MINION_DRAIN_EXIT_CODE", 0),
@@ -276,6 +276,16 @@ def _port(reader: EnvReader, name: str) -> Optional[int]:
     if port > 65535:
         raise ConfigError(name, reader.raw(name), "expected a TCP port, 0 to 65535 (0: any free port)")
     return port
+
+
+def _strike_pause(reader: EnvReader) -> float:
+    from .health import MAX_PAUSE
+
+    pause = reader.seconds("MINION_STRIKE_PAUSE", 30.0) or 0.0
+    if pause > MAX_PAUSE:  # it would be cut to that silently
+        raise ConfigError("MINION_STRIKE_PAUSE", reader.raw("MINION_STRIKE_PAUSE"),
+                          f"at most {MAX_PAUSE:g} seconds (the longest pause of a strike, doubled or not)")
+    return pause
 
 
 def _exit_code(reader: EnvReader, name: str, default: int) -> int:
@@ -374,7 +384,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
     where = str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_strings_loader())  # noqa: S506 - safe
     except RecursionError:
         raise ConfigError(where, None, "could not read it as YAML (nested too deeply)") from None
     # ValueError, TypeError: PyYAML's constructors on odd documents (a mapping as a key).
@@ -392,6 +402,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data.get("env") or {}, dict):
         raise ConfigError(f"{where}: env", data.get("env"), "expected a mapping of VARIABLE: value")
     return data
+
+
+def _strings_loader() -> type:
+    """PyYAML's safe loader, but a scalar stays the text written, as in an environment: `off` is not
+    `false`, a date (MINION_DEADLINE's) is not a datetime, `18:00` is not 1,080 (YAML 1.1's base 60).
+    Only `~` and an empty value are null."""
+    import yaml
+
+    class Strings(yaml.SafeLoader):
+        pass
+
+    null = "tag:yaml.org,2002:null"
+    Strings.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag == null]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return Strings
 
 
 def _yaml_scalar(path: Path, key: object, value: object) -> str:

@@ -18,14 +18,16 @@ CASES: dict[str, tuple[dict[str, str], dict[str, str], str]] = {
     "an empty name in .minionize.yml env": (
         {".minionize.yml": "env:\n  '': 1\n"}, {}, "no environment variable has an empty name"),
     "a mapping as .minionize.yml args": (
-        {".minionize.yml": "args: {lr: 1}\n"}, {}, "args={'lr': 1}: expected a string"),
-    "a boolean as .minionize.yml args": ({".minionize.yml": "args: no\n"}, {}, "args=False: expected a string"),
+        {".minionize.yml": "args: {lr: 1}\n"}, {}, "args={'lr': '1'}: expected a string"),
+    "a nested list as .minionize.yml args": (
+        {".minionize.yml": "args: [--lr, [1]]\n"}, {}, "args=['--lr', ['1']]: expected a string"),
     "a NUL in a .minionize.yml command": (
         {".minionize.yml": 'command: ["touch", "a\\0b"]\n'}, {}, "NUL character"),
     "GNU parallel's {} in MINION_ARGS": ({}, {"MINION_ARGS": "--lr {}"}, "{} is a positional field"),
     "a numbered field in MINION_ARGS": ({}, {"MINION_ARGS": "{0}"}, "{0} is a positional field"),
     "a conversion that does not exist in MINION_ARGS": (
         {}, {"MINION_ARGS": "--lr {lr!x}"}, "conversion !x in {lr}"),
+    "a strike pause longer than the longest": ({}, {"MINION_STRIKE_PAUSE": "3600"}, "at most 900 seconds"),
     "an engine class left abstract": (
         {"mylab.py": "from minionize.engines.base import Engine\nclass Lab(Engine):\n    pass\n"},
         {"MINION_ENGINE": "mylab:Lab", "PYTHONPATH": "."}, "an engine that defines ack, fail, from_env"),
@@ -58,3 +60,19 @@ def test_a_list_as_minionize_yml_args_is_the_template_of_its_words(tmp_path: Pat
     done = run_minion("echo", cwd=tmp_path, MINION_ENGINE="memory", MEMORY_PARAMS='[{"lr": 0.1}]')
     assert done.returncode == 0, done.stderr
     assert done.stdout == "--lr 0.1 a b\n"
+
+
+def test_minionize_yml_values_are_read_as_written_as_in_an_environment(tmp_path: Path) -> None:
+    # YAML 1.1 made `off` false, the README's deadline a datetime, and 18:00 the number 1080.
+    (tmp_path / ".minionize.yml").write_text(
+        "command: [sh, -c, 'echo \"$SEEN\" \"$@\"', sh]\n"
+        "args: no {param}\n"
+        "env:\n"
+        "  MINION_TIMEOUT: off\n"
+        "  MINION_DEADLINE: 2099-11-21T18:00:00+01:00\n"
+        "  MINION_TAG: yes\n"
+        "  SEEN: 18:00\n"
+    )
+    done = run_minion(cwd=tmp_path, MINION_ENGINE="memory", MEMORY_PARAMS='["p"]')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "p\t18:00 no p\n"
