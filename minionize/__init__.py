@@ -11,11 +11,9 @@
 Nothing here imports a broker client: engines are loaded when chosen.
 """
 
-from __future__ import annotations
-
-import importlib
-import importlib.util
-from typing import TYPE_CHECKING
+# Nothing is imported here, not even typing: the commands' entry points (minionize/boot.py)
+# handle a Ctrl-C once this and earlystop.py are read, and no sooner.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, as type checkers take any name of that spelling
 
 # As in pyproject.toml (a static copy: the image's dependency stage builds
 # pyproject.toml over an empty package). Above the original minionize's last
@@ -36,6 +34,7 @@ if TYPE_CHECKING:  # the names as the type checkers see them ("X as X": re-expor
     from .message import Outcome as Outcome
     from .message import Param as Param
     from .message import Status as Status
+del TYPE_CHECKING
 
 #: Where each name of the API lives, imported at its first use: `import minionize` is cheap, so
 #: that the commands handle a Ctrl-C from their first line (minionize/boot.py), and the docker
@@ -81,12 +80,16 @@ def __getattr__(name: str) -> object:
         # the command line, `__path__` and others are asked for by tools).
         if name.startswith("_"):
             raise AttributeError(f"module 'minionize' has no attribute {name!r}")
+        import importlib
+
         try:
             return importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
             if exc.name != f"{__name__}.{name}":
                 raise
         raise AttributeError(f"module 'minionize' has no attribute {name!r}") from None
+    import importlib
+
     module, attribute = _API[name]
     value = getattr(importlib.import_module(f".{module}", __name__), attribute)
     globals()[name] = value
@@ -95,6 +98,8 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     # DockerCallback only with the docker SDK: help(minionize) gets every name it lists.
+    import importlib.util
+
     names = {*globals(), *_API}
     if importlib.util.find_spec("docker") is None:
         names.discard("DockerCallback")

@@ -5,12 +5,8 @@ entry points (minionize/boot.py) install it before they import the rest: on
 a slow file system (a package on NFS) that import alone takes seconds.
 """
 
-from __future__ import annotations
-
-import contextlib
 import signal
-import threading
-from collections.abc import Iterator
+import sys
 
 #: The signals that ask for a stop: the first a warm one, the second a cold one.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -51,30 +47,40 @@ def _record(signum: int, frame: object) -> None:
         raise StoppedStarting(_EARLY)
 
 
-@contextlib.contextmanager
-def early_stops() -> Iterator[None]:
+class early_stops:  # noqa: N801 - used as the function it was: `with early_stops():`
     """While the `minionize` command starts (its imports, engine, callback), a stop signal is
     recorded, never a traceback: the first is a warm stop that the minion's loop obeys before taking
     anything (see StopRequest.install), the second raises StoppedStarting. The handlers are put back
     at the end of the outermost `with`; an inner one (the command's main under its entry point)
-    keeps what the outer one recorded."""
-    global _depth
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    if _depth == 0:
-        _EARLY.clear()
-        previous = {signum: signal.signal(signum, _record) for signum in STOP_SIGNALS if caught(signum)}
-    _depth += 1
-    try:
-        yield
-    finally:
+    keeps what the outer one recorded. Off the main thread (embedded), it does nothing."""
+
+    def __enter__(self) -> None:
+        global _depth
+        self.previous: dict = {}
+        self.active = _main_thread()
+        if not self.active:
+            return
+        if _depth == 0:
+            _EARLY.clear()
+            self.previous = {signum: signal.signal(signum, _record) for signum in STOP_SIGNALS if caught(signum)}
+        _depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _depth
+        if not self.active:
+            return
         _depth -= 1
         if _depth == 0:
-            for signum, handler in previous.items():
+            for signum, handler in self.previous.items():
                 signal.signal(signum, handler)
             _EARLY.clear()
+
+
+def _main_thread() -> bool:
+    # threading is not imported for that (about 1.5 ms before the handlers): without it, no
+    # thread was started by Python code, and this is the main one.
+    threading = sys.modules.get("threading")
+    return threading is None or threading.current_thread() is threading.main_thread()
 
 
 def take() -> list[int]:
