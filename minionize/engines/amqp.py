@@ -118,7 +118,9 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 QUEUE_TYPES = ("quorum", "classic")
 PRIOR = "x-minion-prior-attempts"
 #: Headers that the broker sets on delivery: never copied into a new message.
-_BROKER_HEADERS = ("x-delivery-count", "x-acquired-count")
+#: Headers a copy must not carry: the broker's counts, and the producer's sender-selected routing
+#: (CC, BCC: RabbitMQ would route the copy to those queues too, the work queue itself included).
+_BROKER_HEADERS = ("x-delivery-count", "x-acquired-count", "CC", "BCC")
 _POLL_MIN, _POLL_MAX = 0.05, 1.0
 _DRAIN_SETTLE = 1.0
 #: AMQPConnectorException: a handshake that timed out (a port that accepts and never answers).
@@ -129,8 +131,10 @@ def _reason(properties: Any) -> str:
     """Why a message is in the dead-letter queue: minionize's header, or the broker's x-death."""
     headers = properties.headers or {}
     reason = headers.get(DEAD_REASON, headers.get("x-minion-reason"))  # minionize 1.0's name
-    if reason is None and headers.get("x-death"):
-        reason = f"dropped by RabbitMQ ({raw_text(headers['x-death'][0].get('reason', ''))})"
+    deaths = headers.get("x-death")
+    if reason is None and isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        why = deaths[0].get("reason", "")
+        reason = f"dropped by RabbitMQ ({raw_text(why) if isinstance(why, (bytes, str)) else ''})"
     return raw_text(reason) if isinstance(reason, (bytes, str)) else ""
 
 

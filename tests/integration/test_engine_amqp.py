@@ -215,6 +215,42 @@ def test_dead_letters_keep_the_message_and_why_it_failed(env: dict[str, str], tm
     assert properties.message_id
 
 
+def test_a_producers_cc_header_does_not_route_the_dead_letter_back(env: dict[str, str], tmp_path: Path) -> None:
+    # RabbitMQ routes a message to the queues its CC header names: copied onto the dead letter,
+    # CC naming the work queue put every failure back in it, for ever.
+    import pika
+
+    queue = env["AMQP_QUEUE"]
+    assert push(env, "seed").returncode == 0  # declares the queues
+    ch = channel()
+    ch.queue_declare(f"{queue}.audit", durable=True)
+    for cc in ([queue], [f"{queue}.audit"]):
+        ch.basic_publish("", queue, b'"cc"', pika.BasicProperties(delivery_mode=2, headers={"CC": cc}))
+    ch.connection.close()
+    result = run_minion("false", cwd=tmp_path, MINION_MAX_ATTEMPTS="1", timeout=60, **env)
+    assert result.returncode == exitcodes.SET_ASIDE, result.stderr
+    assert "(3 failed)" in result.stderr
+    assert len(read_queue(f"{queue}.dead")) == 3
+    assert read_queue(queue) == []
+    assert len(read_queue(f"{queue}.audit")) == 1  # the producer's own CC copy, not one more per failure
+    channel().queue_delete(f"{queue}.audit")
+
+
+@pytest.mark.parametrize("deaths", ["garbage", [1, 2], [{"reason": 5}], []])
+def test_a_dead_letter_with_a_malformed_x_death_is_listed(env: dict[str, str], tmp_path: Path, deaths: Any) -> None:
+    import pika
+
+    queue = env["AMQP_QUEUE"]
+    assert push(env, "seed").returncode == 0
+    ch = channel()
+    ch.basic_publish("", f"{queue}.dead", b'"odd"', pika.BasicProperties(delivery_mode=2, headers={"x-death": deaths}))
+    ch.connection.close()
+    listed = subprocess.run([sys.executable, "-m", "minionize.status", "--failed"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env=minion_env(**env))
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith('"odd"\t') and "Traceback" not in listed.stderr
+
+
 @pytest.fixture
 def user(broker: AmqpBackend) -> Iterator[tuple[str, str]]:
     """A RabbitMQ user of its own, with a password that no other text contains."""
