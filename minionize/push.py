@@ -31,6 +31,19 @@ from .errors import ConfigError, MinionizeError
 from .excerpt import safe_text
 
 
+def _utf8(text: str, where: str) -> str:
+    """`text`, unless a byte of it is not UTF-8 (kept by Python as a surrogate): then a ConfigError
+    naming it. No queue takes it (JSON, the file engine), and those that would hand it on garbled."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        byte = ord(text[exc.start]) - 0xDC00
+        raise ConfigError(where, safe_text(shown, 200),
+                          f"not UTF-8 text (byte {byte:#04x} at character {exc.start + 1})") from None
+    return text
+
+
 def _value(text: str, raw: bool) -> Any:
     if raw:
         return text
@@ -55,7 +68,7 @@ def iter_sweep(axes: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
 def _parse_sweep(specs: list[str], raw: bool) -> dict[str, list[Any]]:
     axes: dict[str, list[Any]] = {}
     for spec in specs:
-        name, sep, values = spec.partition("=")
+        name, sep, values = _utf8(spec, "--sweep").partition("=")
         if not sep or not name or not values:
             raise ConfigError("--sweep", spec, "expected NAME=VALUE1,VALUE2,...")
         axes[name] = [_value(v, raw) for v in values.split(",")]
@@ -82,13 +95,7 @@ def _read_file(path: str, as_json: bool) -> Iterator[Any]:
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
-            try:
-                line.encode("utf-8")
-            except UnicodeEncodeError as exc:  # a byte that is not UTF-8, kept as a surrogate
-                shown = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                raise ConfigError(f"--file {path}, line {number}", safe_text(shown, 200),
-                                  f"not UTF-8 text (byte {ord(line[exc.start]) - 0xDC00:#04x} at "
-                                  f"character {exc.start + 1})") from None
+            _utf8(line, f"--file {path}, line {number}")
             if as_json:
                 try:
                     yield jsontext.loads(line)
@@ -102,11 +109,12 @@ def _read_file(path: str, as_json: bool) -> Iterator[Any]:
 
 def parameters(args: argparse.Namespace) -> Callable[[], Iterator[Any]]:
     """The parameters the arguments give, as a source that can be read more than once."""
-    given = [_value(p, args.raw) for p in args.params]
+    given = [_value(_utf8(p, "parameter"), args.raw) for p in args.params]
     axes = []
     if args.sweep:
         axes.append(_parse_sweep(args.sweep, args.raw))
     if args.sweep_json:
+        _utf8(args.sweep_json, "--sweep-json")
         try:
             parsed = jsontext.loads(args.sweep_json)
         except ValueError:

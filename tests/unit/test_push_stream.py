@@ -76,6 +76,17 @@ def test_a_line_that_is_not_utf8_queues_nothing_and_names_it(tmp_path: Path, whe
     assert not (tmp_path / "sweeps").exists()
 
 
+@pytest.mark.parametrize("args", [
+    ["ok", b"caf\xe9"], ["--sweep", b"a=1,caf\xe9"], ["--sweep-json", b'{"a": ["\xe9"]}'],
+])
+def test_an_argument_that_is_not_utf8_queues_nothing_and_names_it(tmp_path: Path, args: list[Any]) -> None:
+    done = subprocess.run([sys.executable, "-m", "minionize.push", *args], cwd=tmp_path, capture_output=True,
+                          timeout=60, env=minion_env(MINION_ENGINE="file", FILE_PATH="in.txt"))
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err and "not UTF-8 text (byte 0xe9" in err, err
+    assert not (tmp_path / "in.txt").exists()
+
+
 def test_standard_input_is_read_once_and_queued(streamed: Streamed, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("a\n\nb\nc\n"))
