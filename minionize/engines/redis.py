@@ -552,19 +552,25 @@ class RedisEngine(Engine):
 
     def retry_failed(self) -> int:
         entries = self._dead_entries()
+        moved = 0
         try:
             for entry_id, fields in entries:
+                # An entry set aside for lacking the field goes back as it came, to be set
+                # aside again until REDIS_FIELD or its producer is fixed: never as an empty parameter.
+                field = self.field.encode()
+                queued: dict[Any, Any] = {field: fields[field]} if field in fields else _as_queued(fields)
+                if not queued:  # its producer's fields all bore minionize's names: nothing of it is left
+                    log.warning("%s: dead letter %s has only minionize's fields %s: left where it is",
+                                self.dead_letter, _text(entry_id), _fields_text(fields))
+                    continue
                 with self.client.pipeline(transaction=True) as pipe:  # moved, never copied twice nor lost
-                    # An entry set aside for lacking the field goes back as it came, to be set
-                    # aside again until REDIS_FIELD or its producer is fixed: never as an empty parameter.
-                    field = self.field.encode()
-                    queued: dict[Any, Any] = {field: fields[field]} if field in fields else _as_queued(fields)
                     pipe.xadd(self.stream, queued)
                     pipe.xdel(self.dead_letter, entry_id)
                     pipe.execute()
+                moved += 1
         except _UNAVAILABLE as exc:
             raise QueueUnreachable(f"lost redis at {self.where} while queueing failed entries again: {exc}") from None
-        return len(entries)
+        return moved
 
     def _dead_entries(self) -> list[tuple[Any, dict[bytes, Any]]]:
         self.open()

@@ -173,6 +173,28 @@ def test_undecodable_entries_are_rejected_with_a_reason(server: RedisServer, str
     minion.close()
 
 
+def test_a_dead_letter_with_only_minionizes_field_names_is_left_and_the_others_retried(
+    server: RedisServer, stream: str
+) -> None:
+    # A producer's entry whose one field bears a name minionize writes on dead letters: nothing of
+    # it is left to queue again (XADD of no field raised, and blocked every retry after it).
+    minion = engine(server, stream)
+    with client(server) as c:
+        c.xadd(stream, {"minion_source": "elsewhere"})
+        c.xadd(stream, {"param": '"fine"'})
+    for _ in range(2):
+        message = minion.next(0.1)
+        assert message is not None
+        minion.fail(message, message.reject_reason or "exit code 1")
+    reader = RedisEngine(stream, url(server))
+    assert reader.retry_failed() == 1
+    assert [d.reason for d in reader.dead_letters()] == ["no 'param' field in the stream entry"]
+    reader.close()
+    again = minion.next(0.1)
+    assert again is not None and again.param == "fine"
+    minion.close()
+
+
 def test_an_entry_without_the_field_is_listed_and_retried_as_it_came(server: RedisServer, stream: str) -> None:
     minion = engine(server, stream)
     with client(server) as c:
