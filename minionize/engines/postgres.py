@@ -168,7 +168,8 @@ WITH picked AS (
     WHERE state = 'pending' OR (state = 'running' AND locked_until < now())
     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
 )
-UPDATE {table} AS q SET state = 'running', minion_attempts = q.minion_attempts + 1,
+UPDATE {table} AS q SET state = 'running',
+    minion_attempts = LEAST(GREATEST(q.minion_attempts, 0), 2147483646) + 1,  -- a row edited by hand: no overflow
     locked_until = now() + make_interval(secs => %(lease)s), locked_by = %(me)s, started_at = now()
 FROM picked WHERE q.id = picked.id
 RETURNING q.id, q.param, q.minion_attempts, picked.state

@@ -87,6 +87,27 @@ def test_the_readme_queries_watch_and_steer_a_sweep(server: PostgresBackend, sch
     minion.close()
 
 
+def test_attempts_edited_by_hand_out_of_range_neither_crash_nor_block_the_queue(
+    server: PostgresBackend, schema: str
+) -> None:
+    # minion_attempts + 1 overflowed the integer at 2147483647: every minion crashed on that first row.
+    table = f'"{schema}".params'
+    minion = engine(server, f"{schema}.params")
+    minion.push(["seed"])
+    with connect(server.url) as conn:
+        conn.execute(f"DELETE FROM {table}")
+        conn.execute(f"""INSERT INTO {table} (param, minion_attempts) VALUES ('"most"', 2147483647),
+                         ('"negative"', -5), ('"next"', 0)""")
+    taken = []
+    for _ in range(3):
+        message = minion.next(1)
+        assert message is not None
+        taken.append((message.param, message.attempt))
+        minion.ack(message)
+    assert taken == [("most", 2147483647), ("negative", 1), ("next", 1)]
+    minion.close()
+
+
 def test_a_large_push_is_copied_in_chunks_within_a_short_operation_timeout(
     server: PostgresBackend, schema: str
 ) -> None:
