@@ -126,6 +126,13 @@ _FETCH_MIN = 0.05
 _T = TypeVar("_T")
 
 
+def _copied_headers(headers: Any) -> dict[str, Any]:
+    """A message's headers for a copy of it (a release, a dead letter): without those JetStream acts on
+    at a publish (`Nats-Msg-Id`, `Nats-Expected-Stream`, `Nats-Expected-Last-*`, `Nats-TTL`...), which
+    would drop the copy as a duplicate or refuse it: the message would then be neither here nor there."""
+    return {k: v for k, v in (headers or {}).items() if not k.lower().startswith("nats-")}
+
+
 def _clean(text: str) -> str:
     """`text` fit for a header value: one line, at most _HEADER_MAX bytes."""
     text = " ".join(text.split())
@@ -324,7 +331,7 @@ class NatsEngine(Engine):
             delay = b" " + json.dumps({"delay": int(self.nak_delay * 1e9)}).encode() if self.nak_delay else b""
             await self._reply(received, b"-NAK" + delay)
         elif kind == "release":
-            headers = {k: v for k, v in (received.headers or {}).items() if k.lower() != "nats-msg-id"}
+            headers = _copied_headers(received.headers)
             headers.update({BASE: str(max(message.attempt - 1, 0)), ORIGIN: message.id})
             await self._js.publish(self.subject, received.data, headers=headers)
             await self._reply(received, b"+ACK")
@@ -338,8 +345,7 @@ class NatsEngine(Engine):
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         received = message.handle
-        headers = {k: v for k, v in (received.headers or {}).items()
-                   if k not in (BASE, ORIGIN) and k.lower() != "nats-msg-id"}
+        headers = {k: v for k, v in _copied_headers(received.headers).items() if k not in (BASE, ORIGIN)}
         headers.update(dead_letter_metadata(_clean(reason), message.attempt, self.stream))
         headers.update({"minion_sequence": str(received.metadata.sequence.stream), ORIGIN: message.id})
         try:

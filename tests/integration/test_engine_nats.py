@@ -307,3 +307,33 @@ def test_a_server_without_jetstream_is_a_config_error(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+async def _publish_with_headers(url: str, subject: str, body: bytes, headers: dict[str, str]) -> None:
+    import nats
+
+    client = await nats.connect(url)
+    try:
+        await client.jetstream().publish(subject, body, headers=headers)
+    finally:
+        await client.close()
+
+
+def test_a_message_with_jetstream_publish_headers_is_dead_lettered_and_released(
+    backend: NatsBackend, tmp_path: Path
+) -> None:
+    # A producer's Nats-Expected-Stream (or Nats-Msg-Id) copied onto the dead letter made JetStream
+    # refuse (or drop) the copy: the message was neither dead-lettered nor delivered again.
+    from tests.conftest import run_minion
+
+    env = {**backend.env(tmp_path), "MINION_MAX_ATTEMPTS": "1", "NATS_ACK_WAIT": "5"}
+    made = engine(env)
+    made.open()  # the stream and its consumer
+    made.close()
+    headers = {"Nats-Expected-Stream": env["NATS_STREAM"], "Nats-Msg-Id": "once", "kept": "yes"}
+    asyncio.run(_publish_with_headers(backend.url, env["NATS_STREAM"], b'"guarded"', headers))
+    result = run_minion("false", cwd=tmp_path, timeout=60, **env)
+    assert "(1 failed)" in result.stderr, result.stderr
+    [(body, dead_headers)] = backend.dead_letter_messages(env)
+    assert body == b'"guarded"' and dead_headers.get("kept") == "yes"
+    assert not any(name.lower().startswith("nats-") for name in dead_headers)
