@@ -74,7 +74,8 @@ def param_env(message: Message, slot: int) -> dict[str, str]:
             if "\x00" in text or not _encodable(text):
                 what = "a NUL character" if "\x00" in text else "text that is not Unicode (a lone surrogate)"
                 raise BadParam(f"parameter value {excerpt(str(key), 60)} contains {what}: no environment can hold it")
-            env[f"MINION_PARAM_{name}"] = text
+            if name != "FILE":  # MINION_PARAM_FILE names the file of a large parameter, and nothing else
+                env[f"MINION_PARAM_{name}"] = text
     return env
 
 

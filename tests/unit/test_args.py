@@ -61,6 +61,13 @@ def test_param_env_describes_the_run() -> None:
     assert (env["MINION_ATTEMPT"], env["MINION_MESSAGE_ID"], env["MINION_SLOT"]) == ("2", "id-1", "1")
 
 
+def test_a_key_named_file_never_passes_for_the_file_of_a_large_parameter() -> None:
+    # MINION_PARAM_FILE, when set, is the path of a file holding the parameter's JSON.
+    env = param_env(Message("1", {"file": "/etc/hostname", "File": "x", "lr": 1}), slot=0)
+    assert "MINION_PARAM_FILE" not in env and env["MINION_PARAM_LR"] == "1"
+    assert json.loads(env["MINION_PARAM"])["file"] == "/etc/hostname"
+
+
 def nested(depth: int) -> list:
     """[[[...]]] `depth` deep (past the recursion limit of json and repr)."""
     top: list = []
