@@ -314,6 +314,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _one_field(text: str) -> str:
+    """`text` as one field of a line: a tab, a line end or a NUL in it written as \\t, \\n, \\r, \\0,
+    so that each failed parameter stays one line (--json has them as they are)."""
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r").replace("\0", "\\0")
+
+
 def _failed(as_json: bool) -> int:
     """`--failed`: what the engine's dead-letter place holds, one line each (parameter, tab, reason)."""
     from . import config
@@ -333,7 +339,8 @@ def _failed(as_json: bool) -> int:
     if as_json:
         _emit(json.dumps([{"param": letter.param, "reason": letter.reason} for letter in letters]))
     else:
-        _emit("\n".join(f"{letter.param}\t{letter.reason}" for letter in letters) or "no failed parameters")
+        _emit("\n".join(f"{_one_field(letter.param)}\t{_one_field(letter.reason)}" for letter in letters)
+              or "no failed parameters")
     return exitcodes.OK
 
 

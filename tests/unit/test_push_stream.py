@@ -156,3 +156,16 @@ def _reading_stdin(pid: int) -> bool:
         return Path(f"/proc/{pid}/syscall").read_text().split()[:2] == [_READ, "0x0"]
     except OSError:
         return False
+
+
+def test_failed_parameters_stay_one_line_each_whatever_they_hold(tmp_path: Path) -> None:
+    env = minion_env(EXECO_PERSISTENCE_DIR="sweeps", MINION_MAX_ATTEMPTS="1")
+    pushed = subprocess.run([sys.executable, "-m", "minionize.push", '"a\\tb\\nc\\u0000d"', "plain"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    subprocess.run([sys.executable, "-m", "minionize", "false"], cwd=tmp_path, capture_output=True, timeout=60,
+                   env=env)
+    listed = subprocess.run([sys.executable, "-m", "minionize.status", "--failed"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env=env)
+    lines = sorted(line.split("\t")[0] for line in listed.stdout.splitlines())
+    assert lines == ["a\\tb\\nc\\0d", "plain"], listed.stdout
