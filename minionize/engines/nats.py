@@ -133,6 +133,22 @@ def _copied_headers(headers: Any) -> dict[str, Any]:
     return {k: v for k, v in (headers or {}).items() if not k.lower().startswith("nats-")}
 
 
+def _header_bytes(headers: dict[str, Any]) -> int:
+    """What `headers` add to a message, as the client writes them (the server counts them in its max payload)."""
+    return len(b"NATS/1.0\r\n\r\n") + sum(len(f"{k.strip()}: {str(v).strip()}\r\n".encode())
+                                             for k, v in headers.items())
+
+
+def _fitting(data: bytes, limit: int, *choices: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The first of the `choices` of headers with which `data` is within the server's `limit`, or None
+    (no headers at all): a copy over it makes the server drop the connection, and the client sends it
+    again at each reconnection, for ever."""
+    for headers in choices:
+        if len(data) + _header_bytes(headers) <= limit:
+            return headers
+    return None
+
+
 def _clean(text: str) -> str:
     """`text` fit for a header value: one line, at most _HEADER_MAX bytes."""
     text = " ".join(text.split())
@@ -331,13 +347,18 @@ class NatsEngine(Engine):
             delay = b" " + json.dumps({"delay": int(self.nak_delay * 1e9)}).encode() if self.nak_delay else b""
             await self._reply(received, b"-NAK" + delay)
         elif kind == "release":
-            headers = _copied_headers(received.headers)
-            headers.update({BASE: str(max(message.attempt - 1, 0)), ORIGIN: message.id})
+            ours = {BASE: str(max(message.attempt - 1, 0)), ORIGIN: message.id}
+            headers = _fitting(received.data or b"", self._max_payload(), {**_copied_headers(received.headers), **ours},
+                               ours)
             await self._js.publish(self.subject, received.data, headers=headers)
             await self._reply(received, b"+ACK")
         elif kind == "fail":
             await self._dead_letter(message, reason)
             await self._reply(received, b"+TERM")
+
+    def _max_payload(self) -> int:
+        client = self._connection.client
+        return int(client.max_payload) if client is not None else 1024 * 1024
 
     async def _reply(self, received: Any, verb: bytes) -> None:
         """Send an ack verb and wait for JetStream to take it (a double ack)."""
@@ -345,9 +366,13 @@ class NatsEngine(Engine):
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         received = message.handle
-        headers = {k: v for k, v in _copied_headers(received.headers).items() if k not in (BASE, ORIGIN)}
-        headers.update(dead_letter_metadata(_clean(reason), message.attempt, self.stream))
-        headers.update({"minion_sequence": str(received.metadata.sequence.stream), ORIGIN: message.id})
+        copied = {k: v for k, v in _copied_headers(received.headers).items() if k not in (BASE, ORIGIN)}
+        ours = {**dead_letter_metadata(_clean(reason), message.attempt, self.stream),
+                "minion_sequence": str(received.metadata.sequence.stream), ORIGIN: message.id}
+        headers = _fitting(received.data or b"", self._max_payload(), {**copied, **ours}, ours)
+        if headers is None:
+            log.warning("%s: its body leaves no room under the server's max payload for the dead letter's "
+                        "headers: dead-lettered without them (reason: %s)", message.id, _clean(reason))
         try:
             await self._js.publish(self.dead_letter_subject, received.data, headers=headers)
         except nats.errors.NoRespondersError:  # the dead-letter stream was deleted since

@@ -337,3 +337,36 @@ def test_a_message_with_jetstream_publish_headers_is_dead_lettered_and_released(
     [(body, dead_headers)] = backend.dead_letter_messages(env)
     assert body == b'"guarded"' and dead_headers.get("kept") == "yes"
     assert not any(name.lower().startswith("nats-") for name in dead_headers)
+
+
+async def _publish_near_the_limit(url: str, subject: str, headroom: int) -> int:
+    import nats
+
+    client = await nats.connect(url)
+    try:
+        size = client.max_payload - headroom
+        await client.jetstream().publish(subject, b"q" * size)
+        await client.jetstream().publish(subject, b'"last"')
+        return size
+    finally:
+        await client.close()
+
+
+def test_a_failed_message_near_the_max_payload_is_dead_lettered_and_the_minion_goes_on(
+    backend: NatsBackend, tmp_path: Path
+) -> None:
+    # Its dead-letter copy with minionize's headers went over the server's max payload: the server
+    # dropped the connection, the client sent the copy again at each reconnection, the minion took
+    # nothing more, for ever.
+    from tests.conftest import run_minion
+
+    env = {**backend.env(tmp_path), "NATS_DECODER": "identity", "MINION_MAX_ATTEMPTS": "1", "MINION_ARGS": "x"}
+    made = engine(env)
+    made.open()  # the stream and its consumer
+    made.close()
+    size = asyncio.run(_publish_near_the_limit(backend.url, env["NATS_STREAM"], 100))
+    result = run_minion("false", cwd=tmp_path, timeout=60, **env)
+    assert result.returncode == 123 and "(2 failed)" in result.stderr, result.stderr
+    assert "dead-lettered without them" in result.stderr
+    bodies = sorted(len(body) for body, _ in backend.dead_letter_messages(env))
+    assert bodies == [len(b'"last"'), size]
