@@ -74,22 +74,20 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
+    import importlib
+
     if name not in _API:
         # A submodule (`import minionize` then `minionize.engines.base.Engine`), as when this
         # package imported its API eagerly; never a private or special name (`__main__` runs
         # the command line, `__path__` and others are asked for by tools).
         if name.startswith("_"):
             raise AttributeError(f"module 'minionize' has no attribute {name!r}")
-        import importlib
-
         try:
             return importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
             if exc.name != f"{__name__}.{name}":
                 raise
         raise AttributeError(f"module 'minionize' has no attribute {name!r}") from None
-    import importlib
-
     module, attribute = _API[name]
     value = getattr(importlib.import_module(f".{module}", __name__), attribute)
     globals()[name] = value

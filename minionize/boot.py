@@ -2,10 +2,11 @@
 handled as once it runs, never a traceback (on NFS that import alone may take seconds).
 
 Only earlystop is imported before the handlers are in place (the package's
-__init__ imports nothing either; not even typing, here: about 5 ms). `minionize` records the signal: the first
-is a warm stop obeyed before anything is taken, a second a cold stop (see
-minionize/earlystop.py). minion-push and minion-status end with exit 130 and
-one line, as a Ctrl-C does once they run; mtop quits, as Ctrl-C makes it do.
+__init__ imports nothing either; not even typing: about 5 ms). `minionize`
+records the signal: the first is a warm stop obeyed before anything is
+taken, a second a cold stop (see minionize/earlystop.py). minion-push and
+minion-status end with exit 130 and one line, as a Ctrl-C does once they
+run; mtop quits, as Ctrl-C makes it do.
 """
 
 import os

@@ -57,7 +57,7 @@ class early_stops:  # noqa: N801 - used as the function it was: `with early_stop
     def __enter__(self) -> None:
         global _depth
         self.previous: dict = {}
-        self.active = _main_thread()
+        self.active = on_main_thread()
         if not self.active:
             return
         if _depth == 0:
@@ -76,9 +76,11 @@ class early_stops:  # noqa: N801 - used as the function it was: `with early_stop
             _EARLY.clear()
 
 
-def _main_thread() -> bool:
-    # threading is not imported for that (about 1.5 ms before the handlers): without it, no
-    # thread was started by Python code, and this is the main one.
+def on_main_thread() -> bool:
+    """Whether signal handlers may be set here (embedded in a thread, the host program owns signals).
+
+    threading is not imported for that (about 1.5 ms before the handlers): without it, no
+    thread was started by Python code, and this is the main one."""
     threading = sys.modules.get("threading")
     return threading is None or threading.current_thread() is threading.main_thread()
 

@@ -64,6 +64,15 @@ def parse_lines(data: bytes, stem: str) -> tuple[list[Record], int]:
     return records, bad
 
 
+def regular_report(entry: os.DirEntry[str], problems: list[str]) -> bool:
+    """Whether the report file `entry` may be read: a FIFO would block the read, a device never end
+    it; those are said in `problems` and skipped."""
+    if entry.is_file():
+        return True
+    problems.append(f"{entry.name}: not a regular file: skipped")
+    return False
+
+
 class ReportReader:
     """Reads the `*.jsonl` files of a directory, each one from where the previous poll stopped.
 
@@ -97,8 +106,7 @@ class ReportReader:
             if not entry.name.endswith(".jsonl"):
                 continue
             seen.add(entry.name)
-            if not entry.is_file():  # a FIFO would block the read, a device never end it
-                problems.append(f"{entry.name}: not a regular file: skipped")
+            if not regular_report(entry, problems):
                 continue
             try:
                 found, bad = self._read(entry)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import exitcodes
-from .earlystop import STOP_SIGNALS, caught, take
+from .earlystop import STOP_SIGNALS, caught, on_main_thread, take
 from .guard import KILL_AFTER
 from .message import Outcome
 from .slots import Run, Slots
@@ -59,7 +58,7 @@ class StopRequest:
 
     def install(self) -> dict[int, Any]:
         """Handle SIGTERM, SIGINT, SIGHUP and the drain signal; returns the handlers they replace."""
-        if threading.current_thread() is not threading.main_thread():
+        if not on_main_thread():
             return {}  # embedded in a thread: the host program owns signals
         drain = [self.drain_signal] if self.drain_signal else []
         handled = [signum for signum in (*STOP_SIGNALS, *drain) if caught(signum)]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import jsontext
-from .fleet import Record, load_records, parse_lines
+from .fleet import Record, load_records, parse_lines, regular_report
 from .tally import Tally
 
 log = logging.getLogger("minionize.summaryfiles")
@@ -162,12 +162,11 @@ def read_report(report: Path, inode: int, size: int) -> tuple[Tally, int]:
 
 def read_directory(directory: Path) -> tuple[Tally, list[str]]:
     """The tally of every report of `directory`, file by file in name order, and the problems met."""
-    tally, problems = Tally(), []
+    tally, problems = Tally(), list[str]()
     with os.scandir(directory) as scan:
         entries = sorted((e for e in scan if e.name.endswith(".jsonl")), key=lambda e: e.name)
     for entry in entries:
-        if not entry.is_file():  # a FIFO would block the read, a device never end it
-            problems.append(f"{entry.name}: not a regular file: skipped")
+        if not regular_report(entry, problems):
             continue
         try:
             stat = entry.stat()

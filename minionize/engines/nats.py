@@ -366,13 +366,14 @@ class NatsEngine(Engine):
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         received = message.handle
+        reason = _clean(reason)
         copied = {k: v for k, v in _copied_headers(received.headers).items() if k not in (BASE, ORIGIN)}
-        ours = {**dead_letter_metadata(_clean(reason), message.attempt, self.stream),
+        ours = {**dead_letter_metadata(reason, message.attempt, self.stream),
                 "minion_sequence": str(received.metadata.sequence.stream), ORIGIN: message.id}
         headers = _fitting(received.data or b"", self._max_payload(), {**copied, **ours}, ours)
         if headers is None:
             log.warning("%s: its body leaves no room under the server's max payload for the dead letter's "
-                        "headers: dead-lettered without them (reason: %s)", message.id, _clean(reason))
+                        "headers: dead-lettered without them (reason: %s)", message.id, reason)
         try:
             await self._js.publish(self.dead_letter_subject, received.data, headers=headers)
         except nats.errors.NoRespondersError:  # the dead-letter stream was deleted since

@@ -553,11 +553,11 @@ class RedisEngine(Engine):
     def retry_failed(self) -> int:
         entries = self._dead_entries()
         moved = 0
+        field = self.field.encode()
         try:
             for entry_id, fields in entries:
                 # An entry set aside for lacking the field goes back as it came, to be set
                 # aside again until REDIS_FIELD or its producer is fixed: never as an empty parameter.
-                field = self.field.encode()
                 queued: dict[Any, Any] = {field: fields[field]} if field in fields else _as_queued(fields)
                 if not queued:  # its producer's fields all bore minionize's names: nothing of it is left
                     log.warning("%s: dead letter %s has only minionize's fields %s: left where it is",

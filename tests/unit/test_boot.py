@@ -103,6 +103,12 @@ def test_the_entry_points_import_nothing_of_minionize_before_their_handlers() ->
     assert done.stdout.strip() == "['minionize', 'minionize.boot', 'minionize.earlystop']", done.stderr
 
 
+def test_the_entry_points_exit_codes_are_the_projects() -> None:
+    from minionize import boot, exitcodes
+
+    assert (boot._COLD_STOP, boot._INTERRUPTED) == (exitcodes.COLD_STOP, exitcodes.INTERRUPTED)
+
+
 def test_the_api_names_are_all_there_lazily() -> None:
     assert sorted([*minionize.__all__, "DockerCallback"]) == sorted(minionize._API)
     for name in minionize.__all__:
