@@ -13,6 +13,16 @@ What it is
     compactly (see minionize/engines/sweepindex.py). What a minion knows of
     the sweep, read from these files, is minionize/engines/sweepstate.py.
 
+A fleet
+    Every minion reads every record the others write (execo's one `done`
+    and one `inprogress`), so that is kept cheap: `done` is read before the
+    sweep's lock is taken (under it, only what was appended meanwhile),
+    `inprogress` as one set, and a take walks what is neither done nor
+    failed from a place of the minion's own in the sweep, passing over
+    what is in progress (a minion alone starts at the beginning): the
+    minions of a fleet do not walk over what the others just took.
+    Parameters given back (a nack, a release, a reclaim) are tried first.
+
 Environment
     EXECO_PERSISTENCE_DIR (path, default `sweeps`): the sweep directory.
     MINION_LEASE_SECONDS (seconds, default 60): how long a parameter stays
@@ -98,7 +108,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import itertools
 import json
 import os
 import pickle
@@ -176,6 +185,7 @@ class ExecoEngine(Engine):
         self._mine: dict[str, Any] = {}
         self._reclaimed: set[Any] = set()
         self._unleased: dict[str, float] = {}  # key -> when its lease period ends
+        self._key_of: dict[Any, str] = {}  # see `_keys`
         self._last_reclaim = 0.0
         #: Seconds spent waiting for the sweep's lock (bench/fleet.py reports it per parameter).
         self.lock_wait = 0.0
@@ -224,6 +234,9 @@ class ExecoEngine(Engine):
         with _PROCESS_LOCK:
             done = sweepfiles.open_appendable(self._done_file)
             try:
+                # What the fleet acked since the last look, read before the lock: under it, only what
+                # was appended while this minion waited (a fleet's minions read every record).
+                self._sweep.scan_done(done, cut=False)
                 asked = time.perf_counter()
                 fcntl.lockf(done, fcntl.LOCK_EX)  # released by the close
                 waited = time.perf_counter() - asked
@@ -269,22 +282,33 @@ class ExecoEngine(Engine):
 
     def _clean_up(self) -> None:
         """Delete what killed minions left: temporaries, their leases once run out, leases of a parameter
-        no longer in progress (older minionize wrote one per parameter)."""
+        no longer in progress (older minionize wrote one per parameter). A fleet starting at once opens the
+        sweep a minion after another: nothing here reads what live minions write."""
         for entry in os.scandir(self.directory):
             if entry.name.startswith((".inprogress.", ".sweeps.")) and entry.name.endswith(".tmp"):
                 sweepfiles.remove(Path(entry.path))  # written under the lock, which we hold: a leftover
-        keys = {param_key(param) for param in self._sweep.in_progress}
+        keys: Optional[set[str]] = None
         now = self.clock()
-        self._prune_leases(now)
         for entry in os.scandir(self._state / "leases"):
             if entry.name.startswith(sweepleases.MINION):
                 continue
             if not entry.name.startswith("."):
+                if keys is None:
+                    keys = set(self._keys(self._sweep.in_progress).values())
                 if entry.name not in keys:
                     sweepfiles.remove(Path(entry.path))
             elif now > sweepleases.modified(entry.path) + self.lease_seconds:
                 # A lease's temporary: renewals write them without the lock, so only an old one is a leftover.
                 sweepfiles.remove(Path(entry.path))
+        self._prune_leases(now)
+
+    def _keys(self, params: set[Any]) -> dict[Any, str]:
+        """The key of each parameter (`param_key`), remembered while it is in progress (reclaims ask for
+        every parameter in progress)."""
+        cached = self._key_of
+        keys = {param: cached.get(param) or param_key(param) for param in params}
+        self._key_of = keys
+        return keys
 
     # -- leases ----------------------------------------------------------
 
@@ -304,7 +328,13 @@ class ExecoEngine(Engine):
         return sweepleases.expiries(self._leases_dir)
 
     def _prune_leases(self, now: float) -> None:
-        in_progress = {param_key(param) for param in self._sweep.in_progress}
+        keys: list[set[str]] = []
+
+        def in_progress() -> set[str]:  # looked up only if a lease file is old enough to be read
+            if not keys:
+                keys.append(set(self._keys(self._sweep.in_progress).values()))
+            return keys[0]
+
         sweepleases.prune(self._leases_dir, now, self.lease_seconds, in_progress, keep=self._own_lease.path)
 
     def _lease_expired(self, key: str, now: float, leases: dict[str, float]) -> bool:
@@ -324,7 +354,7 @@ class ExecoEngine(Engine):
         aside after MINION_MAX_ATTEMPTS rather than reclaimed for ever.
         """
         now = self.clock()
-        keys = {param: param_key(param) for param in self._sweep.in_progress}
+        keys = self._keys(self._sweep.in_progress)
         known = set(keys.values())
         self._unleased = {key: end for key, end in self._unleased.items() if key in known}
         leases = self._leases()
@@ -344,7 +374,7 @@ class ExecoEngine(Engine):
                     sweepfiles.remove(self._leases_dir + keys[param])  # an older minionize's, if it is one
                 self._unleased.pop(keys[param], None)
                 if self._sweep.open(param):
-                    self._sweep.remaining.add(param)
+                    self._sweep.given_back(param)
                     self._reclaimed.add(param)
         self._prune_leases(now)
 
@@ -371,10 +401,12 @@ class ExecoEngine(Engine):
             return self._kept.give(limit)
         wanted = limit + self._kept.extra()
         with self._locked() as files:
-            if not self._sweep.remaining:
+            found = self._sweep.take(wanted)
+            if not found:
                 self._refill(files)
-            if self._sweep.remaining:
-                messages = self._take(list(itertools.islice(self._sweep.remaining.positions(), wanted)))
+                found = self._sweep.take(wanted)
+            if found:
+                messages = self._take(found)
             elif not self._waiting_for_others():
                 return []  # nothing can come back but what this minion runs: no need to wait
             else:
@@ -416,24 +448,18 @@ class ExecoEngine(Engine):
             raise
 
     def _waiting_for_others(self) -> bool:
-        """Parameters in progress elsewhere, which may come back (a nack, an expired lease)."""
-        mine = set(self._mine.values())
-        return any(self._sweep.open_in_progress(param) and param not in mine for param in self._sweep.in_progress)
+        """Parameters in progress elsewhere, which may come back (a nack, an expired lease): with nothing
+        to take, whatever remains (neither done nor failed) is in progress."""
+        return len(self._sweep.remaining) > sum(map(self._sweep.open, self._mine.values()))
 
-    def _take(self, positions: list[int]) -> list[Message]:
-        """Put the parameters at `positions` in `inprogress` (their leases come next: `_lease`)."""
-        params = [self._sweep.sweeps[position] for position in positions]
+    def _take(self, found: dict[int, Any]) -> list[Message]:
+        """Put the parameters found (by their places) in `inprogress` (their leases come next: `_lease`)."""
+        params = list(found.values())
         keys = [param_key(param) for param in params]
-        for param, position in zip(params, positions, strict=True):
-            self._sweep.where[param] = position
-        try:
-            self._sweep.write_in_progress(self._sweep.in_progress | set(params))
-        except OSError:
-            self._sweep.forget(set(params) - self._sweep.in_progress)
-            raise
+        self._key_of.update(zip(params, keys, strict=True))
+        self._sweep.write_in_progress(self._sweep.in_progress | set(params))
         messages = []
-        for key, param, position in zip(keys, params, positions, strict=True):
-            self._sweep.remaining.discard_at(position)
+        for key, param in zip(keys, params, strict=True):
             self._mine[key] = param
             message = Message(key, param, self._sweep.attempts.get(param, 0) + 1)
             message.reclaimed = param in self._reclaimed
@@ -454,8 +480,8 @@ class ExecoEngine(Engine):
             self._refill(files)
             if not self._mine:
                 self._sweep.tidy()
-            sweep = self._sweep
-            return not sweep.remaining and not self._mine and not any(map(sweep.open_in_progress, sweep.in_progress))
+            # Whatever remains (neither done nor failed) is taken, in progress or not.
+            return not self._sweep.remaining and not self._mine
 
     def _settle(self, message: Message, event: str, detail: Any = None) -> None:
         """The record (durable), then `inprogress`, then the lease: a fault in between leaves the
@@ -481,7 +507,7 @@ class ExecoEngine(Engine):
             sweepfiles.append(files["journal"], (event, param, detail))
             self._sweep.write_in_progress(self._sweep.in_progress - {param})
             if event in ("nack", "release") and self._sweep.open(param):
-                self._sweep.remaining.add(param)
+                self._sweep.given_back(param)
 
     def ack(self, message: Message) -> None:
         self._settle(message, "done")
@@ -543,8 +569,8 @@ class ExecoEngine(Engine):
         return len(failed)
 
     def remaining(self) -> Optional[int]:
-        open_ = (param for param in self._sweep.in_progress if param not in self._acked)
-        return len(self._sweep.remaining) + sum(map(self._sweep.open_in_progress, open_))
+        # Neither done nor failed, in progress or not, less what this minion acked and did not write yet.
+        return len(self._sweep.remaining) - sum(map(self._sweep.open, self._acked))
 
     def close(self) -> None:
         self._give_back(self._kept.take_all())

@@ -223,24 +223,14 @@ def read_appended(fd: int, position: int) -> tuple[list[Any], int]:
     caller holds the sweep's lock.
     """
     records: list[Any] = []
-    return records, scan_appended(fd, position, records.append)
+    return records, scan_appended(fd, position, lambda record, _: records.append(record))
 
 
 _MANY = 1 << 16
 
 
-def scan_appended(fd: int, position: int, apply: Callable[[Any], object],
-                  known: Optional[Callable[[memoryview], bool]] = None) -> int:
-    """`read_appended`, one record at a time: `apply` each, and return the position after them (a million
-    records done are not held at once). When there are many (`_MANY` bytes or more: a minion catching up),
-    a record pickled in one frame (protocol 4 and later: its length is in its first bytes) is first given
-    as its bytes to `known`, and unpickled only if that returns False; a few are unpickled, which costs
-    less than finding their frames."""
-    size = os.fstat(fd).st_size
-    if size <= position:
-        return position
-    if size - position < _MANY:
-        known = None
+def _read_to(fd: int, position: int, size: int) -> bytes:
+    """The bytes of `fd` from `position` to `size` (or its end, if shorter)."""
     chunks, read = [], 0
     while read < size - position:
         chunk = os.pread(fd, size - position - read, position + read)
@@ -248,7 +238,23 @@ def scan_appended(fd: int, position: int, apply: Callable[[Any], object],
             break
         chunks.append(chunk)
         read += len(chunk)
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def scan_appended(fd: int, position: int, apply: Callable[[Any, memoryview], object],
+                  known: Optional[Callable[[memoryview], bool]] = None, cut: bool = True) -> int:
+    """`read_appended`, one record at a time: `apply` each, with its bytes, and return the position after
+    them (a million records done are not held at once). When there are many (`_MANY` bytes or more: a
+    minion catching up), a record pickled in one frame (protocol 4 and later: its length is in its first
+    bytes) is first given as its bytes to `known`, and unpickled only if that returns False; a few are
+    unpickled, which costs less than finding their frames. Not `cut` (a read without the sweep's lock):
+    a torn record ends the read and is left in place (it may be an append being written)."""
+    size = os.fstat(fd).st_size
+    if size <= position:
+        return position
+    if size - position < _MANY:
+        known = None
+    data = _read_to(fd, position, size)
     stream = io.BytesIO(data)  # which shares `data` (bytes) rather than copy it: a big `done` is held once
     view = memoryview(data)
     good = 0
@@ -262,12 +268,14 @@ def scan_appended(fd: int, position: int, apply: Callable[[Any], object],
         try:
             record = pickle.load(stream)
         except TORN:
-            os.ftruncate(fd, position + good)
+            if cut:
+                os.ftruncate(fd, position + good)
             break
         except FOREIGN as exc:
             raise ForeignParameter(exc) from None
-        apply(record)
-        good = stream.tell()
+        end = stream.tell()
+        apply(record, view[good:end])
+        good = end
     return position + good
 
 

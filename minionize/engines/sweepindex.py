@@ -242,13 +242,23 @@ class Remaining:
         """The remaining parameters in sweep order, from the first that may remain."""
         return map(self.index.__getitem__, self.positions())
 
-    def positions(self) -> Iterator[int]:
-        """Where the remaining parameters are, in sweep order."""
-        position = self._flags.find(1, self._next)
-        self._next = max(0, position)
+    def has_at(self, position: int) -> bool:
+        return bool(self._flags[position])
+
+    def positions(self, start: int = 0) -> Iterator[int]:
+        """Where the remaining parameters are, in sweep order from `start`, then round from the first."""
+        flags = self._flags
+        position = flags.find(1, max(start, self._next))
+        if start <= self._next:
+            self._next = max(0, position)
         while position >= 0:
             yield position
-            position = self._flags.find(1, position + 1)
+            position = flags.find(1, position + 1)
+        if start > self._next:
+            position = flags.find(1, self._next, start)
+            while position >= 0:
+                yield position
+                position = flags.find(1, position + 1, start)
 
 
 # -- the files -------------------------------------------------------------------------

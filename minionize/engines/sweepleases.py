@@ -60,7 +60,7 @@ def expiries(directory: str) -> dict[str, float]:
     return expiry
 
 
-def prune(directory: str, now: float, seconds: float, in_progress: set[str], keep: str) -> None:
+def prune(directory: str, now: float, seconds: float, in_progress: Callable[[], set[str]], keep: str) -> None:
     """Under the sweep's lock: delete the files of minions whose lease ran out a third of a lease ago (as a
     reclaim counts it) and that name nothing in progress (keys), and torn ones older than a lease; never
     `keep` (this minion's). A live minion rewrites its own every third of a lease while it holds something,
@@ -68,9 +68,12 @@ def prune(directory: str, now: float, seconds: float, in_progress: set[str], kee
     for entry in os.scandir(directory):
         if not entry.name.startswith(MINION) or entry.path == keep:
             continue
+        with contextlib.suppress(OSError):
+            if entry.stat().st_mtime > now - seconds:
+                continue  # rewritten within a lease: not to prune (read, it would cost a fleet opening at once)
         record = read(entry.path)
         expires, keys = record if record else (modified(entry.path) + seconds * 2 / 3, [])
-        if now > expires + seconds / 3 and not in_progress.intersection(keys):
+        if now > expires + seconds / 3 and not in_progress().intersection(keys):
             sweepfiles.remove(entry.path)
 
 

@@ -3,23 +3,35 @@
 The execo engine (execo.py) brings it up to date under the sweep's lock,
 from the files every minion appends to (`done`, the journal) or replaces
 (`inprogress`), then decides what to take and what to write. Each minion
-reads every record the others write: the bookkeeping here is what a fleet
-pays per parameter and per minion, so the parameters in progress are
-placed in the sweep once each (`position`, `look_ahead`), and `done` is
-read by the pickles of its records when there are many (a minion catching
-up).
+reads every record the others write, under the lock: the bookkeeping here
+is what a fleet pays per parameter and per minion, so none of it is done
+per parameter in progress. `inprogress` is read as a set (one unpickle,
+skipped when its bytes did not change) and never looked up parameter by
+parameter: what remains (`remaining`) is what is neither done nor failed,
+in progress or not, and a take walks it from where this minion last took
+(`take`), passing over what is in the set; a minion that finds others at
+work starts its walk at a place of its own in the sweep, so that a fleet
+does not walk over what the others just took. `done` is read record by
+record (by their pickles when there are many: a minion catching up); the
+parameters it names are dropped from `inprogress` at this minion's next
+write of it.
 """
 
 from __future__ import annotations
 
 import fcntl
-import itertools
 import os
 import pickle
+import zlib
+from collections import deque
 from typing import Any, Callable, Optional
 
 from ..errors import ConfigError
 from . import sweepfiles, sweepindex
+
+#: The most parameters read from `done` kept for the next write of `inprogress` (beyond it, that write looks
+#: each parameter in progress up instead, as after a minion catches up).
+_DONE_READ_MOST = 1 << 16
 
 
 class SweepState:
@@ -39,15 +51,23 @@ class SweepState:
         self.attempts: dict[Any, int] = {}
         self.failed: dict[Any, str] = {}
         self._journal_pos = 0
+        #: `inprogress` as last read or written, and its bytes (None: not read from the file, see `_leased`).
         self.in_progress: set[Any] = set()
-        #: Each parameter in progress (as last read, and those taken here): its place in the sweep (None:
-        #: outside it), looked up once while it is in progress (`position`, `look_ahead`): each take of a
-        #: fleet's minion reads as many parameters newly in progress as the fleet has minions.
-        self.where: dict[Any, Optional[int]] = {}
-        self.finished: set[Any] = set()  # those of them done or failed
-        self._ahead: dict[Any, int] = {}  # parameters just after where this minion takes (`look_ahead`)
-        self._caught_up = False  # `done` read by the pickles of its records (`scan_done`)
+        self._in_progress_data: Optional[bytes] = None
+        #: What is neither done nor failed, in progress or not (`take` passes over what is in progress).
         self.remaining = sweepindex.Remaining(self.sweeps, done=self.done)
+        #: The parameters read from `done` (and failed in the journal) since this minion last wrote
+        #: `inprogress`, which its next write drops (an ack leaves its parameter there); `_look_up_all`: some
+        #: were read by their pickle only, so that write looks up every parameter in progress instead.
+        self._settled_read: set[Any] = set()
+        self._look_up_all = False
+        #: Where this minion's walk of the sweep goes on (None: not started), and the places of parameters
+        #: given back (a nack, a release, a reclaim, a new round), which a take tries first.
+        self._cursor: Optional[int] = None
+        self._start = zlib.crc32(tag.encode())
+        self._returned: deque[int] = deque()
+        #: The `inprogress` of a walk that found nothing to take: the next walk is skipped while it holds.
+        self._exhausted: Optional[bytes] = None
         self.untidy = False  # `inprogress` still names parameters acked here (see ExecoEngine._settle)
 
     def load(self) -> bool:
@@ -72,54 +92,43 @@ class SweepState:
             finally:
                 fcntl.lockf(handle, fcntl.LOCK_UN)
         self.sweeps, self._sweeps_stat = sweeps, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        # Positions in the sweep loaded before.
-        self.where, self.finished, self._ahead = {}, set(), {}
+        # Places in the sweep loaded before.
+        self._cursor, self._exhausted = None, None
+        self._returned.clear()
         self.done = self.done.onto(sweeps)
-        self.remaining = sweepindex.Remaining(sweeps, itertools.chain(self.failed, self.in_progress), self.done)
+        self.remaining = sweepindex.Remaining(sweeps, self.failed, self.done)
         return True
 
     # -- reading what the minions wrote -------------------------------------
 
-    def scan_done(self, done: int) -> None:
-        """Read the records appended to `done` since the last read."""
-        self._caught_up = False
-        self.done_pos = sweepfiles.scan_appended(done, self.done_pos, self._mark_done, self._done_pickle)
-        if self._caught_up:  # records found by their pickle: which of the parameters in progress are done?
-            self.finished = {param for param, position in self.where.items() if self.settled_at(param, position)}
+    def scan_done(self, done: int, cut: bool = True) -> None:
+        """Read the records appended to `done` since the last read; not `cut`: without the sweep's lock
+        (a torn record, maybe being written, is left for the next read)."""
+        self.done_pos = sweepfiles.scan_appended(done, self.done_pos, self._mark_done, self._done_pickle, cut)
+        if len(self._settled_read) > _DONE_READ_MOST:
+            self._settled_read.clear()
+            self._look_up_all = True
 
-    def _mark_done(self, param: Any) -> None:
-        """A record of `done`: most name a parameter this minion saw in progress."""
-        if param not in self.where:
+    def _mark_done(self, param: Any, key: memoryview) -> None:
+        """A record of `done`, found in the sweep by its bytes (those of the sweep's own pickle, as
+        minionize writes it), else by the parameter's pickle (plain execo's may be another)."""
+        position = self.sweeps.position_of(key)
+        if position is None:
             self.remaining.mark_done(param)
-            return
-        self.remaining.mark_done_at(param, self.where[param])
-        self.finished.add(param)
+        else:
+            self.remaining.done_at(position)
+        self._settled_read.add(param)
 
     def _done_pickle(self, key: memoryview) -> bool:
         """A record of `done` read as its bytes (many of them: a minion catching up)."""
-        self._caught_up = True
+        self._look_up_all = True
         return self.remaining.mark_done_pickle(key)
 
     def update(self, files: dict[str, int]) -> None:
         """Read what changed since the last read: `done`, the journal, `inprogress`."""
         self.scan_done(files["done"])
         new_failed = self.read_journal(files)
-        current = self._read_in_progress()
-        left = self.in_progress - current
-        # Only what is newly in progress can still be remaining (nothing in progress ever is).
-        new = current - self.in_progress
-        self._look_ahead(new)
-        for param in new:
-            position = self.position(param)
-            if position is not None:
-                self.remaining.discard_at(position)
-        # What left `inprogress` without being done or failed was given back.
-        for param in left - self.finished:
-            position = self.position(param)
-            if position is not None and not self.settled_at(param, position):
-                self.remaining.add_at(position)
-        self.forget(left)
-        self.in_progress = current
+        self._read_in_progress()
         self.remaining.difference_update(new_failed)
 
     def read_journal(self, files: dict[str, int]) -> list[Any]:
@@ -129,77 +138,77 @@ class SweepState:
         for event, param, detail in events:
             if event == "nack":
                 self.attempts[param] = self.attempts.get(param, 0) + 1
+                self.given_back(param)
+            elif event == "release":
+                self.given_back(param)
             elif event == "fail":
                 self.failed[param] = detail
                 new_failed.append(param)
-                if param in self.where:
-                    self.finished.add(param)
+                self._settled_read.add(param)
             elif event == "retry" and self.failed.pop(param, None) is not None:
                 # minion-push --retry-failed: a new round, with all its attempts.
                 self.attempts.pop(param, None)
-                self.finished.discard(param)
-                if self.open(param) and param not in self.in_progress:
+                if self.open(param):
                     self.remaining.add(param)
+                    self.given_back(param)
         return [param for param in new_failed if param in self.failed]
 
-    def _read_in_progress(self) -> set[Any]:
+    def _read_in_progress(self) -> None:
         data = sweepfiles.read_whole(self.inprogress_file)
+        if data and data == self._in_progress_data:
+            return  # unchanged since this minion last read or wrote it
         if data:
             try:
-                return set(sweepfiles.loads(data))
+                self.in_progress, self._in_progress_data = set(sweepfiles.loads(data)), data
+                return
             except sweepfiles.TORN:
                 pass
         # Empty: never written, or plain execo was killed between its truncate and its write.
-        return self._leased(self)
+        self.in_progress, self._in_progress_data = self._leased(self), None
 
-    # -- where the parameters in progress are --------------------------------
+    # -- taking ----------------------------------------------------------------
 
-    def position(self, param: Any) -> Optional[int]:
-        """Where a parameter in progress is in the sweep (None: outside it), looked up once while it is."""
-        try:
-            return self.where[param]
-        except KeyError:
-            position = self.sweeps.position(param)
-            self._place(param, position)
-            return position
+    def given_back(self, param: Any) -> None:
+        """`param` left `inprogress` unsettled (a nack, a release, a reclaim): the next take tries it first."""
+        position = self.sweeps.position(param)
+        if position is not None:
+            self._returned.append(position)
+            self._exhausted = None
 
-    def _place(self, param: Any, position: Optional[int]) -> None:
-        """Keep where a parameter newly in progress is, and whether it is settled already."""
-        self.where[param] = position
-        if self.settled_at(param, position):
-            self.finished.add(param)
-
-    def _look_ahead(self, params: set[Any]) -> None:
-        """Find parameters newly in progress among the first that remain here, an unpickle each rather
-        than a pickle and a lookup: in a fleet, most are what the other minions took since this one's
-        last look. (A sweep is a set: no two of its parameters are equal.)"""
-        missing = params - self.where.keys()
-        if not missing:
-            return
-        if not missing <= self._ahead.keys():
-            positions = itertools.islice(self.remaining.positions(), 2 * len(missing) + 16)
-            self._ahead = {self.sweeps[position]: position for position in positions}
-        for param in missing & self._ahead.keys():
-            self._place(param, self._ahead.pop(param))
-
-    def forget(self, params: set[Any]) -> None:
-        """`position`'s parameters no longer in progress."""
-        for param in params:
-            self.where.pop(param, None)
-        self.finished -= params
+    def take(self, wanted: int) -> dict[int, Any]:
+        """Up to `wanted` parameters to take, by their places: remaining, not in progress. Those given back
+        first, then the walk from where this minion last took, round the sweep."""
+        found: dict[int, Any] = {}
+        in_progress, sweeps, flags = self.in_progress, self.sweeps, self.remaining
+        while self._returned and len(found) < wanted:
+            position = self._returned.popleft()
+            if flags.has_at(position) and position not in found:
+                param = sweeps[position]
+                if param not in in_progress:
+                    found[position] = param
+        if len(found) == wanted or (self._exhausted is not None and self._exhausted == self._in_progress_data):
+            return found
+        if self._cursor is None:
+            # Alone (nothing else in progress), from the start; else from a place of its own.
+            self._cursor = self._start % len(sweeps) if in_progress and len(sweeps) else 0
+        for position in flags.positions(self._cursor):
+            if position in found:
+                continue
+            param = sweeps[position]
+            if param in in_progress:
+                continue
+            found[position] = param
+            if len(found) == wanted:
+                self._cursor = position + 1
+                return found
+        # Round the sweep: the rest is in progress until `inprogress` changes.
+        self._exhausted = self._in_progress_data
+        return found
 
     # -- what is settled, what is open ---------------------------------------
 
     def settled(self, param: Any) -> bool:
         return param in self.done or param in self.failed
-
-    def settled_at(self, param: Any, position: Optional[int]) -> bool:
-        return param in self.failed or self.done.has(param, position)
-
-    def open_in_progress(self, param: Any) -> bool:
-        """`open`, for a parameter in progress."""
-        position = self.position(param)
-        return position is not None and not self.settled_at(param, position)
 
     def open(self, param: Any) -> bool:
         """In progress for good: part of this sweep, neither done nor failed."""
@@ -209,15 +218,15 @@ class SweepState:
 
     def write_in_progress(self, params: set[Any]) -> None:
         """Write `inprogress`, less the parameters settled meanwhile (those an ack left there)."""
-        for param in params - self.where.keys():
-            self.position(param)  # tells whether it is settled
-        kept = params - self.finished
-        self.forget((self.in_progress | params) - kept)
-        params = kept
-        data = pickle.dumps(params, protocol=sweepfiles.PROTOCOL)
+        if self._look_up_all:
+            kept = {param for param in params if not self.settled(param)}
+        else:
+            kept = params - self._settled_read
+        data = pickle.dumps(kept, protocol=sweepfiles.PROTOCOL)
         sweepfiles.swap(self.inprogress_file, data, self.inprogress_temporary)
-        self.in_progress = params
-        self.untidy = False
+        self.in_progress, self._in_progress_data = kept, data
+        self._settled_read.clear()
+        self._look_up_all = self.untidy = False
 
     def tidy(self) -> None:
         """Take the parameters acked here out of `inprogress`, when no take did it since."""

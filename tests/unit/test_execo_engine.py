@@ -197,7 +197,7 @@ def test_temporaries_of_a_killed_minion_are_cleaned_up_at_open(tmp_path: Path) -
         path.write_bytes(b"half")
     long_ago = time.time() - 200  # a lease (60 s) and more
     left[4].write_text(json.dumps({"minion": "node:14:0a0b0c", "expires": long_ago, "keys": ["0" * 20]}))
-    for old in (left[2], left[5]):  # a lease's temporary, a minion's torn lease: older than a lease
+    for old in (left[2], left[4], left[5]):  # a lease's temporary, a dead minion's lease, a torn one: all old
         os.utime(old, (long_ago, long_ago))
     renewing = leases / ".4567.node_13_ef34ab"  # one a live minion may be renaming right now
     renewing.write_bytes(b"{}")

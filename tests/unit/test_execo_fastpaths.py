@@ -17,10 +17,14 @@
 - A take's lease (the minion's lease file, rewritten in place) is written
   once the sweep's lock is let go; one that cannot be written gives its
   parameters back.
+- What the fleet acked is read from `done` before the sweep's lock is
+  taken: under it, only what was appended meanwhile. Read so, a record
+  still being appended is left whole for the next read, never cut.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -36,6 +40,7 @@ from execo_engine.sweep import ParamSweeper
 
 from minionize.engines import execo, sweepfiles
 from minionize.engines.execo import ExecoEngine
+from minionize.engines.sweepstate import SweepState
 from tests.unit.sweeps import Later, leased, make_sweep, on_disk_in_progress
 
 
@@ -380,3 +385,55 @@ def test_a_minion_whose_lease_file_was_deleted_writes_it_anew(tmp_path: Path) ->
     assert leased(d) == {first.id}
     second = minion.next(0)
     assert second is not None and leased(d) == {first.id, second.id}
+
+
+def test_what_the_fleet_acked_is_read_before_the_sweeps_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = make_sweep(tmp_path / "s", range(10))
+    minion, other = opened(d), opened(d)
+    acked = []
+    for _ in range(5):
+        message = other.next(0)
+        assert message is not None
+        other.ack(message)  # one record each (runs of unknown length: written at once)
+        acked.append(message.param)
+    read: list[object] = []
+    read_at_lock: list[int] = []
+    mark_done, lockf = SweepState._mark_done, fcntl.lockf
+
+    def counted(self: SweepState, param: object, key: memoryview) -> None:
+        if self is minion._sweep:
+            read.append(param)
+        mark_done(self, param, key)
+
+    def lock(fd: int, operation: int, *args: int) -> None:
+        if operation == fcntl.LOCK_EX:
+            read_at_lock.append(len(read))
+        lockf(fd, operation, *args)
+
+    monkeypatch.setattr(SweepState, "_mark_done", counted)
+    monkeypatch.setattr(fcntl, "lockf", lock)
+    taken = minion.next(0)
+    assert taken is not None and taken.param not in read
+    assert sorted(read) == sorted(acked)
+    assert read_at_lock == [5]  # all of them before the lock, none again under it
+
+
+def test_a_record_being_appended_is_left_whole_by_a_read_without_the_lock(tmp_path: Path) -> None:
+    d = make_sweep(tmp_path / "s", ["a", "b"])
+    state = opened(d)._sweep
+    record = pickle.dumps("a", protocol=4)
+    with open(d / "done", "ab") as writer:
+        writer.write(record[:5])  # a minion's append, half written
+        writer.flush()
+        done = os.open(d / "done", os.O_RDWR)
+        try:
+            state.scan_done(done, cut=False)
+            assert (d / "done").stat().st_size == 5 and state.done_pos == 0
+            writer.write(record[5:])
+            writer.flush()
+            state.scan_done(done, cut=False)
+        finally:
+            os.close(done)
+    assert state.done_pos == len(record) and "a" in state.done

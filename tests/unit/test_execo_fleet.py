@@ -1,10 +1,9 @@
 """Several minions on one execo sweep, in any interleaving, against a model of the sweep.
 
-A minion of a fleet keeps, for each parameter in progress anywhere, its
-place in the sweep, whether it is settled, and a window of the parameters
-just after where it takes (`ExecoEngine._position`, `_look_ahead`): most
-parameters newly in progress are what the others took since its last look.
-Whatever the others did meanwhile (took one or a batch, acked, nacked, gave
+A minion of a fleet reads `inprogress` as a set and never places its
+parameters in the sweep one by one: what remains to it is what is neither
+done nor failed, and its take walks that from a place of its own, passing
+over what is in the set (`SweepState.take`). Whatever the others did meanwhile (took one or a batch, acked, nacked, gave
 back, set aside, pushed more), each minion must count what remains as the
 model does, never take what another runs, and the sweep must end with every
 parameter done once or set aside. The same with minions that take ahead and
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 
 from minionize.engines import sweepfiles
 from minionize.engines.execo import ExecoEngine
+from minionize.engines.sweepindex import SweepIndex
 from minionize.message import Message
 
 MINIONS = 5
@@ -90,9 +90,10 @@ class Fleet:
             minion.drained()  # brings its view up to date under the lock (and writes its acks)
             # The acks the others have not written yet are in progress for it.
             assert minion.remaining() == len(self.sweep - self.done - self.failed) + len(self.unwritten(but=which))
-            # What it keeps for the parameters in progress is no more than they are.
-            assert minion._sweep.where.keys() <= minion._sweep.in_progress | {m.param for m in held}
-            assert minion._sweep.finished <= minion._sweep.where.keys()
+            # What it holds for in progress is `inprogress` as it just read or wrote it.
+            data = sweepfiles.read_whole(self.directory / "inprogress")
+            if data:
+                assert minion._sweep.in_progress == set(pickle.loads(data))
         elif held:
             message = held.pop(count % len(held))
             if action == "ack":
@@ -154,20 +155,58 @@ def test_what_another_minion_gives_back_sets_aside_or_acks_is_seen_at_the_next_l
         fleet.finish()
 
 
-def test_a_fleet_taking_in_turns_reads_each_parameter_in_progress_from_its_window(tmp_path: Path) -> None:
-    """The usual fleet: each minion acks and takes in turn; parameters the others took are found in the
-    window just after where it takes, not looked up by their pickle one by one."""
-    fleet = Fleet(tmp_path / "sweep", 400)
-    lookups = []
-    for minion in fleet.minions:
-        index = minion._sweep.sweeps
-        original = index.position
-        index.position = lambda param, original=original: lookups.append(param) or original(param)  # type: ignore[method-assign]
-    for _ in range(60):
+def unpickles(monkeypatch: pytest.MonkeyPatch, minion: ExecoEngine) -> list[int]:
+    """The places of the parameters `minion` unpickles from its index of the sweep, from now on."""
+    unpickled: list[int] = []
+    index, original = minion._sweep.sweeps, SweepIndex.__getitem__
+
+    def counted(self: SweepIndex, position: int) -> Any:
+        if self is index:
+            unpickled.append(position)
+        return original(self, position)
+
+    monkeypatch.setattr(SweepIndex, "__getitem__", counted)
+    return unpickled
+
+
+def test_a_take_passes_over_no_parameter_the_others_hold_when_their_places_are_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual fleet: each minion acks and takes in turn, from a place of its own in the sweep. A take
+    unpickles the parameters it takes and those it passes over, never one per parameter in progress: the
+    work of a take under the lock does not grow with what the fleet holds."""
+    fleet = Fleet(tmp_path / "sweep", 1000)
+    for which, minion in enumerate(fleet.minions):
+        minion._sweep._start = 200 * which  # as far apart as the crc32s of their names usually are
+    for which in range(MINIONS):
+        fleet.step("take", which, 8)  # minion 0 first, alone: from the start; the others, from their places
+    assert [minion._sweep._cursor for minion in fleet.minions] == [8, 208, 408, 608, 808]
+    unpickled = unpickles(monkeypatch, fleet.minions[0])
+    for _ in range(20):
         for which in range(MINIONS):
             if fleet.held[which]:
                 fleet.step("ack", which, 0)
-            fleet.step("take", which, 1)
-    assert len(fleet.done) >= 250
-    assert len(lookups) < 20, f"{len(lookups)} parameters looked up by their pickle"
+            fleet.step("take", which, 1 if which == 0 else 8)
+    # Each take of minion 0 unpickled the one it took, and none of the 32 to 40 the others held.
+    assert unpickled == list(range(8, 28))
+    fleet.finish()
+
+
+def test_a_minion_that_found_nothing_to_take_does_not_walk_the_sweep_again_until_something_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = Fleet(tmp_path / "sweep", 30)
+    fleet.step("take", 1, 30)
+    idle = fleet.minions[0]
+    unpickled = unpickles(monkeypatch, idle)
+    assert idle.next_many(1, 0) == []
+    assert len(unpickled) == 30  # passed over every parameter, all in progress
+    assert idle.next_many(1, 0) == []
+    fleet.step("ack", 1, 0)  # acks do not make anything takeable: no walk either
+    assert idle.next_many(1, 0) == []
+    assert len(unpickled) == 30
+    fleet.step("release", 1, 0)  # given back: taken at once
+    taken = idle.next_many(1, 0)
+    assert len(taken) == 1 and len(unpickled) == 31  # the one given back, tried first: no walk
+    fleet.held[0].extend(taken)
     fleet.finish()

@@ -58,15 +58,21 @@ def test_only_run_out_lease_files_naming_nothing_in_progress_are_pruned(tmp_path
     }
     for name, record in files.items():
         (tmp_path / name).write_text(json.dumps(record))
+        written = record["expires"] - lease  # as its minion wrote it
+        os.utime(tmp_path / name, (written, written))
+    # Rewritten within a lease (its clock behind the file server's): not even read.
+    (tmp_path / "minion.rewritten").write_text(json.dumps({"expires": now - 30, "keys": []}))
+    os.utime(tmp_path / "minion.rewritten", (now - 5, now - 5))
     (tmp_path / "k1").write_text(json.dumps({"expires": now - 100}))  # older minionize's: not these
     old_torn, fresh_torn = tmp_path / "minion.old-torn", tmp_path / "minion.fresh-torn"
     old_torn.write_text("{")
     fresh_torn.write_text("{")
     os.utime(old_torn, (now - lease - 1, now - lease - 1))
     os.utime(fresh_torn, (now - 10, now - 10))
-    sweepleases.prune(str(tmp_path), now, lease, {"running"}, keep=str(tmp_path / "minion.mine"))
+    sweepleases.prune(str(tmp_path), now, lease, lambda: {"running"}, keep=str(tmp_path / "minion.mine"))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "k1", "minion.fresh-torn", "minion.in-the-margin", "minion.live", "minion.mine", "minion.run-out-holding"]
+        "k1", "minion.fresh-torn", "minion.in-the-margin", "minion.live", "minion.mine", "minion.rewritten",
+        "minion.run-out-holding"]
 
 
 def test_a_minions_lease_is_rewritten_in_place_and_anew_once_deleted(tmp_path: Path) -> None:
