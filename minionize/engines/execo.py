@@ -58,6 +58,8 @@ A crashed minion
     (the margin tolerates that much clock skew between hosts), and those in
     `inprogress` with no lease (a minion died or met a full disk between two
     writes; plain execo code took it) once it has seen them so for as long.
+    Until the earliest lease it saw can have run out, a minion reads no
+    lease file again (a fleet's idle minions would read them all each second).
     A reclaim counts the attempt that died with its minion: a parameter that
     kills every minion that runs it is set aside after MINION_MAX_ATTEMPTS.
     A minion killed with acks not yet written (short runs) or parameters
@@ -187,6 +189,7 @@ class ExecoEngine(Engine):
         self._unleased: dict[str, float] = {}  # key -> when its lease period ends
         self._key_of: dict[Any, str] = {}  # see `_keys`
         self._last_reclaim = 0.0
+        self._reclaim_due = 0.0  # `self.clock` time before which no lease seen can have run out (`_reclaim`)
         #: Seconds spent waiting for the sweep's lock (bench/fleet.py reports it per parameter).
         self.lock_wait = 0.0
         #: Acks not written yet (param -> key): with short runs, the next lock of the sweep writes them.
@@ -346,23 +349,37 @@ class ExecoEngine(Engine):
             self._unleased.pop(key, None)
         return now > expires + self.lease_seconds / 3
 
+    def _expired(self, keys: dict[Any, str], leases: dict[str, float], now: float) -> set[Any]:
+        """The parameters in progress (with their keys) whose lease expired, but this minion's; notes when
+        the earliest of the others can expire."""
+        known = set(keys.values())
+        self._unleased = {key: end for key, end in self._unleased.items() if key in known}
+        gone, due = set(), now + self.lease_seconds
+        for param, key in keys.items():
+            if key in self._mine:
+                continue
+            if self._lease_expired(key, now, leases):
+                gone.add(param)
+            else:
+                due = min(due, leases.get(key, self._unleased.get(key, due)))
+        self._reclaim_due = due + self.lease_seconds / 3
+        return gone
+
     def _reclaim(self, files: dict[str, int]) -> None:
-        """Take out of `inprogress` the parameters settled already and those whose lease expired.
+        """Take out of `inprogress` the parameters whose lease expired (and those settled among them).
 
         An expired lease is an attempt spent (its minion died in the run, or hung): it is
         journalled as one, so that a parameter that kills every minion that runs it is set
-        aside after MINION_MAX_ATTEMPTS rather than reclaimed for ever.
+        aside after MINION_MAX_ATTEMPTS rather than reclaimed for ever. Until the earliest lease
+        seen at the last reclaim can have run out, nothing is read: a parameter taken since has a
+        lease (or a lease period from when it is seen without one) that runs out no sooner.
         """
         now = self.clock()
+        if now <= self._reclaim_due:
+            return
         keys = self._keys(self._sweep.in_progress)
-        known = set(keys.values())
-        self._unleased = {key: end for key, end in self._unleased.items() if key in known}
         leases = self._leases()
-        gone = {
-            param
-            for param, key in keys.items()
-            if self._sweep.settled(param) or (key not in self._mine and self._lease_expired(key, now, leases))
-        }
+        gone = self._expired(keys, leases, now)
         if gone:
             for param in gone:
                 if self._sweep.open(param):

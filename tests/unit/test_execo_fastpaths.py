@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 from execo_engine.sweep import ParamSweeper
 
-from minionize.engines import execo, sweepfiles
+from minionize.engines import execo, sweepfiles, sweepleases
 from minionize.engines.execo import ExecoEngine
 from minionize.engines.sweepstate import SweepState
 from tests.unit.sweeps import Later, leased, make_sweep, on_disk_in_progress
@@ -437,3 +437,30 @@ def test_a_record_being_appended_is_left_whole_by_a_read_without_the_lock(tmp_pa
         finally:
             os.close(done)
     assert state.done_pos == len(record) and "a" in state.done
+
+
+def test_a_reclaim_reads_no_lease_before_the_earliest_it_saw_can_have_run_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle minion looks for dead minions' parameters at each look; while every lease it saw is still
+    good (a lease period and a third), it reads none of them: a fleet's idle minions would read every lease
+    file of the fleet each second."""
+    monkeypatch.setattr(execo, "_RECLAIM_EVERY", 0.0)
+    d = make_sweep(tmp_path / "s", ["a", "b"])
+    holder = opened(d)
+    held = holder.next_many(2, 0)
+    assert len(held) == 2
+    now = [time.time()]
+    idle = ExecoEngine(str(d), 60, clock=lambda: now[0])
+    idle.open()
+    reads = []
+    expiries = sweepleases.expiries
+    monkeypatch.setattr(sweepleases, "expiries", lambda directory: reads.append(now[0]) or expiries(directory))
+    assert idle.next(0) is None
+    assert len(reads) == 1
+    now[0] += 75  # the holder's lease ran out 15 s ago, within the margin of a third
+    assert idle.next(0) is None
+    assert len(reads) == 1
+    now[0] += 10  # and the margin: its parameters come back
+    back = idle.next_many(2, 0)
+    assert sorted(m.param for m in back) == ["a", "b"] and len(reads) == 2
