@@ -52,9 +52,10 @@ class TakeAhead:
 
     def extra(self) -> int:
         """How many to take beyond the slots that ask: the runs the slots finish within the window and the
-        wait for the lock; none when a run lasts that long (another minion could start it as soon)."""
+        wait for the lock; none when a run lasts that long (another minion could start it as soon), nor
+        when taking ahead is off (a window of 0)."""
         horizon = self.window + self._wait
-        if not self._run_time or self._run_time >= horizon:
+        if not self.window or not self._run_time or self._run_time >= horizon:
             return 0
         return min(MOST, int(horizon * max(self._slots, 1) / self._run_time))
 

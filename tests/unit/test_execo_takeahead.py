@@ -81,6 +81,10 @@ def test_a_busy_lock_lengthens_the_horizon_so_that_the_slots_do_not_run_dry_whil
     for _ in range(100):
         pace.waited(0.0)
     assert pace.extra() == 5  # the lock is free again: the window alone
+    off = paced(0.01, window=0)
+    for _ in range(50):
+        off.waited(0.08)
+    assert off.extra() == 0  # EXECO_TAKE_AHEAD=0 is off, however long the wait
 
 
 def test_a_release_does_not_pace_and_the_pace_follows_the_runs() -> None:
