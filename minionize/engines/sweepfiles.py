@@ -141,16 +141,23 @@ _RENAME_EXCHANGE = 2
 _renameat2: Any = None  # libc's renameat2, or False where there is none or the file system refuses it
 
 
-def _exchange(first: StrPath, second: StrPath) -> bool:
-    """Swap two names in one step; False when this system cannot, or `second` is not there."""
+def prepare_exchange() -> None:
+    """Find libc's renameat2, once: made by a minion opening a sweep, before it takes the sweep's lock (a
+    few ms, which a fleet starting at once would wait for, one minion after another)."""
     global _renameat2
     if _renameat2 is None:
         try:
-            import ctypes  # here: 2 ms of the start of every minion otherwise
+            import ctypes  # here: 2 ms of the start of every minion (and of every command) otherwise
 
             _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
         except (OSError, AttributeError):
             _renameat2 = False
+
+
+def _exchange(first: StrPath, second: StrPath) -> bool:
+    """Swap two names in one step; False when this system cannot, or `second` is not there."""
+    global _renameat2
+    prepare_exchange()
     if _renameat2 is False:
         return False
     if _renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
