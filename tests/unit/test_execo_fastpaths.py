@@ -408,7 +408,7 @@ def test_what_the_fleet_acked_is_read_before_the_sweeps_lock(
         mark_done(self, param, key)
 
     def lock(fd: int, operation: int, *args: int) -> None:
-        if operation == fcntl.LOCK_EX:
+        if operation & fcntl.LOCK_EX:
             read_at_lock.append(len(read))
         lockf(fd, operation, *args)
 
