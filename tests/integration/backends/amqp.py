@@ -42,10 +42,14 @@ def rabbitmqctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[
 
 
 def channel() -> Any:
-    """A fresh connection's channel, for tests that look into the broker."""
+    """A fresh connection's channel, for tests that look into the broker. Its publishes wait for the
+    broker's confirm: one not confirmed may reach a quorum queue after what another connection pushes
+    next, once a draining minion has found the queue empty."""
     import pika
 
-    return pika.BlockingConnection(pika.URLParameters(URL)).channel()
+    fresh = pika.BlockingConnection(pika.URLParameters(URL)).channel()
+    fresh.confirm_delivery()
+    return fresh
 
 
 def read_queue(queue: str) -> list[tuple[Any, Any, bytes]]:
@@ -108,7 +112,7 @@ class AmqpBackend(Backend):
     def publish_raw(self, env: dict[str, str], bodies: list[bytes]) -> None:
         import pika
 
-        ch = channel()
+        ch = channel()  # confirmed one by one
         try:
             for body in bodies:
                 ch.basic_publish("", env["AMQP_QUEUE"], body, pika.BasicProperties(delivery_mode=2))
