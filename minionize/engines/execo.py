@@ -396,8 +396,7 @@ class ExecoEngine(Engine):
                 if keys[param] in leases:
                     sweepfiles.remove(self._leases_dir + keys[param])  # an older minionize's, if it is one
                 self._unleased.pop(keys[param], None)
-                if self._sweep.open(param):
-                    self._sweep.given_back(param)
+                if self._sweep.open(param):  # the journal read above gave it back to the walk
                     self._reclaimed.add(param)
         self._prune_leases(now)
 
@@ -526,11 +525,10 @@ class ExecoEngine(Engine):
                 self._write_held_acks()
             return
         with self._locked() as files:
-            # Read back by the next `SweepState.update`, like the records of other minions.
+            # Read back by the next `SweepState.update`, like the records of other minions (a nack or a
+            # release gives the parameter back to the walk then).
             sweepfiles.append(files["journal"], (event, param, detail))
             self._sweep.write_in_progress(self._sweep.in_progress - {param})
-            if event in ("nack", "release") and self._sweep.open(param):
-                self._sweep.given_back(param)
 
     def ack(self, message: Message) -> None:
         self._settle(message, "done")
