@@ -162,7 +162,8 @@ def read_report(report: Path, inode: int, size: int) -> tuple[Tally, int]:
 
 def read_directory(directory: Path) -> tuple[Tally, list[str]]:
     """The tally of every report of `directory`, file by file in name order, and the problems met."""
-    tally, problems = Tally(), list[str]()
+    tally = Tally()
+    problems: list[str] = []
     with os.scandir(directory) as scan:
         entries = sorted((e for e in scan if e.name.endswith(".jsonl")), key=lambda e: e.name)
     for entry in entries:

@@ -109,6 +109,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -337,13 +338,8 @@ class ExecoEngine(Engine):
         return sweepleases.expiries(self._leases_dir)
 
     def _prune_leases(self, now: float) -> None:
-        keys: list[set[str]] = []
-
-        def in_progress() -> set[str]:  # looked up only if a lease file is old enough to be read
-            if not keys:
-                keys.append(set(self._keys(self._sweep.in_progress).values()))
-            return keys[0]
-
+        # Looked up only if a lease file is old enough to be read, once.
+        in_progress = functools.cache(lambda: set(self._keys(self._sweep.in_progress).values()))
         sweepleases.prune(self._leases_dir, now, self.lease_seconds, in_progress, keep=self._own_lease.path)
 
     def _lease_expired(self, key: str, now: float, leases: dict[str, float]) -> bool:
