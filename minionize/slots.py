@@ -79,7 +79,8 @@ class Slots:
         self._finished.put((run, outcome))
 
     def wake(self) -> None:
-        """From a slot's thread: wake the loop (the queue may be drained, the minion idle)."""
+        """From a slot's thread, or a signal handler (SimpleQueue.put is reentrant): wake the loop (the queue
+        may be drained, the minion idle, or a stop asked)."""
         self._finished.put(None)
 
     def collect(

@@ -35,10 +35,16 @@ class StopRequest:
     drain_signal: Optional[int] = None
     drain_exit_code: int = exitcodes.OK
     signals: list[int] = field(default_factory=list)
+    #: When the first stop signal came (time.monotonic): the grace period runs from there, not from
+    #: when the loop saw it, which may be an engine call's timeout later (a pull from a dead broker).
+    asked_at: Optional[float] = None
     grace_deadline: Optional[float] = None
     cancelled: bool = False
     #: Set once the stop took so long that the engine is no longer called.
     gave_up_engine: bool = False
+    #: Called by `ask`, so that a loop waiting for a run to end sees the stop at once (reentrant: a
+    #: signal handler may interrupt the waiting thread itself; queue.SimpleQueue.put is).
+    wake: Optional[Callable[[], None]] = None
 
     @property
     def warm(self) -> bool:
@@ -53,8 +59,12 @@ class StopRequest:
         return self.grace_deadline is not None and time.monotonic() > self.grace_deadline + beyond
 
     def ask(self, signum: int, frame: object = None) -> None:
-        """Record a stop request (a signal handler: only a flag)."""
+        """Record a stop request (a signal handler: only a flag, and the time)."""
+        if self.asked_at is None:
+            self.asked_at = time.monotonic()
         self.signals.append(signum)
+        if self.wake is not None:
+            self.wake()
 
     def install(self) -> dict[int, Any]:
         """Handle SIGTERM, SIGINT, SIGHUP and the drain signal; returns the handlers they replace."""
@@ -63,7 +73,10 @@ class StopRequest:
         drain = [self.drain_signal] if self.drain_signal else []
         handled = [signum for signum in (*STOP_SIGNALS, *drain) if caught(signum)]
         previous = {signum: signal.signal(signum, self.ask) for signum in handled}
-        self.signals.extend(take())  # what came while starting: a stop before anything is taken
+        early = take()  # what came while starting: a stop before anything is taken
+        if early and self.asked_at is None:
+            self.asked_at = time.monotonic()
+        self.signals.extend(early)
         return previous
 
     @staticmethod
@@ -83,9 +96,12 @@ class StopRequest:
         """
         now = time.monotonic()
         if self.grace_deadline is None:
-            self.grace_deadline = now + grace_period
+            asked = now if self.asked_at is None else min(now, self.asked_at)
+            self.grace_deadline = asked + grace_period
             name = signal.Signals(self.signals[0]).name
-            log.warning("%s: taking no new parameter, %d running, grace period %gs", name, len(slots), grace_period)
+            late = f" ({now - asked:.1f}s of it spent in an engine call)" if now - asked >= 0.5 else ""
+            log.warning("%s: taking no new parameter, %d running, grace period %gs%s", name, len(slots),
+                        grace_period, late)
         if self.cold or now >= self.grace_deadline:
             self._cancel(slots, collect)
         if self.cold or now >= self.grace_deadline + KILL_AFTER + 2:

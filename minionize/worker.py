@@ -68,7 +68,7 @@ class Worker:
         self.minion = minion or MinionInfo.here(settings.env, engine.describe(), settings.concurrency)
         self._slots = Slots(settings.concurrency, self._execute)
         engine.slots = settings.concurrency
-        self._stop = StopRequest(settings.drain_signal, settings.drain_exit_code)
+        self._stop = StopRequest(settings.drain_signal, settings.drain_exit_code, wake=self._slots.wake)
         self._held: list[Message] = []
         self._last_lease = time.monotonic()
         self._last_queue_report = 0.0

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
 from typing import Any, Optional
 
-from minionize import FuncCallback
+from minionize import FuncCallback, ProcessCallback
 from minionize.callbacks.child import KILL_AFTER
 from minionize.calls import EngineCalls
 from minionize.config import Settings
 from minionize.engines.memory import MemoryEngine
 from minionize.message import Message
+from minionize.slots import Slots
 from minionize.stopping import StopRequest
 from minionize.worker import _STOP_MARGIN, Worker
 
@@ -120,6 +123,52 @@ def test_a_stop_during_an_outage_ends_within_grace_plus_kill_delay() -> None:
     assert engine.acked == []  # left to the broker's redelivery, not acked
 
 
+class PullHangs(MemoryEngine):
+    """A broker lost once the first run started: the next pull hangs for `hang` seconds, then fails;
+    giving the message back fails at once."""
+
+    def __init__(self, params: Any, hang: float) -> None:
+        super().__init__(params)
+        self.hang, self.pulls, self.hanging = hang, 0, threading.Event()
+
+    def next_many(self, limit: int, timeout: float) -> list[Message]:
+        message = self.next(timeout)
+        return [] if message is None else [message]
+
+    def next(self, timeout: float) -> Optional[Message]:
+        self.pulls += 1
+        if self.pulls == 1:
+            return super().next(timeout)
+        self.hanging.set()
+        time.sleep(self.hang)
+        raise ConnectionError("broker down: no answer")
+
+    def release(self, message: Message) -> None:
+        raise ConnectionError("broker down")
+
+
+def test_the_grace_period_runs_from_the_signal_not_from_when_the_loop_sees_it() -> None:
+    """A SIGTERM that comes during a hanging engine call: its grace period is spent while the call hangs
+    (Kubernetes counts its own from the signal), and the run is stopped as soon as the call ends."""
+    hang, grace = 3.0, 2.0
+    engine = PullHangs(["60"], hang)
+    worker = Worker(engine, ProcessCallback(["sleep"]), Settings(engine="memory", concurrency=2, grace_period=grace))
+    asked: list[float] = []
+
+    def stop_during_the_pull() -> None:
+        engine.hanging.wait(30)
+        time.sleep(0.1)
+        asked.append(time.monotonic())
+        worker.request_stop()
+
+    threading.Thread(target=stop_during_the_pull, daemon=True).start()
+    assert worker.run() == 0
+    took = time.monotonic() - asked[0]
+    # Before: the grace period began when the pull ended, and the stop took hang + grace.
+    assert took < hang + grace / 2, f"stop took {took:.1f}s"
+    assert engine.acked == []  # the run was stopped, its message left to the broker's redelivery
+
+
 def test_a_lost_broker_is_not_idleness() -> None:
     """A batch minion with an idle timeout keeps waiting for a broker it cannot reach (it would exit 0 otherwise,
     as if the queue were empty, with its work left undone)."""
@@ -157,3 +206,21 @@ def test_only_a_call_that_reaches_the_broker_ends_an_outage() -> None:
     reached.__name__ = "extend"
     calls(reached)
     assert calls.failures == 0
+
+
+def test_a_signal_wakes_a_loop_waiting_for_its_runs() -> None:
+    """The stop's handler wakes the loop's wait for a run to end (up to 10 s here, POLL in a minion):
+    it runs on the waiting thread itself, and the wake must neither deadlock nor wait out the timeout."""
+    slots = Slots(1, lambda run: None)
+    stop = StopRequest(wake=slots.wake)
+    previous = signal.signal(signal.SIGALRM, stop.ask)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        begun = time.monotonic()
+        assert list(slots.collect(10.0, contextlib.nullcontext)) == []
+        waited = time.monotonic() - begun
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stop.signals == [signal.SIGALRM]
+    assert waited < 5.0, f"the wait went on {waited:.1f}s after the signal"
