@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -40,7 +41,6 @@ from execo_engine.sweep import ParamSweeper
 
 from minionize.engines import execo, sweepfiles, sweepleases
 from minionize.engines.execo import ExecoEngine
-from minionize.engines.sweepstate import SweepState
 from tests.unit.sweeps import Later, leased, make_sweep, on_disk_in_progress
 
 
@@ -398,26 +398,82 @@ def test_what_the_fleet_acked_is_read_before_the_sweeps_lock(
         assert message is not None
         other.ack(message)  # one record each (runs of unknown length: written at once)
         acked.append(message.param)
-    read: list[object] = []
     read_at_lock: list[int] = []
-    mark_done, lockf = SweepState._mark_done, fcntl.lockf
-
-    def counted(self: SweepState, param: object, key: memoryview) -> None:
-        if self is minion._sweep:
-            read.append(param)
-        mark_done(self, param, key)
+    lockf = fcntl.lockf
 
     def lock(fd: int, operation: int, *args: int) -> None:
         if operation & fcntl.LOCK_EX:
-            read_at_lock.append(len(read))
+            read_at_lock.append(minion._sweep.done_pos)
         lockf(fd, operation, *args)
 
-    monkeypatch.setattr(SweepState, "_mark_done", counted)
     monkeypatch.setattr(fcntl, "lockf", lock)
     taken = minion.next(0)
-    assert taken is not None and taken.param not in read
-    assert sorted(read) == sorted(acked)
-    assert read_at_lock == [5]  # all of them before the lock, none again under it
+    assert taken is not None and taken.param not in acked
+    assert all(param in minion._sweep.done for param in acked)
+    assert read_at_lock == [(d / "done").stat().st_size]  # all of them before the lock, none again under it
+
+
+_HOLDER = textwrap.dedent("""
+    import fcntl, os, pickle, sys
+    done = os.open(sys.argv[1] + "/done", os.O_RDWR | os.O_APPEND)
+    line = os.open(sys.argv[1] + "/.minionize/line", os.O_RDWR | os.O_CREAT)
+    fcntl.lockf(done, fcntl.LOCK_EX)
+    fcntl.lockf(line, fcntl.LOCK_EX)
+    print("held", flush=True)
+    sys.stdin.readline()
+    os.write(done, b"".join(pickle.dumps(p, protocol=4) for p in range(5)))  # what a fleet acks meanwhile
+    os.close(line)  # the next in line: it catches up while this one still holds the sweep
+    sys.stdin.readline()
+    os.close(done)
+""")
+
+
+def _waiting_for_a_lock() -> bool:
+    return "->" in Path("/proc/locks").read_text()
+
+
+def test_a_minion_waiting_for_a_busy_sweep_catches_up_in_line_not_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy sweep: the minions wait in line (`.minionize/line`) for its lock; the first in line reads
+    what the fleet acked while the lock's holder works, and only what came after under the lock (before,
+    128 minions each read about a hundred records under it: the lock, not the cores, bounded the fleet)."""
+    d = make_sweep(tmp_path / "s", range(10))
+    minion = opened(d)
+    acked = (d / "done").stat().st_size + len(b"".join(pickle.dumps(p, protocol=4) for p in range(5)))
+    read_at_lock: list[int] = []
+    lockf = fcntl.lockf
+
+    def lock(fd: int, operation: int, *args: int) -> None:
+        if operation == fcntl.LOCK_EX and os.readlink(f"/proc/self/fd/{fd}").endswith("done"):
+            read_at_lock.append(minion._sweep.done_pos)  # a minion blocking on the sweep's lock
+        lockf(fd, operation, *args)
+
+    monkeypatch.setattr(fcntl, "lockf", lock)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(d)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "held\n"
+        taken: list[object] = []
+        thread = threading.Thread(target=lambda: taken.append(minion.next(0)))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_for_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        holder.stdin.write("append\n")
+        holder.stdin.flush()
+        while minion._sweep.done_pos < acked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        thread.join(10)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert read_at_lock == [acked], "the records acked while the minion waited were read under the lock"
+    [message] = taken
+    assert message is not None and message.param not in range(5)
 
 
 def test_a_record_being_appended_is_left_whole_by_a_read_without_the_lock(tmp_path: Path) -> None:
