@@ -10,8 +10,10 @@ What it is
     failures, one lease file per minion (`leases/minion.<host>_<pid>_<id>`,
     the keys of the parameters it holds and when its lease runs out: see
     minionize/engines/sweepleases.py), `params`, the sweep held
-    compactly (see minionize/engines/sweepindex.py), and `line`, an empty
-    file whose lock the minions waiting for a busy sweep queue on. What a minion knows of
+    compactly (see minionize/engines/sweepindex.py), `donemap`, where
+    each record of `done` that minionize wrote is and which parameter it
+    names (see minionize/engines/sweepstate.py), and `line`, an empty file
+    whose lock the minions waiting for a busy sweep queue on. What a minion knows of
     the sweep, read from these files, is minionize/engines/sweepstate.py.
 
 A fleet
@@ -19,8 +21,9 @@ A fleet
     and one `inprogress`), so that is kept cheap: `done` is read before the
     sweep's lock is taken (under it, only what was appended meanwhile; the
     minions that wait for a busy lock wait in line, `.minionize/line`, and
-    the first in line reads while the lock's holder works), `inprogress`
-    as one set, and a take walks what is neither done nor
+    the first in line reads while the lock's holder works; a record with a
+    place in `donemap` is only compared with the sweep's pickle, neither
+    unpickled nor looked up), `inprogress` as one set, and a take walks what is neither done nor
     failed from a place of the minion's own in the sweep, passing over
     what is in progress (a minion alone starts at the beginning): the
     minions of a fleet do not walk over what the others just took.
@@ -310,7 +313,9 @@ class ExecoEngine(Engine):
         the records of other minions (a take then drops them from `inprogress`); True when there were."""
         if not self._acked:
             return False
-        sweepfiles.append_all(done, list(self._acked), sync=False)
+        records, positions = self._sweep.ack_records(list(self._acked))
+        start = sweepfiles.append_bytes(done, records, sync=False)
+        self._sweep.write_places(start, positions)
         self._acked = {}
         self._sweep.untidy = True  # `inprogress` names them still: the next write drops them
         self._sweep.scan_done(done)

@@ -203,7 +203,11 @@ def append(fd: int, record: Any, sync: bool = True) -> None:
 
 def append_all(fd: int, records: list[Any], sync: bool = True) -> None:
     """`append`, of several records in one write."""
-    data = b"".join(pickle.dumps(record, protocol=PROTOCOL) for record in records)
+    append_bytes(fd, b"".join(pickle.dumps(record, protocol=PROTOCOL) for record in records), sync)
+
+
+def append_bytes(fd: int, data: bytes, sync: bool = True) -> int:
+    """`append` of records already pickled; returns where they start."""
     size = os.fstat(fd).st_size
     try:
         _write_all(fd, data)
@@ -214,6 +218,7 @@ def append_all(fd: int, records: list[Any], sync: bool = True) -> None:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, size)
         raise
+    return size
 
 
 def sync(fd: int) -> None:
@@ -248,6 +253,12 @@ def _read_to(fd: int, position: int, size: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def read_from(fd: int, position: int) -> bytes:
+    """What `fd` holds after `position` (empty when nothing)."""
+    size = os.fstat(fd).st_size
+    return _read_to(fd, position, size) if size > position else b""
+
+
 def scan_appended(fd: int, position: int, apply: Callable[[Any, memoryview], object],
                   known: Optional[Callable[[memoryview], bool]] = None, cut: bool = True) -> int:
     """`read_appended`, one record at a time: `apply` each, with its bytes, and return the position after
@@ -256,34 +267,40 @@ def scan_appended(fd: int, position: int, apply: Callable[[Any, memoryview], obj
     bytes) is first given as its bytes to `known`, and unpickled only if that returns False; a few are
     unpickled, which costs less than finding their frames. Not `cut` (a read without the sweep's lock):
     a torn record ends the read and is left in place (it may be an append being written)."""
-    size = os.fstat(fd).st_size
-    if size <= position:
-        return position
-    if size - position < _MANY:
+    data = read_from(fd, position)
+    good, torn = scan_records(data, 0, len(data), apply, known)
+    if torn and cut:
+        os.ftruncate(fd, position + good)
+    return position + good
+
+
+def scan_records(data: bytes, start: int, end: int, apply: Callable[[Any, memoryview], object],
+                 known: Optional[Callable[[memoryview], bool]] = None) -> tuple[int, bool]:
+    """The records of `data` from `start` until one ends at `end` or after (`scan_appended`): where the
+    last one read ends, and whether a torn one came before `end`."""
+    if end - start < _MANY:
         known = None
-    data = _read_to(fd, position, size)
     stream = io.BytesIO(data)  # which shares `data` (bytes) rather than copy it: a big `done` is held once
+    stream.seek(start)
     view = memoryview(data)
-    good = 0
-    while good < len(data):
+    good = start
+    while good < end:
         if known is not None and data[good + 2 : good + 3] == _FRAME and data[good] == 0x80 and data[good + 1] >= 4:
-            end = good + 11 + int.from_bytes(data[good + 3 : good + 11], "little")
-            if end <= len(data) and data[end - 1 : end] == b"." and known(view[good:end]):
-                good = end
+            after = good + 11 + int.from_bytes(data[good + 3 : good + 11], "little")
+            if after <= len(data) and data[after - 1 : after] == b"." and known(view[good:after]):
+                good = after
                 stream.seek(good)
                 continue
         try:
             record = pickle.load(stream)
         except TORN:
-            if cut:
-                os.ftruncate(fd, position + good)
-            break
+            return good, True
         except FOREIGN as exc:
             raise ForeignParameter(exc) from None
-        end = stream.tell()
-        apply(record, view[good:end])
-        good = end
-    return position + good
+        after = stream.tell()
+        apply(record, view[good:after])
+        good = after
+    return good, False
 
 
 def read_whole(path: StrPath) -> bytes:

@@ -15,13 +15,26 @@ does not walk over what the others just took. `done` is read record by
 record (by their pickles when there are many: a minion catching up); the
 parameters it names are dropped from `inprogress` at this minion's next
 write of it.
+
+An ack also appends to `.minionize/donemap` where its records start in
+`done`, their lengths and the places in the sweep of their parameters (16
+bytes each). A reader takes a record from there when its bytes are those
+of the sweep's pickle at that place, starting where the last record read
+ended: it finds neither the record's end (an unpickling) nor its parameter
+(a lookup by its bytes). A place is only a shortcut: one that does not hold
+(the sweep was reloaded, `done` lost its end in a crash or was rewritten)
+is passed over and its record read as plain execo's records are; under the
+sweep's lock, a torn place and those beyond the end of `done` are cut, so
+that the next records appended there are not taken for theirs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pickle
+import struct
 import zlib
 from collections import deque
 from typing import Any, Callable, Optional
@@ -32,6 +45,9 @@ from . import sweepfiles, sweepindex
 #: The most parameters read from `done` kept for the next write of `inprogress` (beyond it, that write looks
 #: each parameter in progress up instead, as after a minion catches up).
 _DONE_READ_MOST = 1 << 16
+#: A record of `.minionize/donemap`: where a record of `done` starts, its length, and the place in the sweep
+#: of the parameter it names (which a reader checks against the record's bytes before it trusts it).
+_PLACE = struct.Struct("<QII")
 
 
 class SweepState:
@@ -44,6 +60,8 @@ class SweepState:
         self.inprogress_file = os.path.join(directory, "inprogress")
         self.inprogress_temporary = os.path.join(directory, f".inprogress.{tag}.tmp")
         self.params_file = os.path.join(directory, ".minionize", "params")  # the sweep, compact (sweepindex)
+        self.donemap_file = os.path.join(directory, ".minionize", "donemap")  # where `done`'s records are
+        self._places_pos = 0
         self.sweeps = sweepindex.SweepIndex.of(())
         self._sweeps_stat: tuple[int, int, int] = (0, 0, 0)
         self.done = sweepindex.Done(self.sweeps)
@@ -102,12 +120,106 @@ class SweepState:
     # -- reading what the minions wrote -------------------------------------
 
     def scan_done(self, done: int, cut: bool = True) -> None:
-        """Read the records appended to `done` since the last read; not `cut`: without the sweep's lock
-        (a torn record, maybe being written, is left for the next read)."""
-        self.done_pos = sweepfiles.scan_appended(done, self.done_pos, self._mark_done, self._done_pickle, cut)
+        """Read the records appended to `done` since the last read, those with a place (`donemap`) by it;
+        not `cut`: without the sweep's lock (a torn record, maybe being written, is left for the next
+        read)."""
+        places = self._read_places(cut)
+        data = sweepfiles.read_from(done, self.done_pos)
+        at = self._read_placed(data, places, cut) if places else 0
+        if not data:
+            return
+        good, torn = sweepfiles.scan_records(data, at, len(data), self._mark_done, self._done_pickle)
+        if torn and cut:
+            os.ftruncate(done, self.done_pos + good)
+        self.done_pos += good
         if len(self._settled_read) > _DONE_READ_MOST:
             self._settled_read.clear()
             self._look_up_all = True
+
+    def _read_placed(self, data: bytes, places: bytes, cut: bool) -> int:
+        """Read the records of `data` (what `done` holds after `done_pos`) that `places` name, and those
+        before them that they do not (plain execo's, or written as a place could not be); returns where
+        the records read end. A record is then neither unpickled to find its end nor looked up by its
+        bytes to find its parameter: the bytes are only compared with those of the sweep's pickle."""
+        at, used = 0, 0
+        if len(places) // _PLACE.size > _DONE_READ_MOST:
+            self._look_up_all = True  # a minion catching up: the parameters in progress are looked up instead
+        collect = not self._look_up_all
+        for start, length, position in _PLACE.iter_unpack(places):
+            start -= self.done_pos
+            if start >= at:
+                if start + length > len(data):
+                    if cut:  # under the lock, nobody is writing: `done` lost its end in a crash, not these
+                        os.truncate(self.donemap_file, self._places_pos + used)
+                    break
+                if start > at:
+                    at, torn = sweepfiles.scan_records(data, at, start, self._mark_done, self._done_pickle)
+                    if torn or at != start:
+                        break  # not a record's start: the rest is read record by record
+                record = data[start : start + length]
+                if self._place_holds(position, record):
+                    self.remaining.done_at(position)
+                    if collect:
+                        self._settled_read.add(sweepfiles.loads(record))
+                    at = start + length
+            used += _PLACE.size
+        self._places_pos += used
+        return at
+
+    def _read_places(self, cut: bool) -> bytes:
+        """The whole records appended to `donemap` since the last read (under the lock, a torn one is cut)."""
+        try:
+            fd = os.open(self.donemap_file, os.O_RDWR)
+        except FileNotFoundError:
+            return b""
+        try:
+            data = sweepfiles.read_from(fd, self._places_pos)
+            if len(data) % _PLACE.size:
+                data = data[: len(data) - len(data) % _PLACE.size]
+                if cut:
+                    os.ftruncate(fd, self._places_pos + len(data))
+            return data
+        finally:
+            os.close(fd)
+
+    def _place_holds(self, position: int, record: bytes) -> bool:
+        """Whether `record` is the sweep's pickle of the parameter at `position`: a place is trusted only
+        then (the sweep may have been reloaded since it was written, `done` cut or rewritten)."""
+        offsets = self.sweeps.offsets
+        if not 0 <= position < len(offsets) - 1:
+            return False
+        return self.sweeps.blob[offsets[position] : offsets[position + 1]] == record
+
+    def ack_records(self, params: list[Any]) -> tuple[bytes, list[Optional[int]]]:
+        """The records of `done` for `params` (the sweep's own pickles) and their places in the sweep."""
+        pickles, positions = [], []
+        blob, offsets = self.sweeps.blob, self.sweeps.offsets
+        for param in params:
+            position = self.sweeps.position(param)
+            if position is None:
+                pickles.append(pickle.dumps(param, protocol=sweepfiles.PROTOCOL))
+            else:
+                pickles.append(bytes(blob[offsets[position] : offsets[position + 1]]))
+            positions.append(position)
+        return b"".join(pickles), positions
+
+    def write_places(self, start: int, positions: list[Optional[int]]) -> None:
+        """Append to `donemap` where the records of `done` just written at `start` are, and which parameters
+        they are. Only a shortcut for the readers: a write that fails is let go."""
+        places, at = [], start
+        offsets = self.sweeps.offsets
+        for position in positions:
+            if position is None:
+                return  # a parameter outside the sweep: its record and those after it are read as records
+            length = offsets[position + 1] - offsets[position]
+            places.append(_PLACE.pack(at, length, position))
+            at += length
+        with contextlib.suppress(OSError):
+            fd = sweepfiles.open_appendable(self.donemap_file)
+            try:
+                sweepfiles.append_bytes(fd, b"".join(places), sync=False)
+            finally:
+                os.close(fd)
 
     def _mark_done(self, param: Any, key: memoryview) -> None:
         """A record of `done`, found in the sweep by its bytes (those of the sweep's own pickle, as
