@@ -48,6 +48,7 @@ _DONE_READ_MOST = 1 << 16
 #: A record of `.minionize/donemap`: where a record of `done` starts, its length, and the place in the sweep
 #: of the parameter it names (which a reader checks against the record's bytes before it trusts it).
 _PLACE = struct.Struct("<QII")
+_PLACES_READ = _PLACE.size << 16
 
 
 class SweepState:
@@ -123,9 +124,16 @@ class SweepState:
         """Read the records appended to `done` since the last read, those with a place (`donemap`) by it;
         not `cut`: without the sweep's lock (a torn record, maybe being written, is left for the next
         read)."""
-        places = self._read_places(cut)
-        data = sweepfiles.read_from(done, self.done_pos)
-        at = self._read_placed(data, places, cut) if places else 0
+        try:
+            places = os.open(self.donemap_file, os.O_RDWR)
+        except FileNotFoundError:
+            places = None
+        try:
+            data = sweepfiles.read_from(done, self.done_pos)
+            at = 0 if places is None else self._read_placed(data, places, cut)
+        finally:
+            if places is not None:
+                os.close(places)
         if not data:
             return
         good, torn = sweepfiles.scan_records(data, at, len(data), self._mark_done, self._done_pickle)
@@ -136,25 +144,44 @@ class SweepState:
             self._settled_read.clear()
             self._look_up_all = True
 
-    def _read_placed(self, data: bytes, places: bytes, cut: bool) -> int:
-        """Read the records of `data` (what `done` holds after `done_pos`) that `places` name, and those
-        before them that they do not (plain execo's, or written as a place could not be); returns where
-        the records read end. A record is then neither unpickled to find its end nor looked up by its
-        bytes to find its parameter: the bytes are only compared with those of the sweep's pickle."""
-        at, used = 0, 0
-        if len(places) // _PLACE.size > _DONE_READ_MOST:
+    def _read_placed(self, data: bytes, places: int, cut: bool) -> int:
+        """Read the records of `data` (what `done` holds after `done_pos`) that the places appended to
+        `donemap` since the last read name, and those before them that they do not (plain execo's, or
+        written as a place could not be); returns where the records read end. A record is then neither
+        unpickled to find its end nor looked up by its bytes to find its parameter: its bytes are only
+        compared with those of the sweep's pickle. The places are read a mebibyte at a time (a minion
+        catching up on a million records does not hold their 16 MB); under the lock, a torn one is cut."""
+        size = os.fstat(places).st_size
+        whole = size - max(0, size - self._places_pos) % _PLACE.size
+        if cut and whole < size:
+            os.ftruncate(places, whole)
+        if (whole - self._places_pos) // _PLACE.size > _DONE_READ_MOST:
             self._look_up_all = True  # a minion catching up: the parameters in progress are looked up instead
-        collect = not self._look_up_all
-        for start, length, position in _PLACE.iter_unpack(places):
+        at, going = 0, True
+        while going and self._places_pos < whole:
+            chunk = os.pread(places, min(_PLACES_READ, whole - self._places_pos), self._places_pos)
+            if not chunk:
+                break
+            at, going = self._read_chunk(data, chunk[: len(chunk) - len(chunk) % _PLACE.size], at, places, cut)
+        return at
+
+    def _read_chunk(self, data: bytes, chunk: bytes, at: int, places: int, cut: bool) -> tuple[int, bool]:
+        """`_read_placed`, for the places of `chunk`, from `at`; returns where the records read end, and
+        whether the next places may be read too."""
+        used, collect = 0, not self._look_up_all
+        going = True
+        for start, length, position in _PLACE.iter_unpack(chunk):
             start -= self.done_pos
             if start >= at:
                 if start + length > len(data):
                     if cut:  # under the lock, nobody is writing: `done` lost its end in a crash, not these
-                        os.truncate(self.donemap_file, self._places_pos + used)
+                        os.ftruncate(places, self._places_pos + used)
+                    going = False
                     break
                 if start > at:
                     at, torn = sweepfiles.scan_records(data, at, start, self._mark_done, self._done_pickle)
                     if torn or at != start:
+                        going = False
                         break  # not a record's start: the rest is read record by record
                 record = data[start : start + length]
                 if self._place_holds(position, record):
@@ -164,23 +191,7 @@ class SweepState:
                     at = start + length
             used += _PLACE.size
         self._places_pos += used
-        return at
-
-    def _read_places(self, cut: bool) -> bytes:
-        """The whole records appended to `donemap` since the last read (under the lock, a torn one is cut)."""
-        try:
-            fd = os.open(self.donemap_file, os.O_RDWR)
-        except FileNotFoundError:
-            return b""
-        try:
-            data = sweepfiles.read_from(fd, self._places_pos)
-            if len(data) % _PLACE.size:
-                data = data[: len(data) - len(data) % _PLACE.size]
-                if cut:
-                    os.ftruncate(fd, self._places_pos + len(data))
-            return data
-        finally:
-            os.close(fd)
+        return at, going
 
     def _place_holds(self, position: int, record: bytes) -> bool:
         """Whether `record` is the sweep's pickle of the parameter at `position`: a place is trusted only

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from execo_engine.sweep import ParamSweeper
 
+from minionize.engines import sweepstate
 from minionize.engines.execo import ExecoEngine
 from minionize.engines.sweepindex import SweepIndex
 from minionize.engines.sweepstate import SweepState
@@ -168,13 +169,20 @@ def test_a_read_without_the_lock_leaves_a_torn_place_for_the_writer(tmp_path: Pa
     assert all(param in state.done for param in acked)
 
 
-def test_a_minion_catching_up_on_many_placed_records_reads_them_all(tmp_path: Path) -> None:
+@pytest.mark.parametrize("places_read", [7 * PLACE.size, 1 << 20])
+def test_a_minion_catching_up_on_many_placed_records_reads_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, places_read: int
+) -> None:
+    """The places are read a chunk at a time (a mebibyte; here 7 places too), the records by them."""
+    monkeypatch.setattr(sweepstate, "_PLACES_READ", places_read)
     d = make_sweep(tmp_path / "s", range(3000))
     minion = opened(d)
     acked = []
     for _ in range(10):
         acked += ack_all(minion, 200)
+    found = lookups(monkeypatch)
     late = opened(d)
     taken = late.next_many(1000, 0)
+    assert found == []
     assert not {m.param for m in taken} & set(acked)
     assert len(late._sweep.remaining) == 1000
