@@ -221,8 +221,7 @@ class GoogleEngine(Engine):
         )
         self._call: dict[str, Any] = {"retry": transient, "timeout": operation_timeout}
         # An error while running is a lost connection: drop the clients, the next call makes new ones.
-        self._running = ConnectionGuard("Pub/Sub", self.connection_errors, operation_timeout, self._disconnect,
-                                        spent=(exceptions.RetryError,))
+        self._running = ConnectionGuard("Pub/Sub", self.connection_errors, operation_timeout, self._disconnect)
         self.credentials = credentials
         self.emulator = emulator
         self.decoder = decoder

@@ -152,19 +152,16 @@ class ConnectionGuard:
     keeps its connections itself: that connection may be half-open (a cut
     that dropped packets without a reset), and TCP would resume it only at
     its next retransmission, backed off to 13 to 26 s after a 30 s cut; the
-    engine drops it and connects anew instead. `spent` names the errors of a
-    client that retries within the timeout and gives up when its next try
-    would pass it (google-api-core's RetryError): the server did not answer
-    for the whole timeout, though the call may end a backoff early.
+    engine drops it and connects anew instead.
     """
 
     def __init__(
         self, where: str, errors: tuple[type[BaseException], ...], timeout: float,
         on_lost: Optional[Callable[[], None]] = None, why: Optional[Callable[[BaseException], str]] = None,
-        on_silent: Optional[Callable[[], None]] = None, spent: tuple[type[BaseException], ...] = (),
+        on_silent: Optional[Callable[[], None]] = None,
     ) -> None:
         self.where, self.errors, self.timeout, self.on_lost = where, errors, timeout, on_lost
-        self.on_silent, self.spent = on_silent, spent
+        self.on_silent = on_silent
         #: How an error is said in one line (the client's own text, by default its first line).
         self.why = why or _first_line
         self.silent_until = 0.0
@@ -188,7 +185,7 @@ class ConnectionGuard:
         except self.errors as exc:
             if self.on_lost is not None:
                 self.on_lost()
-            if isinstance(exc, self.spent) or time.monotonic() - started >= wait + self.timeout:
+            if time.monotonic() - started >= wait + self.timeout:
                 self.silence()
                 if self.on_silent is not None:
                     self.on_silent()

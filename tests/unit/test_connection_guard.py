@@ -86,19 +86,3 @@ def test_a_call_left_unanswered_drops_the_connection_a_failed_one_does_not(clock
         raise Lost("timed out")
     assert reopened == ["reopened"]
 
-
-class GaveUp(Lost):
-    """A client's "retried until the deadline": it gives up when its next try would pass the timeout."""
-
-
-def test_a_client_that_spent_its_retry_budget_counts_as_unanswered(clock: Clock) -> None:
-    """google-api-core's RetryError may come before the whole timeout (its last backoff would pass it):
-    the server did not answer all that time, and the calls of the next timeout fail at once, so that
-    a stop does not wait a timeout for each of them."""
-    lost = ConnectionGuard("broker at h:1", (Lost,), 5.0, spent=(GaveUp,))
-    with pytest.raises(ConnectionError), lost("pull"):
-        clock.now += 3.5
-        raise GaveUp("Timeout of 5.0s exceeded, last exception: 503 failed to connect")
-    assert lost.silent
-    with pytest.raises(ConnectionError, match="not tried"), lost("release"):
-        pass

@@ -8,7 +8,9 @@ import threading
 import time
 from typing import Any, Optional
 
-from minionize import FuncCallback, ProcessCallback
+import pytest
+
+from minionize import FuncCallback, ProcessCallback, calls
 from minionize.callbacks.child import KILL_AFTER
 from minionize.calls import EngineCalls
 from minionize.config import Settings
@@ -224,3 +226,48 @@ def test_a_signal_wakes_a_loop_waiting_for_its_runs() -> None:
         signal.signal(signal.SIGALRM, previous)
     assert stop.signals == [signal.SIGALRM]
     assert waited < 5.0, f"the wait went on {waited:.1f}s after the signal"
+
+
+def test_during_a_stop_a_call_that_took_a_second_to_fail_ends_the_engine_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker that takes its whole timeout to fail (Pub/Sub's client retries refused connections until its
+    deadline) would make every settlement of a stop wait as long: after one such failure, what is not settled
+    is left to the broker's redelivery. A call that fails at once is no reason to stop trying."""
+    now = [1000.0]
+    monkeypatch.setattr(calls.time, "monotonic", lambda: now[0])
+    stop = StopRequest()
+    stop.ask(signal.SIGTERM)
+    engine_calls = EngineCalls(stop, lambda seconds: None, stop_takes=10.0)
+    made: list[str] = []
+
+    def release() -> None:
+        made.append("release")
+        raise ConnectionError("connection refused")
+
+    def pull() -> None:
+        made.append("pull")
+        now[0] += 4.9
+        raise ConnectionError("Timeout of 5.0s exceeded, last exception: 503 failed to connect")
+
+    assert engine_calls(release) is None and engine_calls(release) is None
+    assert made == ["release", "release"]  # failed at once: tried again
+    assert engine_calls(pull) is None
+    assert engine_calls(release) is None and engine_calls.failed
+    assert made == ["release", "release", "pull"]  # not made: left to the broker's redelivery
+
+
+def test_outside_a_stop_a_slow_failure_is_retried_after_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(calls.time, "monotonic", lambda: now[0])
+    engine_calls = EngineCalls(StopRequest(), lambda seconds: None, stop_takes=10.0)
+    made: list[str] = []
+
+    def pull() -> None:
+        made.append("pull")
+        now[0] += 4.9
+        raise ConnectionError("no answer")
+
+    engine_calls(pull)
+    engine_calls(pull)
+    assert made == ["pull", "pull"]
