@@ -73,10 +73,8 @@ class StopRequest:
         drain = [self.drain_signal] if self.drain_signal else []
         handled = [signum for signum in (*STOP_SIGNALS, *drain) if caught(signum)]
         previous = {signum: signal.signal(signum, self.ask) for signum in handled}
-        early = take()  # what came while starting: a stop before anything is taken
-        if early and self.asked_at is None:
-            self.asked_at = time.monotonic()
-        self.signals.extend(early)
+        for signum in take():  # what came while starting: a stop before anything is taken
+            self.ask(signum)
         return previous
 
     @staticmethod
@@ -96,10 +94,10 @@ class StopRequest:
         """
         now = time.monotonic()
         if self.grace_deadline is None:
-            asked = now if self.asked_at is None else min(now, self.asked_at)
+            asked = now if self.asked_at is None else self.asked_at
             self.grace_deadline = asked + grace_period
             name = signal.Signals(self.signals[0]).name
-            late = f" ({now - asked:.1f}s of it spent in an engine call)" if now - asked >= 0.5 else ""
+            late = f" ({now - asked:.1f}s of it gone before the loop saw the signal)" if now - asked >= 0.5 else ""
             log.warning("%s: taking no new parameter, %d running, grace period %gs%s", name, len(slots),
                         grace_period, late)
         if self.cold or now >= self.grace_deadline:

@@ -221,7 +221,7 @@ class SweepState:
         offsets = self.sweeps.offsets
         for position in positions:
             if position is None:
-                return  # a parameter outside the sweep: its record and those after it are read as records
+                return  # a parameter outside the sweep: the records of this write are read as records
             length = offsets[position + 1] - offsets[position]
             places.append(_PLACE.pack(at, length, position))
             at += length

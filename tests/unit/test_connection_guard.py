@@ -85,4 +85,3 @@ def test_a_call_left_unanswered_drops_the_connection_a_failed_one_does_not(clock
         clock.now += 0.25
         raise Lost("timed out")
     assert reopened == ["reopened"]
-
